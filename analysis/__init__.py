@@ -1,0 +1,1 @@
+"""Churn analysis of runctrace recordings, as pure pandas functions (see runctrace report)."""

@@ -1,0 +1,344 @@
+"""Every Linux syscall binding runctrace uses, in one place.
+
+The standard library covers epoll, eventfd, pidfd_open and netlink sockets; the rest
+(fanotify, inotify and the socket-filter ``setsockopt``) is bound here with cffi in
+ABI mode, so nothing needs compiling at install time.
+
+Layout, in the spirit of inotify_simple:
+
+* :func:`_check` is the only place that looks at a syscall's ``-1``, retries ``EINTR``
+  and raises ``OSError(errno, strerror)``.
+* Decoding the kernel's byte records (:func:`decode_fanotify`, :func:`decode_inotify`,
+  :func:`decode_proc_events`) are pure functions over ``bytes``: the unit tests feed
+  them hand-built records with no syscall at all.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+import cffi
+
+_ffi = cffi.FFI()
+_ffi.cdef(
+    """
+    int fanotify_init(unsigned int flags, unsigned int event_f_flags);
+    int fanotify_mark(int fanotify_fd, unsigned int flags, uint64_t mask,
+                      int dirfd, const char *pathname);
+    int inotify_init1(int flags);
+    int inotify_add_watch(int fd, const char *pathname, uint32_t mask);
+    int inotify_rm_watch(int fd, int wd);
+
+    struct sock_filter { uint16_t code; uint8_t jt; uint8_t jf; uint32_t k; };
+    struct sock_fprog { unsigned short len; struct sock_filter *filter; };
+    int setsockopt(int sockfd, int level, int optname, const void *optval,
+                   uint32_t optlen);
+    """
+)
+_libc = _ffi.dlopen(None)
+
+
+def _check(ret: int) -> int:
+    """Raise ``OSError`` for a ``-1`` return; the only place that reads ``errno``."""
+    if ret == -1:
+        err = _ffi.errno
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def _retry(call, *args) -> int:
+    while True:
+        try:
+            return _check(call(*args))
+        except InterruptedError:
+            continue
+
+
+# --------------------------------------------------------------------------- fanotify
+
+
+class FanInit(enum.IntFlag):
+    CLOEXEC = 0x1
+    NONBLOCK = 0x2
+    CLASS_NOTIF = 0x0
+    CLASS_CONTENT = 0x4
+    CLASS_PRE_CONTENT = 0x8
+    UNLIMITED_QUEUE = 0x10
+    UNLIMITED_MARKS = 0x20
+
+
+class FanMark(enum.IntFlag):
+    ADD = 0x1
+    REMOVE = 0x2
+    DONT_FOLLOW = 0x4
+    FLUSH = 0x80
+
+
+class FanEvent(enum.IntFlag):
+    ACCESS = 0x1
+    MODIFY = 0x2
+    CLOSE_WRITE = 0x8
+    OPEN = 0x20
+    Q_OVERFLOW = 0x4000
+    OPEN_PERM = 0x10000
+    OPEN_EXEC = 0x1000
+    OPEN_EXEC_PERM = 0x40000
+
+
+FAN_NOFD = -1
+FANOTIFY_METADATA_VERSION = 3
+AT_FDCWD = -100
+
+# struct fanotify_event_metadata { __u32 event_len; __u8 vers; __u8 reserved;
+#   __u16 metadata_len; __aligned_u64 mask; __s32 fd; __s32 pid; }
+_FAN_META = struct.Struct("=IBBHQii")
+
+
+@dataclass(frozen=True)
+class FanotifyRecord:
+    mask: int
+    fd: int
+    pid: int
+
+
+def fanotify_init(flags: int, event_f_flags: int) -> int:
+    return _retry(_libc.fanotify_init, int(flags), int(event_f_flags))
+
+
+def fanotify_mark(fd: int, flags: int, mask: int, path: str, dirfd: int = AT_FDCWD) -> None:
+    _retry(_libc.fanotify_mark, fd, int(flags), int(mask), dirfd, os.fsencode(path))
+
+
+def decode_fanotify(buf: bytes) -> list[FanotifyRecord]:
+    """Split a ``read()`` of a fanotify fd into records.
+
+    Raises ``ValueError`` on a version the layout above does not describe, instead of
+    misreading it. Every record whose ``fd`` is not ``FAN_NOFD`` holds an open file the
+    caller must close.
+    """
+    out = []
+    off = 0
+    while off + _FAN_META.size <= len(buf):
+        event_len, vers, _res, _meta_len, mask, fd, pid = _FAN_META.unpack_from(buf, off)
+        if vers != FANOTIFY_METADATA_VERSION:
+            raise ValueError(f"fanotify metadata version {vers}, expected {FANOTIFY_METADATA_VERSION}")
+        if event_len < _FAN_META.size or off + event_len > len(buf):
+            raise ValueError(f"truncated fanotify record (event_len={event_len})")
+        out.append(FanotifyRecord(mask=mask, fd=fd, pid=pid))
+        off += event_len
+    return out
+
+
+# --------------------------------------------------------------------------- inotify
+
+
+class In(enum.IntFlag):
+    CLOSE_WRITE = 0x8
+    MOVED_FROM = 0x40
+    MOVED_TO = 0x80
+    CREATE = 0x100
+    DELETE = 0x200
+    DELETE_SELF = 0x400
+    MOVE_SELF = 0x800
+    ATTRIB = 0x4
+    UNMOUNT = 0x2000
+    Q_OVERFLOW = 0x4000
+    IGNORED = 0x8000
+    ONLYDIR = 0x1000000
+    DONT_FOLLOW = 0x2000000
+    ISDIR = 0x40000000
+
+
+IN_CLOEXEC = os.O_CLOEXEC
+IN_NONBLOCK = os.O_NONBLOCK
+_IN_EVENT = struct.Struct("=iIII")
+
+
+@dataclass(frozen=True)
+class InotifyRecord:
+    wd: int
+    mask: int
+    cookie: int
+    name: str
+
+
+def inotify_init1(flags: int) -> int:
+    return _retry(_libc.inotify_init1, flags)
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    return _retry(_libc.inotify_add_watch, fd, os.fsencode(path), int(mask))
+
+
+def inotify_rm_watch(fd: int, wd: int) -> None:
+    try:
+        _retry(_libc.inotify_rm_watch, fd, wd)
+    except OSError as err:  # the kernel already dropped it (directory removed)
+        if err.errno != errno.EINVAL:
+            raise
+
+
+def decode_inotify(buf: bytes) -> list[InotifyRecord]:
+    out = []
+    off = 0
+    while off + _IN_EVENT.size <= len(buf):
+        wd, mask, cookie, name_len = _IN_EVENT.unpack_from(buf, off)
+        off += _IN_EVENT.size
+        raw = buf[off : off + name_len]
+        off += name_len
+        out.append(InotifyRecord(wd, mask, cookie, os.fsdecode(raw.split(b"\0", 1)[0])))
+    return out
+
+
+# ------------------------------------------------------- netlink process-events connector
+
+NETLINK_CONNECTOR = 11
+CN_IDX_PROC = 1
+CN_VAL_PROC = 1
+PROC_CN_MCAST_LISTEN = 1
+PROC_CN_MCAST_IGNORE = 2
+NLMSG_DONE = 3
+
+
+class ProcWhat(enum.IntFlag):
+    NONE = 0
+    FORK = 0x1
+    EXEC = 0x2
+    UID = 0x4
+    GID = 0x40
+    SID = 0x80
+    PTRACE = 0x100
+    COMM = 0x200
+    NONZERO_EXIT = 0x20000000
+    COREDUMP = 0x40000000
+    EXIT = 0x80000000
+
+
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
+# struct proc_event { what; cpu; __aligned_u64 timestamp_ns; union event_data }
+_PROC_EVENT_HDR = struct.Struct("=IIQ")
+_PROC_EXEC = struct.Struct("=ii")  # process_pid, process_tgid
+_PROC_EXIT = struct.Struct("=iiII")  # process_pid, process_tgid, exit_code, exit_signal
+_PROC_FORK = struct.Struct("=iiii")  # parent_pid, parent_tgid, child_pid, child_tgid
+
+
+@dataclass(frozen=True)
+class ProcEvent:
+    """One record of the process-events connector.
+
+    ``pid`` is the *thread* id and ``tgid`` the process id, as the kernel names them.
+    ``exit_status`` is the wait(2)-style status (``code << 8 | signal``) for EXIT events.
+    ``timestamp_ns`` is CLOCK_MONOTONIC (``ktime_get_ns``) at the event.
+    """
+
+    what: int
+    timestamp_ns: int
+    pid: int
+    tgid: int
+    exit_status: int = 0
+    parent_tgid: int = 0
+
+
+def decode_proc_events(buf: bytes) -> Iterator[ProcEvent]:
+    off = 0
+    while off + _NLMSGHDR.size <= len(buf):
+        nl_len, _nl_type, _flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, off)
+        if nl_len < _NLMSGHDR.size:
+            return
+        body = off + _NLMSGHDR.size
+        off += (nl_len + 3) & ~3
+        if body + _CN_MSG.size + _PROC_EVENT_HDR.size > len(buf):
+            return
+        idx, val, _s, _a, _len, _f = _CN_MSG.unpack_from(buf, body)
+        if (idx, val) != (CN_IDX_PROC, CN_VAL_PROC):
+            continue
+        ev = body + _CN_MSG.size
+        what, _cpu, ts = _PROC_EVENT_HDR.unpack_from(buf, ev)
+        data = ev + _PROC_EVENT_HDR.size
+        if what == ProcWhat.EXEC:
+            pid, tgid = _PROC_EXEC.unpack_from(buf, data)
+            yield ProcEvent(what, ts, pid, tgid)
+        elif what == ProcWhat.EXIT:
+            pid, tgid, code, _sig = _PROC_EXIT.unpack_from(buf, data)
+            yield ProcEvent(what, ts, pid, tgid, exit_status=code)
+        elif what == ProcWhat.FORK:
+            ppid, ptgid, cpid, ctgid = _PROC_FORK.unpack_from(buf, data)
+            yield ProcEvent(what, ts, cpid, ctgid, parent_tgid=ptgid)
+
+
+def decode_wait_status(status: int) -> tuple[int | None, int | None]:
+    """(exit_code, signal) from a wait(2) status; one of the two is ``None``."""
+    if status & 0x7F:
+        return None, status & 0x7F
+    return (status >> 8) & 0xFF, None
+
+
+# Classic BPF, for a socket filter that drops connector messages in the kernel.
+BPF_LD, BPF_JMP, BPF_RET = 0x00, 0x05, 0x06
+BPF_W, BPF_ABS = 0x00, 0x20
+BPF_JEQ, BPF_K = 0x10, 0x00
+SO_ATTACH_FILTER = 26
+
+
+def proc_connector_filter(whats: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """A cBPF program that keeps only connector messages whose ``what`` is in ``whats``.
+
+    Offsets: nlmsghdr (16) + cn_msg (20) puts ``proc_event.what`` at byte 36. Loads in
+    a socket filter are in network byte order, so the constants are byte-swapped to
+    compare with the host-order (little-endian) field.
+    """
+    what_off = _NLMSGHDR.size + _CN_MSG.size
+    prog = [(BPF_LD | BPF_W | BPF_ABS, 0, 0, what_off)]
+    n = len(whats)
+    for i, what in enumerate(whats):
+        swapped = struct.unpack(">I", struct.pack("=I", what))[0]
+        # on match jump to the "accept" instruction, which sits after the remaining
+        # comparisons and the "drop" instruction
+        prog.append((BPF_JMP | BPF_JEQ | BPF_K, n - i, 0, swapped))
+    prog.append((BPF_RET | BPF_K, 0, 0, 0))  # drop
+    prog.append((BPF_RET | BPF_K, 0, 0, 0xFFFFFFFF))  # accept whole message
+    return prog
+
+
+def attach_socket_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
+    insns = _ffi.new("struct sock_filter[]", len(prog))
+    for i, (code, jt, jf, k) in enumerate(prog):
+        insns[i].code, insns[i].jt, insns[i].jf, insns[i].k = code, jt, jf, k
+    fprog = _ffi.new("struct sock_fprog *", {"len": len(prog), "filter": insns})
+    _retry(
+        _libc.setsockopt, sock.fileno(), socket.SOL_SOCKET, SO_ATTACH_FILTER,
+        fprog, _ffi.sizeof("struct sock_fprog"),
+    )
+
+
+def open_proc_connector(whats: tuple[int, ...], rcvbuf: int = 8 << 20) -> socket.socket:
+    """Subscribe to the kernel's process events, filtered in the kernel to ``whats``.
+
+    Needs CAP_NET_ADMIN. The receive buffer is forced large because netlink multicast
+    *drops* (and reports ``ENOBUFS``) when a reader falls behind; it never blocks the
+    process that exits, which is exactly the property the recorder needs.
+    """
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
+    try:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE, root only
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        attach_socket_filter(sock, proc_connector_filter(whats))
+        sock.bind((0, CN_IDX_PROC))
+        op = struct.pack("=I", PROC_CN_MCAST_LISTEN)
+        cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(op), 0) + op
+        hdr = _NLMSGHDR.pack(_NLMSGHDR.size + len(cn), NLMSG_DONE, 0, 0, os.getpid())
+        sock.send(hdr + cn)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

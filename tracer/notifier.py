@@ -1,0 +1,133 @@
+"""The notifier interface that every backend implements.
+
+It follows Inspektor Gadget's ``runcfanotify`` (v0.12): ``supported()``, a notifier
+built with a callback that receives :class:`~runctrace.events.ContainerEvent`, and
+``add_watch_container_termination(container_id, pid)`` for containers found by other
+means. On top of that a notifier is a context manager and, when built without a
+callback, an iterator of events::
+
+    with FanotifyNotifier() as notifier:
+        for event in notifier:
+            print(event.describe())
+
+Each backend runs one event loop on one thread for all containers; ``close()`` stops
+it promptly and closes every fd it opened.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Iterator, Optional
+
+from .events import ContainerEvent
+
+log = logging.getLogger("runctrace")
+
+Callback = Callable[[ContainerEvent], None]
+
+
+@dataclass(frozen=True)
+class Support:
+    """Whether a backend can run here; ``reason`` says why not (or what it will use)."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass
+class Stats:
+    """Counters a notifier keeps; ``lost`` must never be silently non-zero."""
+
+    adds: int = 0
+    removes: int = 0
+    lost: int = 0  # kernel queue overflows / dropped messages
+    missed: int = 0  # runc execs seen whose arguments could not be read in time
+    failed_creates: int = 0  # create/run calls that exited without making a container
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, int)}
+
+
+_CLOSED = object()
+
+
+class Notifier(abc.ABC):
+    name: ClassVar[str]
+
+    def __init__(self, callback: Optional[Callback] = None) -> None:
+        self._callback = callback
+        self._queue: "queue.SimpleQueue[object]" = queue.SimpleQueue()
+        self.stats = Stats()
+        self._closed = threading.Event()
+
+    # ----------------------------------------------------------------- the interface
+
+    @classmethod
+    @abc.abstractmethod
+    def supported(cls) -> Support:
+        """Can this backend run on this host, as this user? Never raises."""
+
+    @abc.abstractmethod
+    def add_watch_container_termination(self, container_id: str, pid: int) -> None:
+        """Emit a REMOVE event for ``container_id`` when process ``pid`` exits.
+
+        For containers found by other means (e.g. already running at start). If the
+        process is already gone, the REMOVE event is emitted at once.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop the event loop and release every kernel resource. Idempotent."""
+
+    # ------------------------------------------------------------ delivery of events
+
+    def _emit(self, event: ContainerEvent) -> None:
+        if event.type.value == "add":
+            self.stats.adds += 1
+        else:
+            self.stats.removes += 1
+        if self._callback is None:
+            self._queue.put(event)
+            return
+        try:
+            self._callback(event)
+        except Exception:  # a consumer bug must not kill the event loop
+            log.exception("runctrace: callback raised on %s", event.describe())
+
+    def _finish_iteration(self) -> None:
+        self._queue.put(_CLOSED)
+
+    def get(self, timeout: Optional[float] = None) -> Optional[ContainerEvent]:
+        """The next event, or None after ``timeout`` seconds or once closed."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _CLOSED:
+            self._queue.put(_CLOSED)  # keep later get() calls from blocking
+            return None
+        return item  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[ContainerEvent]:
+        if self._callback is not None:
+            raise TypeError("a notifier built with a callback delivers events to it, not to iteration")
+        while True:
+            item = self._queue.get()
+            if item is _CLOSED:
+                self._queue.put(_CLOSED)
+                return
+            yield item  # type: ignore[misc]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

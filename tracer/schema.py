@@ -1,0 +1,78 @@
+"""The one Parquet schema of a runctrace recording, and the event -> row mapping.
+
+Types are chosen so pandas/pyarrow, DuckDB and Spark read the files unchanged:
+``time`` is a microsecond UTC timestamp (Spark rejects nanosecond timestamps) and
+``time_ns`` keeps the exact nanoseconds as a plain int64; strings are UTF-8; the
+annotations are a Parquet MAP. The full spec is kept as JSON text in ``config_json``
+so nothing of it is lost; the typed columns are the fields people filter on.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from .events import ContainerEvent
+from .spec import spec_fields
+
+SCHEMA_VERSION = "1"
+
+SCHEMA = pa.schema(
+    [
+        pa.field("time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("time_ns", pa.int64(), nullable=False),
+        pa.field("type", pa.string(), nullable=False),
+        pa.field("container_id", pa.string(), nullable=False),
+        pa.field("container_pid", pa.int32()),
+        pa.field("bundle", pa.string()),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("runtime", pa.string()),
+        pa.field("runtime_root", pa.string()),
+        pa.field("runtime_args", pa.list_(pa.string())),
+        pa.field("host", pa.string(), nullable=False),
+        pa.field("exit_code", pa.int32()),
+        pa.field("signal", pa.int32()),
+        pa.field("error", pa.string()),
+        pa.field("config_json", pa.string()),
+        pa.field("hostname", pa.string()),
+        pa.field("process_args", pa.list_(pa.string())),
+        pa.field("cwd", pa.string()),
+        pa.field("root_path", pa.string()),
+        pa.field("annotations", pa.map_(pa.string(), pa.string())),
+    ],
+    metadata={b"runctrace.schema_version": SCHEMA_VERSION.encode()},
+)
+
+COLUMNS = SCHEMA.names
+
+
+def event_to_row(event: ContainerEvent, host: str | None = None) -> dict[str, Any]:
+    row = {
+        "time": event.time_ns // 1000,
+        "time_ns": event.time_ns,
+        "type": event.type.value,
+        "container_id": event.container_id,
+        "container_pid": event.container_pid,
+        "bundle": event.bundle,
+        "backend": event.backend,
+        "runtime": event.runtime,
+        "runtime_root": event.runtime_root,
+        "runtime_args": list(event.runtime_args) or None,
+        "host": host or socket.gethostname(),
+        "exit_code": event.exit_code,
+        "signal": event.signal,
+        "error": event.error,
+        "config_json": (
+            json.dumps(event.container_config, separators=(",", ":"), ensure_ascii=False)
+            if event.container_config is not None else None
+        ),
+    }
+    row.update(spec_fields(event.container_config, event.bundle))
+    return row
+
+
+def rows_to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=SCHEMA)
