@@ -77,10 +77,13 @@ class FanMark(enum.IntFlag):
     ADD = 0x1
     REMOVE = 0x2
     DONT_FOLLOW = 0x4
+    ONLYDIR = 0x8
     FLUSH = 0x80
 
 
 class FanEvent(enum.IntFlag):
+    ONDIR = 0x40000000
+    EVENT_ON_CHILD = 0x08000000
     ACCESS = 0x1
     MODIFY = 0x2
     CLOSE_WRITE = 0x8

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import stat
+import time
 from typing import Any, Optional
 
 MAX_CONFIG_BYTES = 16 << 20  # OCI specs are a few KiB; 16 MiB is generous
@@ -115,6 +116,24 @@ def read_state(state_dir: str) -> tuple[Optional[dict[str, Any]], Optional[str]]
     data, err = _read_capped(path, MAX_STATE_BYTES)
     if err:
         return None, err
+    return parse_state(data, path)
+
+
+def read_state_fd(fd: int, path: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """A state file through an fd that fanotify handed us (the file may be gone by now)."""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, f"{path} is not a regular file"
+        if st.st_size > MAX_STATE_BYTES:
+            return None, f"{path} is {st.st_size} bytes, over the {MAX_STATE_BYTES}-byte limit"
+        data = os.pread(fd, MAX_STATE_BYTES + 1, 0)
+    except OSError as err:
+        return None, f"cannot read {path}: {err.strerror}"
+    return parse_state(data, path)
+
+
+def parse_state(data: bytes, path: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     state, err = _parse_json_object(data, path)
     if err:
         return None, err
@@ -169,3 +188,18 @@ def spec_fields(config: Optional[dict[str, Any]], bundle: Optional[str]) -> dict
             [(str(k), str(v)) for k, v in annotations.items()] if isinstance(annotations, dict) else None
         ),
     }
+
+
+def rfc3339_to_ns(text: Any) -> Optional[int]:
+    """``2026-11-28T10:02:13.913754346Z`` (Go's RFC3339Nano, as in state.json) -> ns since epoch."""
+    if not isinstance(text, str) or not text.endswith("Z") or "T" not in text:
+        return None
+    import calendar
+
+    head, _, frac = text[:-1].partition(".")
+    try:
+        parsed = time.strptime(head, "%Y-%m-%dT%H:%M:%S")
+        nanos = int((frac + "000000000")[:9]) if frac else 0
+    except ValueError:
+        return None
+    return calendar.timegm(parsed) * 1_000_000_000 + nanos

@@ -1,0 +1,429 @@
+/* runctrace.bpf.c: see runc execute, follow its children, report exits.
+ *
+ * Compiled at run time by BCC (runctrace/bcc.py), which inlines runctrace.h here
+ * (`runctrace doctor --print-bpf` shows the exact text and flags).
+ *
+ * Rules this program follows, and why:
+ *
+ * 1. Tracepoints only. The kernel this runs on has no kprobes (CONFIG_KPROBES off).
+ * 2. Read only tracepoint arguments and helper results (bpf_get_current_pid_tgid,
+ *    bpf_ktime_get_ns, bpf_probe_read_user*). Never a kernel struct field: the only
+ *    headers on the machine are from another kernel version, so any offsetof() into
+ *    task_struct would silently read garbage. BCC builds each tracepoint's "args"
+ *    struct from tracefs' format files at run time, which is always right.
+ * 3. Filter in the kernel. Every exec, fork, exit and signal on the host passes
+ *    through here; only these cross to user space:
+ *      - RT_EV_EXEC: a watched runc binary was executed (with its argv);
+ *      - RT_EV_RUNC_EXIT: such a runc process ended (with its exit status);
+ *      - RT_EV_CONTAINER_EXIT: a PID user space asked about ended (the
+ *        container's init), with its exit status.
+ *    An exec storm of unrelated programs costs one string read and one hash lookup
+ *    per exec in the kernel, and nothing at all in user space.
+ *
+ * Maps:
+ *   runc_paths   filled by user space: every path of every runc binary to watch.
+ *   exec_stash   argv captured at sys_enter_execve, sent only when the exec succeeds.
+ *   procs        runc processes and their descendants down to RT_MAX_DEPTH, with
+ *                what is known of how each is ending. Kernel-owned.
+ *   containers   container init PIDs user space watches. User space inserts,
+ *                the kernel deletes at exit (see "the handshake" below).
+ *   recent_exits how runc's descendants ended, for user space to look up when a
+ *                container's init was gone before it could be put in "containers".
+ *   counters     drops, so that a loss is never silent.
+ *
+ * The handshake for "containers": at exit, the kernel writes recent_exits first,
+ * then deletes the PID from containers and reports an exit only if that delete
+ * succeeded. User space inserts the PID, then checks that the process is still
+ * alive; if not, it deletes the PID itself: whichever side deletes successfully
+ * reports the exit, so there is exactly one report and no gap.
+ */
+#include <uapi/linux/ptrace.h>
+#include "runctrace.h"
+
+/* Signals, by number: kernel headers are not used for these (rule 2), and the
+ * numbers are the same on every Linux architecture BCC supports. */
+#define RT_SIGKILL 9
+/* signal_generate's "result": TRACE_SIGNAL_DELIVERED. Others (ignored, already
+ * pending, overflow) mean this signal will not be the one that ends the process. */
+#define RT_SIGNAL_DELIVERED 0
+
+/* User space compiles with -DRT_PY_EXEC_EVENT_SIZE=sizeof(its ctypes mirror) */
+_Static_assert(sizeof(struct rt_exec_event) == RT_PY_EXEC_EVENT_SIZE,
+               "runctrace/bcc.py's RtExecEvent does not match struct rt_exec_event");
+_Static_assert((RT_ARGS_SIZE & (RT_ARGS_SIZE - 1)) == 0, "RT_ARGS_SIZE must be a power of two");
+
+/* 512 pages = 2 MiB: ~3000 typical runc execs (~600 bytes each) before the reader
+ * must catch up. A full buffer drops records; each drop is counted. */
+BPF_RINGBUF_OUTPUT(events, 512);
+
+BPF_HASH(runc_paths, struct rt_path, u32, 64);
+/* Keyed by tgid, not thread ID: if a non-leader thread execs, it takes over the
+ * tgid's PID, so the key survives the exec. LRU: an entry left behind by an exec
+ * that never returned (the process was killed inside execve) ages out. */
+BPF_TABLE("lru_hash", u32, struct rt_exec_event, exec_stash, 256);
+/* Not LRU: evicting a runc entry would lose its exit without a trace. A full map
+ * refuses inserts, and that is counted. */
+BPF_HASH(procs, u32, struct rt_proc, 16384);
+BPF_HASH(containers, u32, struct rt_exit, 16384);
+BPF_TABLE("lru_hash", u32, struct rt_recent_exit, recent_exits, 4096);
+BPF_ARRAY(counters, u64, RT_C_COUNT);
+/* A 8.5 KiB event does not fit on the 512-byte BPF stack. */
+BPF_PERCPU_ARRAY(scratch, struct rt_exec_event, 1);
+
+static __always_inline void count(u32 which)
+{
+    u64 *n = counters.lookup(&which);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
+static __always_inline u32 current_tgid(void)
+{
+    return bpf_get_current_pid_tgid() >> 32;
+}
+
+/* ------------------------------------------------------------------ exec of runc */
+
+/* True if the filename (len bytes with its NUL) ends in "runc": runc, docker-runc,
+ * ./runc, a symlink named runc... These are not known runc paths, but may be a
+ * watched runc reached another way (a relative path, a symlink no one listed);
+ * user space then compares the file's inode with the watched binaries'. */
+static __always_inline bool ends_in_runc(const char *name, int len)
+{
+    if (len < 5)
+        return false;
+    u32 i = (u32)(len - 5) & (RT_PATH_MAX - 1);
+    /* i + 3 < RT_PATH_MAX because len <= RT_PATH_MAX; the masks tell the verifier. */
+    return name[i] == 'r' && name[(i + 1) & (RT_PATH_MAX - 1)] == 'u' &&
+           name[(i + 2) & (RT_PATH_MAX - 1)] == 'n' && name[(i + 3) & (RT_PATH_MAX - 1)] == 'c';
+}
+
+/* A descendant of runc is exec'ing. If it is runc's container init (at its depth,
+ * and still named by runc's nsexec), tell its runc ancestor: for a `runc run` whose
+ * container ends before user space could read state.json, the kernel then still
+ * knows the container's PID, and hands it over with runc's exit. The comm is a
+ * helper result (bpf_get_current_comm), not a struct read. */
+static __always_inline void note_init_exec(const struct rt_proc *p, u32 tgid)
+{
+    const char want[] = RT_INIT_COMM;
+    char comm[16] = {};
+    if (p->kind != RT_KIND_DESC || p->depth != RT_MAX_DEPTH)
+        return;
+    bpf_get_current_comm(comm, sizeof(comm));
+    for (int i = 0; i < sizeof(want); i++)
+        if (comm[i] != want[i])
+            return;
+    u32 runc = p->runc;
+    struct rt_proc *r = procs.lookup(&runc);
+    if (r && r->kind == RT_KIND_RUNC && !r->init_pid)
+        r->init_pid = tgid;
+}
+
+/* sys_enter_execve: if the file is a runc, copy argv into exec_stash.
+ *
+ * argv is read now because after a successful exec the caller's memory is gone,
+ * and a runc that exits at once must still be seen with its arguments. It is sent
+ * only at sys_exit_execve when the exec succeeded: a PATH search (execvp tries
+ * /usr/local/sbin/runc, /usr/local/bin/runc, ... in turn) then costs user space
+ * nothing for the failed attempts.
+ *
+ * Every exec also passes here first: a runc descendant's exec may be its
+ * container's init starting (note_init_exec). */
+static __always_inline int stash_exec(const char *filename, const char *const *argv)
+{
+    u32 zero = 0;
+    u32 tgid = current_tgid();
+    struct rt_proc *p = procs.lookup(&tgid);
+    if (p)
+        note_init_exec(p, tgid);
+
+    struct rt_exec_event *e = scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    /* bpf_probe_read_user_str does not clear the bytes after the NUL, and the whole
+     * 256 bytes are the hash key: clear them first. */
+    __builtin_memset(e->filename, 0, sizeof(e->filename));
+    int len = bpf_probe_read_user_str(e->filename, sizeof(e->filename), filename);
+    if (len <= 0)
+        return 0;
+    u32 flags = 0;
+    if (!runc_paths.lookup((struct rt_path *)e->filename)) {
+        if (!ends_in_runc(e->filename, len))
+            return 0; /* the common case: not runc, nothing more to do */
+        flags |= RT_F_UNVERIFIED;
+    }
+
+    /* Copy the filename (and stale bytes after it, harmless) into the stash, then
+     * fill argv in place. */
+    if (exec_stash.update(&tgid, e)) {
+        count(RT_C_STASH_FULL);
+        return 0;
+    }
+    struct rt_exec_event *s = exec_stash.lookup(&tgid);
+    if (!s)
+        return 0;
+
+    u32 off = 0, argc = 0;
+    for (int i = 0; i < RT_MAX_ARGS; i++) {
+        const char *arg = 0;
+        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
+            goto done;
+        /* Keep off + RT_ARG_MAX < RT_ARGS_SIZE so the verifier can bound the write
+         * and args_size stays below RT_ARGS_SIZE. */
+        if (off > RT_ARGS_SIZE - RT_ARG_MAX - 1) {
+            flags |= RT_F_ARGS_TRUNCATED;
+            goto done;
+        }
+        int n = bpf_probe_read_user_str(&s->args[off], RT_ARG_MAX, arg);
+        if (n <= 0)
+            goto done;
+        if (n == RT_ARG_MAX)
+            flags |= RT_F_ARGS_TRUNCATED; /* this argument was cut (or exactly fit) */
+        off += n;
+        argc++;
+    }
+    /* Still more arguments after RT_MAX_ARGS? */
+    {
+        const char *arg = 0;
+        if (!bpf_probe_read_user(&arg, sizeof(arg), &argv[RT_MAX_ARGS]) && arg)
+            flags |= RT_F_ARGS_TRUNCATED;
+    }
+done:
+    s->argc = argc;
+    s->args_size = off;
+    s->hdr.type = RT_EV_EXEC;
+    s->hdr.pid = tgid;
+    s->hdr.status = 0;
+    s->hdr.flags = flags;
+    s->hdr.init_pid = 0;
+    return 0;
+}
+
+/* sys_exit_execve: send the stashed exec if it succeeded; forget it either way. */
+static __always_inline int finish_exec(long ret)
+{
+    u32 tgid = current_tgid();
+    struct rt_exec_event *s = exec_stash.lookup(&tgid);
+    if (!s)
+        return 0;
+    if (ret == 0) {
+        /* Follow this runc from now on: its chdir, its children, its exit. Any
+         * earlier entry (a wrapper script that exec'd runc, a descendant of another
+         * runc) is replaced: this process is now that runc. */
+        struct rt_proc p = {};
+        p.kind = RT_KIND_RUNC;
+        p.start_ns = bpf_ktime_get_ns();
+        if (procs.update(&tgid, &p))
+            count(RT_C_PROCS_FULL);
+        s->hdr.ktime_ns = p.start_ns;
+        u32 size = offsetof(struct rt_exec_event, args) + (s->args_size & (RT_ARGS_SIZE - 1));
+        if (size > sizeof(*s)) /* never true; bounds the size for the verifier */
+            size = sizeof(*s);
+        if (events.ringbuf_output(s, size, 0))
+            count(RT_C_RINGBUF_FULL);
+    }
+    exec_stash.delete(&tgid);
+    return 0;
+}
+
+/* Not attached: sys_enter_execveat. A caller that runs runc by execveat with an
+ * absolute path is unheard of (fexecve passes an empty path, which could not be
+ * matched anyway), and each attached tracepoint costs ~40 ms at detach time, when
+ * close() must be quick (see BccNotifier._release). runc's own fexecve of its memfd
+ * copy (runc init) goes through execveat, and must not match in any case. */
+TRACEPOINT_PROBE(syscalls, sys_enter_execve)
+{
+    return stash_exec(args->filename, args->argv);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_execve)
+{
+    return finish_exec(args->ret);
+}
+
+/* runc chdirs into --bundle early (runc 1.1's setupSpec, with Go's os.Chdir, i.e.
+ * chdir(2); fchdir is not watched, for the reason above). User space reads runc's
+ * cwd from /proc when the exec arrives, and must know whether that read may have
+ * come after the chdir. The flag is set at syscall entry, before the chdir. */
+TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
+{
+    u32 tgid = current_tgid();
+    struct rt_proc *p = procs.lookup(&tgid);
+    if (p && p->kind == RT_KIND_RUNC)
+        p->flags |= RT_P_CHDIR;
+    return 0;
+}
+
+/* ------------------------------------------------------------- runc's descendants */
+
+/* Follow runc's children, grandchildren and great-grandchildren: the container's
+ * init is among them. Knowing them lets the kernel keep their exit status in
+ * recent_exits, for an init that ends before user space has read its PID.
+ *
+ * The tracepoint runs in the parent and its child_pid may be a new *thread* (the
+ * arguments do not say). Thread entries are harmless and are removed when the
+ * thread exits (see sched_process_exit). */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 tgid = current_tgid();
+    struct rt_proc *p = procs.lookup(&tgid);
+    if (!p || p->depth >= RT_MAX_DEPTH)
+        return 0;
+    struct rt_proc child = {};
+    child.kind = RT_KIND_DESC;
+    child.depth = p->depth + 1;
+    child.runc = p->kind == RT_KIND_RUNC ? tgid : p->runc;
+    child.start_ns = bpf_ktime_get_ns();
+    u32 pid = args->child_pid;
+    if (procs.update(&pid, &child))
+        count(RT_C_PROCS_FULL);
+    return 0;
+}
+
+/* ----------------------------------------------------------- how a process ends */
+
+/* The exit code is the argument of exit_group, in the process's own context. A
+ * process ended by a signal never calls it. Recorded for runc processes, their
+ * descendants and watched containers only. */
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+{
+    u32 tgid = current_tgid();
+    struct rt_proc *p = procs.lookup(&tgid);
+    if (p) {
+        p->st.code = args->error_code;
+        p->st.how = RT_HOW_EXIT_GROUP;
+    }
+    struct rt_exit *c = containers.lookup(&tgid);
+    if (c) {
+        c->code = args->error_code;
+        c->how = RT_HOW_EXIT_GROUP;
+    }
+    return 0;
+}
+
+static __always_inline void note_signal(u32 pid, u32 sig, bool only_if_none)
+{
+    struct rt_proc *p = procs.lookup(&pid);
+    if (p && (!only_if_none || !p->st.sig))
+        p->st.sig = sig;
+    struct rt_exit *c = containers.lookup(&pid);
+    if (c && (!only_if_none || !c->sig))
+        c->sig = sig;
+}
+
+/* Which signal killed a process is not in any exit tracepoint, so it is inferred
+ * from the last signal that reached it:
+ *
+ * - signal_generate runs in the *sender* and names the target PID and the signal,
+ *   and whether it was queued. kill(PID, SIGTERM) to a process with no handler
+ *   turns, inside the kernel, into a group exit that each thread then sees as
+ *   SIGKILL; only here is SIGTERM still visible. A signal the target ignores (e.g.
+ *   SIGTERM to a container's init, PID 1 of its namespace, with no handler) is
+ *   reported with a result other than "delivered" and is skipped.
+ * - signal_deliver runs in the *target* when it takes a signal. It covers what
+ *   generate keyed by a thread ID cannot (a fault in a non-leader thread). The
+ *   SIGKILL that stands for "the group is already exiting" does not overwrite an
+ *   earlier, more precise signal.
+ *
+ * If the process then calls exit_group, its exit code wins (see status_of). Known
+ * gap: a fatal default-action signal sent with tgkill to a non-leader thread,
+ * after some other signal reached the process, is reported as that other signal. */
+TRACEPOINT_PROBE(signal, signal_generate)
+{
+    if (args->result != RT_SIGNAL_DELIVERED)
+        return 0;
+    note_signal(args->pid, args->sig, false);
+    return 0;
+}
+
+TRACEPOINT_PROBE(signal, signal_deliver)
+{
+    note_signal(current_tgid(), args->sig, args->sig == RT_SIGKILL);
+    return 0;
+}
+
+/* A wait(2)-style status, and RT_F_STATUS_KNOWN in *flags when there is one. */
+static __always_inline u32 status_of(const struct rt_exit *st, u32 *flags)
+{
+    if (st->how == RT_HOW_EXIT_GROUP) {
+        *flags |= RT_F_STATUS_KNOWN;
+        return ((u32)st->code & 0xff) << 8;
+    }
+    if (st->sig) {
+        *flags |= RT_F_STATUS_KNOWN;
+        return st->sig & 0x7f;
+    }
+    return 0; /* e.g. the last thread ended with exit(2), not exit_group */
+}
+
+static __always_inline void send_exit(u32 type, u32 pid, u64 now, u32 status, u32 flags, u32 init_pid)
+{
+    struct rt_event ev = {};
+    ev.type = type;
+    ev.pid = pid;
+    ev.ktime_ns = now;
+    ev.status = status;
+    ev.flags = flags;
+    ev.init_pid = init_pid;
+    if (events.ringbuf_output(&ev, sizeof(ev), 0))
+        count(RT_C_RINGBUF_FULL);
+}
+
+/* sched_process_exit runs once per exiting thread. A process has ended when its
+ * last thread exits ("group_dead"), which need not be the leader (Go programs like
+ * runc often end on another thread); bpf_get_current_pid_tgid still names the
+ * process. Kernels whose tracepoint lacks group_dead (before 6.x) fall back to
+ * the leader's exit, which is early for a leader that exits before its threads. */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    if (tid != tgid)
+        procs.delete(&tid); /* a thread that fork tracking took for a process */
+#ifdef RT_HAVE_GROUP_DEAD
+    if (!args->group_dead)
+        return 0;
+#else
+    if (tid != tgid)
+        return 0;
+#endif
+    /* An exec stashed but never finished (killed inside execve). */
+    exec_stash.delete(&tgid);
+
+    struct rt_proc *p = procs.lookup(&tgid);
+    struct rt_exit *c = containers.lookup(&tgid);
+    /* procs' record started earlier (at fork) than containers' (when user space
+     * found the PID), so it has seen every signal and exit_group when present.
+     * (Written as nested tests: clang turns "!p && !c" into an OR of the two
+     * pointers, which the verifier rejects.) */
+    struct rt_exit st = {};
+    if (p) {
+        st = p->st;
+    } else {
+        if (!c)
+            return 0; /* the common case */
+        st = *c;
+    }
+    u64 now = bpf_ktime_get_ns();
+    u32 flags = 0;
+    u32 status = status_of(&st, &flags);
+
+    if (p) {
+        u32 kind = p->kind, init_pid = p->init_pid;
+        if (kind == RT_KIND_DESC) {
+            struct rt_recent_exit r = {};
+            r.start_ns = p->start_ns;
+            r.exit_ns = now;
+            r.status = status;
+            r.flags = flags;
+            /* Before the delete from containers below: the handshake's order. */
+            recent_exits.update(&tgid, &r);
+        }
+        procs.delete(&tgid);
+        if (kind == RT_KIND_RUNC)
+            send_exit(RT_EV_RUNC_EXIT, tgid, now, status, flags, init_pid);
+    }
+    if (c && containers.delete(&tgid) == 0)
+        send_exit(RT_EV_CONTAINER_EXIT, tgid, now, status, flags, 0);
+    return 0;
+}

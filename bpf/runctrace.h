@@ -1,0 +1,110 @@
+/* runctrace.h: what the BPF program (runctrace.bpf.c) and Python share.
+ *
+ * Python reads the RT_* "#define NAME number" lines of this file at import time
+ * (runctrace.bcc._constants), so every size and code below has one source. The two
+ * structs sent through the ring buffer, struct rt_event and struct rt_exec_event,
+ * are mirrored with ctypes in exactly one place: runctrace/bcc.py (RtEvent,
+ * RtExecEvent). The program refuses to compile if the mirror's size disagrees
+ * (see the _Static_assert in runctrace.bpf.c).
+ *
+ * Keep this file plain C with fixed-width types and no kernel headers: the headers
+ * on this machine belong to another kernel than the one running (see PLATFORM.md).
+ */
+#ifndef RUNCTRACE_H
+#define RUNCTRACE_H
+
+/* Capture limits. RT_ARGS_SIZE must be a power of two (it is used as a mask). */
+#define RT_PATH_MAX 256   /* bytes of the execve filename kept (and the hash key) */
+#define RT_ARGS_SIZE 8192 /* bytes of argv kept, NUL-separated, like /proc/PID/cmdline */
+#define RT_ARG_MAX 1024   /* bytes read per argument */
+#define RT_MAX_ARGS 64    /* arguments read; runc calls have about 15 */
+
+/* How far below a runc process its descendants are followed (see "procs" in
+ * runctrace.bpf.c). runc 1.1: runc -> runc init [0:PARENT] -> [1:CHILD] ->
+ * [2:INIT], the container's init, at depth 3. */
+#define RT_MAX_DEPTH 3
+
+/* rt_event.type */
+#define RT_EV_EXEC 1           /* a watched runc finished execve: struct rt_exec_event */
+#define RT_EV_RUNC_EXIT 2      /* that runc process ended */
+#define RT_EV_CONTAINER_EXIT 3 /* a PID that user space put in "containers" ended */
+
+/* rt_event.flags */
+#define RT_F_UNVERIFIED 1      /* exec: the path is not a known runc path, only its name ends in "runc" */
+#define RT_F_ARGS_TRUNCATED 2  /* exec: more than RT_MAX_ARGS args or RT_ARGS_SIZE bytes */
+#define RT_F_STATUS_KNOWN 4    /* exits: rt_event.status holds a wait(2) status */
+
+/* rt_proc.kind */
+#define RT_KIND_RUNC 1 /* a watched runc process */
+#define RT_KIND_DESC 2 /* a descendant of one, at most RT_MAX_DEPTH below */
+
+/* rt_proc.flags */
+#define RT_P_CHDIR 1 /* the runc process called chdir (runc chdirs into --bundle) */
+
+/* comm of runc 1.1's container init until it execs the container's program
+ * (set by runc's nsexec with PR_SET_NAME). */
+#define RT_INIT_COMM "runc:[2:INIT]"
+
+/* rt_exit.how */
+#define RT_HOW_EXIT_GROUP 1 /* exit_group(code) was called: code is authoritative */
+
+/* Indexes of the "counters" array: things that were dropped in the kernel. */
+#define RT_C_RINGBUF_FULL 0 /* a record did not fit in the ring buffer */
+#define RT_C_PROCS_FULL 1   /* the procs map was full: a runc or descendant went unfollowed */
+#define RT_C_STASH_FULL 2   /* the exec stash was full: a runc exec went unseen */
+#define RT_C_COUNT 4
+
+/* Header of every ring buffer record. */
+struct rt_event {
+    __u32 type;     /* RT_EV_* */
+    __u32 pid;      /* process ID (tgid) in the initial PID namespace */
+    __u64 ktime_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+    __u32 status;   /* exits: wait(2) status, if flags & RT_F_STATUS_KNOWN */
+    __u32 flags;    /* RT_F_* */
+    __u32 init_pid; /* RT_EV_RUNC_EXIT: the container init this runc started, 0 if none seen */
+    __u32 pad;
+};
+
+/* RT_EV_EXEC. Only the first offsetof(args) + args_size bytes are sent. */
+struct rt_exec_event {
+    struct rt_event hdr;
+    __u32 argc;      /* arguments captured */
+    __u32 args_size; /* bytes used in args, < RT_ARGS_SIZE */
+    char filename[RT_PATH_MAX]; /* execve's filename, zero-padded: also the map key */
+    char args[RT_ARGS_SIZE];
+};
+
+/* What is known of how a process is ending (map values only, not sent as is). */
+struct rt_exit {
+    __s32 code; /* exit_group's argument, if how == RT_HOW_EXIT_GROUP */
+    __u32 sig;  /* last signal that was delivered to it (0: none) */
+    __u32 how;  /* RT_HOW_* (0: no exit_group seen) */
+    __u32 pad;
+};
+
+/* Value of the "procs" map. */
+struct rt_proc {
+    __u32 kind;     /* RT_KIND_* */
+    __u32 depth;    /* 0 for runc itself */
+    __u32 flags;    /* RT_P_* */
+    __u32 runc;     /* RT_KIND_DESC: the tgid of the runc process it descends from */
+    __u32 init_pid; /* RT_KIND_RUNC: its container's init, once seen exec'ing (0: not yet) */
+    __u32 pad;
+    __u64 start_ns; /* bpf_ktime_get_ns() at its fork (or exec, for runc) */
+    struct rt_exit st;
+};
+
+/* Value of the "recent_exits" map: how a runc descendant ended. */
+struct rt_recent_exit {
+    __u64 start_ns; /* as rt_proc.start_ns */
+    __u64 exit_ns;
+    __u32 status;   /* wait(2) status, if flags & RT_F_STATUS_KNOWN */
+    __u32 flags;
+};
+
+/* Key of the "runc_paths" map. */
+struct rt_path {
+    char path[RT_PATH_MAX];
+};
+
+#endif /* RUNCTRACE_H */

@@ -1,0 +1,278 @@
+"""Real containers, real kernel: every runc invocation style, on every backend.
+
+Each test asserts exactly one add and one remove per container, with the PID runc
+itself reports and the spec that was in the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import EventLog, fd_count, runc, runc_pid, thread_count, wait_for_pid
+from runctrace.backends import backend_class, backend_support
+from runctrace.events import EventType
+
+pytestmark = pytest.mark.root
+
+BACKENDS = ["fanotify", "bcc"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    support = backend_support(request.param)
+    if not support:
+        pytest.fail(f"{request.param} backend unavailable on a machine that should have it: {support.reason}")
+    return request.param
+
+
+@pytest.fixture
+def log(backend):
+    notifier = backend_class(backend)()
+    try:
+        yield EventLog(notifier)
+    finally:
+        notifier.close()
+
+
+def test_run_foreground(log, bundles, container_ids):
+    b = bundles.make(["sleep", "0.3"])
+    cid = container_ids()
+    proc = subprocess.Popen(["runc", "run", cid], cwd=b, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pid = wait_for_pid(cid)
+    assert proc.wait(10) == 0, proc.stderr.read()
+    log.wait_removed(cid)
+    log.settle()
+    add, remove = log.assert_one_lifecycle(cid, pid)
+    assert add.bundle == str(b)
+    assert add.container_config["process"]["args"] == ["sleep", "0.3"]
+    assert add.runtime_args[1:] == ["run", cid]
+    assert remove.exit_code == 0 and remove.signal is None
+    assert add.backend == log.notifier.name
+
+
+def test_run_foreground_instant_exit(log, bundles, container_ids):
+    """/bin/true ends within a millisecond of starting: the PID must still be found."""
+    b = bundles.make(["true"])
+    ids = [container_ids() for _ in range(5)]
+    for cid in ids:
+        runc("run", cid, cwd=b)
+    log.wait_removed(*ids)
+    log.settle()
+    for cid in ids:
+        add, remove = log.assert_one_lifecycle(cid)
+        assert add.error is None
+        assert remove.exit_code == 0
+
+
+def test_run_detached_and_kill(log, bundles, container_ids):
+    b = bundles.make(["sleep", "30"])
+    cid = container_ids()
+    runc("run", "-d", "--bundle", str(b), cid)
+    pid = runc_pid(cid)
+    runc("kill", cid, "KILL")
+    log.wait_removed(cid)
+    runc("delete", cid)
+    log.settle()
+    _, remove = log.assert_one_lifecycle(cid, pid)
+    assert remove.signal == 9 and remove.exit_code is None
+
+
+def test_create_start_delete_without_pid_file(log, bundles, container_ids):
+    b = bundles.make(["sh", "-c", "exit 7"])
+    cid = container_ids()
+    runc("create", cid, cwd=b)  # no --bundle: the bundle is runc's working directory
+    pid = runc_pid(cid)
+    runc("start", cid)
+    log.wait_removed(cid)
+    runc("delete", cid)
+    log.settle()
+    add, remove = log.assert_one_lifecycle(cid, pid)
+    assert add.bundle == str(b)
+    assert remove.exit_code == 7
+
+
+def test_create_like_containerd_shim(log, bundles, container_ids, tmp_path):
+    """The exact argument shape of containerd's shim, with global flags and a pid file."""
+    b = bundles.make(["sleep", "0.2"])
+    root = str(tmp_path / "runc-root")
+    cid = container_ids(root=root)
+    pid_file = b / "init.pid"
+    runc(
+        "--log", str(b / "log.json"), "--log-format", "json",
+        "create", "--bundle", str(b), "--pid-file", str(pid_file), cid, root=root,
+    )
+    pid = int(pid_file.read_text())
+    runc("start", cid, root=root)
+    log.wait_removed(cid)
+    runc("delete", cid, root=root)
+    log.settle()
+    add, _ = log.assert_one_lifecycle(cid, pid)
+    assert add.runtime_root == root
+    assert add.container_config["hostname"] == b.name
+
+
+def test_equals_forms_and_new_root(log, bundles, container_ids, tmp_path):
+    """--flag=value everywhere, and a --root directory runc has never used before."""
+    b = bundles.make(["true"])
+    root = str(tmp_path / "never-used" / "root")
+    cid = container_ids(root=root)
+    subprocess.run(
+        ["runc", f"--root={root}", "--debug=false", "--log-format=text", "run", f"--bundle={b}", "--no-pivot=false", cid],
+        check=True, capture_output=True,
+    )
+    log.wait_removed(cid)
+    log.settle()
+    add, _ = log.assert_one_lifecycle(cid)
+    assert add.runtime_root == root and add.bundle == str(b)
+
+
+def test_symlinked_config_gives_add_with_error(log, bundles, container_ids, tmp_path):
+    """runc follows a symlinked config.json; the recorder (root) must not."""
+    real = bundles.make(["true"])
+    link = tmp_path / "linked"
+    link.mkdir()
+    (link / "config.json").symlink_to(real / "config.json")
+    cid = container_ids()
+    runc("run", cid, cwd=link)
+    log.wait_removed(cid)
+    log.settle()
+    add, _ = log.assert_one_lifecycle(cid)
+    assert add.container_config is None
+    assert "symlink" in add.error
+
+
+def test_failed_creates_leave_nothing_behind(log, bundles, container_ids, tmp_path):
+    """200 failing `runc create` calls: no event, and fds and threads are back where they were."""
+    good = bundles.make(["true"])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ this is not json")
+    missing = tmp_path / "missing"
+    log.settle(0.2)
+    fds, threads = fd_count(), thread_count()
+    for i in range(200):
+        bundle = broken if i % 2 else missing
+        res = runc("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "p.pid"), container_ids("fail"), check=False)
+        assert res.returncode != 0
+    # a real container afterwards proves the notifier is still working
+    cid = container_ids()
+    runc("run", cid, cwd=good)
+    log.wait_removed(cid)
+    log.settle()
+    # (the recorder sees the whole host: look only at this test's containers)
+    assert [e.describe() for e in log.events if e.container_id.startswith("fail-")] == []
+    log.assert_one_lifecycle(cid)
+    assert fd_count() == fds
+    assert thread_count() == threads
+    assert log.notifier.stats.failed_creates >= 150  # the rest failed before exec finished
+
+
+def test_add_watch_container_termination(log, container_ids):
+    proc = subprocess.Popen(["sh", "-c", "sleep 0.3; exit 3"])
+    log.notifier.add_watch_container_termination("found-elsewhere", proc.pid)
+    log.wait_removed("found-elsewhere")
+    proc.wait()
+    (remove,) = log.of("found-elsewhere")
+    assert remove.type is EventType.REMOVE
+    assert remove.container_pid == proc.pid and remove.exit_code == 3
+
+
+def test_add_watch_on_dead_process(log):
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    log.notifier.add_watch_container_termination("gone", proc.pid)
+    log.wait_removed("gone", timeout=3)
+
+
+def test_concurrent_burst(log, bundles, container_ids):
+    """40 containers from 4 threads at once: each seen exactly once, start and end."""
+    b = bundles.make(["true"])
+    ids = [container_ids("burst") for _ in range(40)]
+
+    def worker(chunk):
+        for cid in chunk:
+            runc("run", cid, cwd=b)
+
+    threads = [threading.Thread(target=worker, args=(ids[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.wait_removed(*ids, timeout=20)
+    log.settle()
+    for cid in ids:
+        log.assert_one_lifecycle(cid)
+    assert log.notifier.stats.lost == 0
+
+
+def test_close_is_prompt_and_leaks_nothing(backend):
+    fds, threads = fd_count(), thread_count()
+    notifier = backend_class(backend)()
+    start = time.monotonic()
+    notifier.close()
+    assert time.monotonic() - start < 1.0
+    notifier.close()  # idempotent
+    assert fd_count() == fds and thread_count() == threads
+    assert notifier.get(timeout=0) is None
+    assert list(notifier) == []
+
+
+def test_callback_mode(backend, bundles, container_ids):
+    got = []
+    done = threading.Event()
+
+    def callback(event):
+        got.append(event)
+        if event.type is EventType.REMOVE:
+            done.set()
+
+    b = bundles.make(["true"])
+    cid = container_ids()
+    with backend_class(backend)(callback) as notifier:
+        runc("run", cid, cwd=b)
+        assert done.wait(10)
+        with pytest.raises(TypeError):
+            iter(notifier).__next__()
+    assert [e.type for e in got] == [EventType.ADD, EventType.REMOVE]
+
+
+def _ctr_task_pid(containerd, cid, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in containerd.ctr("task", "ls", check=False).stdout.splitlines()[1:]:
+            fields = line.split()
+            if fields and fields[0] == cid and fields[1].isdigit() and int(fields[1]) > 0:
+                return int(fields[1])
+        time.sleep(0.02)
+    raise AssertionError(f"containerd never reported a task {cid}")
+
+
+def test_containerd_ctr_run(log, containerd, rootfs, tmp_path):
+    """containerd's shim drives runc (create --pid-file, start, delete)."""
+    ids = [f"ctrd-{os.getpid()}-{i}" for i in range(3)]
+    pids = {}
+    for cid, code in zip(ids, (0, 4, 0)):
+        rfs = tmp_path / cid
+        subprocess.run(["cp", "-a", str(rootfs), str(rfs)], check=True)
+        proc = subprocess.Popen(
+            ["ctr", "--address", containerd.address, "--namespace", containerd.namespace,
+             "run", "--rm", "--rootfs", str(rfs), cid, "/bin/sh", "-c", f"sleep 0.5; exit {code}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        pids[cid] = _ctr_task_pid(containerd, cid)
+        assert proc.wait(60) == code, proc.stderr.read()
+    log.wait_removed(*ids, timeout=20)
+    log.settle(0.5)
+    for cid, code in zip(ids, (0, 4, 0)):
+        add, remove = log.assert_one_lifecycle(cid, pids[cid])
+        assert add.runtime_root == containerd.runc_root
+        assert "--pid-file" in add.runtime_args
+        assert add.container_config["process"]["args"] == ["/bin/sh", "-c", f"sleep 0.5; exit {code}"]
+        assert add.bundle.endswith(f"/{containerd.namespace}/{cid}")
+        assert remove.exit_code == code

@@ -1,0 +1,102 @@
+"""Spec, pid file and state resolution on good and bad input (no root needed)."""
+
+import json
+import os
+
+import pytest
+
+from runctrace import spec
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "ociVersion": "1.0.2", "hostname": "h", "root": {"path": "rootfs"},
+        "process": {"args": ["sh", "-c", "true"], "cwd": "/"}, "annotations": {"a": "b"},
+    }))
+    return tmp_path
+
+
+def test_good_config(bundle):
+    config, err = spec.read_config(str(bundle))
+    assert err is None and config["hostname"] == "h"
+    fields = spec.spec_fields(config, str(bundle))
+    assert fields == {
+        "hostname": "h", "process_args": ["sh", "-c", "true"], "cwd": "/",
+        "root_path": str(bundle / "rootfs"), "annotations": [("a", "b")],
+    }
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"{not json", "not valid JSON"),
+    (b"\xff\xfe{}", "not valid UTF-8"),
+    (b"[1, 2]", "JSON list, not an object"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"hostname": "\\ud800"}', "surrogate"),
+    (b"", "not valid JSON"),
+])
+def test_bad_config(tmp_path, content, needle):
+    (tmp_path / "config.json").write_bytes(content)
+    config, err = spec.read_config(str(tmp_path))
+    assert config is None and needle in err
+
+
+def test_missing_bundle_and_config(tmp_path):
+    assert "does not exist" in spec.read_config(str(tmp_path / "nope"))[1]
+    assert "config.json does not exist" in spec.read_config(str(tmp_path))[1]
+    assert spec.read_config(None) == (None, "bundle unknown")
+    (tmp_path / "file").write_text("x")
+    assert "not a directory" in spec.read_config(str(tmp_path / "file"))[1]
+
+
+def test_symlinked_config_is_not_followed(tmp_path, bundle):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").symlink_to(bundle / "config.json")
+    config, err = spec.read_config(str(other))
+    assert config is None and "symlink" in err
+
+
+def test_oversized_config(tmp_path, monkeypatch):
+    monkeypatch.setattr(spec, "MAX_CONFIG_BYTES", 1000)
+    (tmp_path / "config.json").write_text(json.dumps({"x": "y" * 2000}))
+    config, err = spec.read_config(str(tmp_path))
+    assert config is None and "over the 1000-byte limit" in err
+
+
+def test_fifo_config_does_not_block(tmp_path):
+    os.mkfifo(tmp_path / "config.json")
+    config, err = spec.read_config(str(tmp_path))
+    assert config is None and "not a regular file" in err
+
+
+@pytest.mark.parametrize("content,ok", [(b"1234", 1234), (b"1234\n", 1234), (b"garbage", None), (b"-5", None), (b"", None), (b"99999999999", None)])
+def test_pid_file(tmp_path, content, ok):
+    p = tmp_path / "init.pid"
+    p.write_bytes(content)
+    pid, err = spec.read_pid_file(str(p))
+    assert pid == ok
+    assert (err is None) == (ok is not None)
+
+
+def test_state(tmp_path):
+    (tmp_path / "state.json").write_text(json.dumps({
+        "id": "x", "init_process_pid": 42, "init_process_start": 7,
+        "config": {"labels": ["bundle=/srv/b"]},
+    }))
+    state, err = spec.read_state(str(tmp_path))
+    assert err is None and state["init_process_pid"] == 42
+    assert spec.state_bundle(state) == "/srv/b"
+    (tmp_path / "state.json").write_text(json.dumps({"id": "x"}))
+    assert "init_process_pid" in spec.read_state(str(tmp_path))[1]
+
+
+def test_spec_fields_tolerate_any_shape():
+    for junk in (None, {}, {"process": "x"}, {"process": {"args": "notalist"}}, {"annotations": [1]}):
+        fields = spec.spec_fields(junk, "/b")
+        assert fields["process_args"] is None and fields["annotations"] is None
+
+
+def test_process_start_ticks_of_self():
+    assert spec.process_start_ticks(os.getpid()) > 0
+    assert spec.process_start_ticks(2**22 + 5) is None

@@ -1,0 +1,633 @@
+"""The eBPF backend (BCC): runc's execs, its children and the containers' exits, seen in the kernel.
+
+How it works, and why each part is needed
+-----------------------------------------
+1. **Tracepoints, filtered in the kernel** (``runctrace/bpf/runctrace.bpf.c``). At
+   ``sys_enter_execve`` the program compares the filename with every path of every
+   watched runc binary, held in a BPF hash map that this module fills from
+   :func:`~runctrace.runtimes.find_runc`. For a match it copies argv *then*, so that
+   a runc that fails or ends at once is still seen with its arguments, and sends it
+   when the exec has succeeded (``sys_exit_execve``). Every other exec on the host
+   costs one string read and one hash lookup in the kernel and nothing in user
+   space. ``runc init`` re-executes ``/proc/self/exe`` (and then a memfd copy of
+   itself): those paths never match, and in any case ``parse_runc_args`` gives them
+   the command ``init``, which makes no container.
+2. **runc's process tree and exits, in the kernel.** The program follows each runc
+   process and its descendants down to the container's init (three levels), and
+   records how each ends: ``exit_group``'s argument, or the signal that reached it.
+   Only the end of a runc process, and the end of a PID this module put in the
+   ``containers`` map (a container's init), cross to user space.
+3. **runc's own records, in user space** (:mod:`runctrace.resolve`, shared with the
+   fanotify backend): the ``--pid-file`` at runc's exit, or ``state.json`` as soon
+   as runc writes it (inotify), give the container's PID; the bundle's config.json
+   gives its spec.
+
+The race between "the container's init ended" and "user space learned its PID and
+asked the kernel to watch it" is closed by a handshake on the ``containers`` map
+(see ``_watch``) and by ``recent_exits``, which keeps the exit status of runc's
+recently ended descendants.
+
+What cannot be read in the kernel here: a process's working directory (that needs
+``task->fs``, a struct read, and the headers on this machine do not match the
+running kernel). runc's cwd, needed for a relative or missing ``--bundle``, is read
+from ``/proc/PID/cwd`` when the exec event arrives; see :func:`runctrace.resolve.parse_call`
+for the one case where runc may have moved by then.
+
+Everything runs on one thread around one epoll (ring buffer, inotify, a wake-up
+eventfd): no thread per container.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes as ct
+import errno
+import importlib
+import os
+import platform
+import re
+import select
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Optional
+
+from .errors import NotSupported
+from .notifier import Callback, Notifier, Support, log
+from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, process_alive
+from .runtimes import RuncBinary, find_runc
+
+# ------------------------------------------------------------ the shared definitions
+
+_HEADER = "runctrace.h"
+_PROGRAM = "runctrace.bpf.c"
+
+
+def _bpf_source(name: str) -> str:
+    return resources.files("runctrace.bpf").joinpath(name).read_text(encoding="utf-8")
+
+
+def _header_constants(text: str) -> dict[str, int]:
+    """Every ``#define RT_NAME number`` of runctrace.h: one source for both languages."""
+    return {m[1]: int(m[2], 0) for m in re.finditer(r"^#define\s+(RT_\w+)\s+(\d+|0x[0-9a-fA-F]+)\b", text, re.M)}
+
+
+C = _header_constants(_bpf_source(_HEADER))
+
+
+class RtEvent(ct.Structure):
+    """struct rt_event (runctrace.h): the header of every ring buffer record."""
+
+    _fields_ = [
+        ("type", ct.c_uint32),
+        ("pid", ct.c_uint32),
+        ("ktime_ns", ct.c_uint64),
+        ("status", ct.c_uint32),
+        ("flags", ct.c_uint32),
+        ("init_pid", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
+
+
+class RtExecEvent(ct.Structure):
+    """struct rt_exec_event (runctrace.h). Its size is checked at compile time."""
+
+    _fields_ = [
+        ("hdr", RtEvent),
+        ("argc", ct.c_uint32),
+        ("args_size", ct.c_uint32),
+        ("filename", ct.c_char * C["RT_PATH_MAX"]),
+        ("args", ct.c_char * C["RT_ARGS_SIZE"]),
+    ]
+
+
+@dataclass(frozen=True)
+class KernelRecord:
+    """One ring buffer record, decoded."""
+
+    type: int  # RT_EV_*
+    pid: int
+    ktime_ns: int  # CLOCK_MONOTONIC
+    status: Optional[int]  # wait(2) status of an exit, None if unknown
+    flags: int
+    filename: str = ""  # exec only
+    argv: tuple[str, ...] = ()  # exec only
+    init_pid: Optional[int] = None  # runc exit only: its container's init, if the kernel saw it
+
+
+def decode_record(raw: bytes) -> KernelRecord:
+    """Decode a ring buffer record: a pure function over bytes, testable without a kernel."""
+    if len(raw) < ct.sizeof(RtEvent):
+        raise ValueError(f"ring buffer record of {len(raw)} bytes, shorter than its header")
+    hdr = RtEvent.from_buffer_copy(raw)
+    status = hdr.status if hdr.flags & C["RT_F_STATUS_KNOWN"] else None
+    if hdr.type != C["RT_EV_EXEC"]:
+        return KernelRecord(hdr.type, hdr.pid, hdr.ktime_ns, status, hdr.flags, init_pid=hdr.init_pid or None)
+    fixed = RtExecEvent.args.offset
+    if len(raw) < fixed:
+        raise ValueError(f"exec record of {len(raw)} bytes, shorter than its {fixed} fixed bytes")
+    ev = RtExecEvent.from_buffer_copy(raw[:fixed].ljust(ct.sizeof(RtExecEvent), b"\0"))
+    # From the raw bytes: ctypes hands out a char-array field cut at its first NUL.
+    used = raw[fixed : fixed + ev.args_size]
+    argv = tuple(os.fsdecode(a) for a in used.split(b"\0")[: ev.argc])
+    filename = os.fsdecode(ev.filename)  # NUL-terminated: the cut is right here
+    return KernelRecord(hdr.type, hdr.pid, hdr.ktime_ns, None, hdr.flags, filename, argv)
+
+
+# ------------------------------------------------------------------ can it run here?
+
+# Tracepoints the program attaches to; each must exist in tracefs.
+TRACEPOINTS = (
+    "syscalls:sys_enter_execve", "syscalls:sys_exit_execve", "syscalls:sys_enter_chdir",
+    "syscalls:sys_enter_exit_group",
+    "sched:sched_process_fork", "sched:sched_process_exit",
+    "signal:signal_generate", "signal:signal_deliver",
+)
+_TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+# bpf(2)'s syscall number. (It belongs with the other bindings in _sys.py; it is
+# here until that module grows a ``bpf_available()``.)
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "ppc64": 361, "s390x": 351}
+
+
+def _bpf_syscall_problem() -> Optional[str]:
+    """Create (and close) a one-entry array map: the smallest real use of bpf(2)."""
+    nr = _SYS_BPF.get(platform.machine())
+    if nr is None:
+        return None  # unknown architecture: let BCC find out
+    libc = ct.CDLL(None, use_errno=True)
+    libc.syscall.restype = ct.c_long
+    attr = ct.create_string_buffer(128)  # union bpf_attr; unused fields must be zero
+    ct.memmove(attr, (ct.c_uint32 * 4)(2, 4, 4, 1), 16)  # ARRAY, key 4, value 4, 1 entry
+    fd = libc.syscall(ct.c_long(nr), ct.c_int(0), attr, ct.c_uint(len(attr)))  # BPF_MAP_CREATE
+    if fd >= 0:
+        os.close(fd)
+        return None
+    err = ct.get_errno()
+    if err == errno.ENOSYS:
+        return "the kernel has no bpf() syscall (CONFIG_BPF_SYSCALL is off)"
+    return f"bpf() refused to create a map: {os.strerror(err)} (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)"
+
+
+def _import_bcc() -> Any:
+    # Imported here, never at module level: BCC's import alone takes ~100 ms, and a
+    # missing module must become a reason, not an ImportError at import time.
+    return importlib.import_module("bcc")
+
+
+def _kernel_headers_problem() -> Optional[str]:
+    release = platform.release()
+    if os.environ.get("BCC_KERNEL_SOURCE"):
+        return None  # the user pointed BCC at headers; BCC will say if they are wrong
+    mod = f"/lib/modules/{release}"
+    for top in (f"{mod}/build", f"{mod}/source"):
+        if os.path.exists(f"{top}/include/linux/kconfig.h"):
+            return None
+    if os.path.exists("/sys/kernel/kheaders.tar.xz"):  # CONFIG_IKHEADERS: BCC unpacks them
+        return None
+    return (
+        f"no kernel headers: BCC compiles against {mod}/build (no include/linux/kconfig.h there "
+        f"or in {mod}/source); install linux-headers and link them there (bootstrap.sh does), "
+        "or set BCC_KERNEL_SOURCE"
+    )
+
+
+def tracefs_dir() -> Optional[str]:
+    for path in _TRACEFS:
+        if os.path.isdir(f"{path}/events/sched"):
+            return path
+    return None
+
+
+def _tracefs_problem() -> Optional[str]:
+    path = tracefs_dir()
+    if path is None:
+        return "tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing"
+    missing = [tp for tp in TRACEPOINTS if not os.path.exists(f"{path}/events/{tp.replace(':', '/')}/format")]
+    if missing:
+        return f"tracepoints missing from {path}/events: {', '.join(missing)} (needs CONFIG_FTRACE_SYSCALLS)"
+    return None
+
+
+def runc_exec_paths(binaries: list[RuncBinary]) -> dict[str, str]:
+    """Every path under which a watched runc may be executed -> its main path.
+
+    The kernel compares execve's filename as a string, so each alias (a symlink or
+    hard link among the paths tried, and the link's target) is listed. A caller
+    that runs ``runc`` through $PATH is covered too: the C library (or Go's
+    exec.LookPath) resolves it to one of these full paths before calling execve.
+    """
+    out: dict[str, str] = {}
+    for b in binaries:
+        for path in (b.path, *b.aliases, os.path.realpath(b.path)):
+            if len(os.fsencode(path)) < C["RT_PATH_MAX"]:
+                out.setdefault(path, b.path)
+            else:
+                log.warning("runctrace: %s is too long for the kernel's path match; only its inode check applies", path)
+    return out
+
+
+def _program_text() -> str:
+    """The C text BCC compiles: runctrace.bpf.c with runctrace.h inlined.
+
+    Inlined rather than found with -I, so that the package need not be a real
+    directory on disk; ``#line`` keeps compiler messages pointing at the real files.
+    """
+    src = _bpf_source(_PROGRAM)
+    include = f'#include "{_HEADER}"'
+    before, found, after = src.partition(include)
+    if not found:
+        raise NotSupported(f"{_PROGRAM} does not include {_HEADER}")
+    line = before.count("\n") + 2
+    return f'{before}#line 1 "{_HEADER}"\n{_bpf_source(_HEADER)}\n#line {line} "{_PROGRAM}"{after}'
+
+
+def _cflags() -> list[str]:
+    flags = [f"-DRT_PY_EXEC_EVENT_SIZE={ct.sizeof(RtExecEvent)}"]
+    # sched_process_exit's "group_dead" (6.x) tells the end of the last thread,
+    # i.e. of the process; without it the program falls back to the leader's exit.
+    tracefs = tracefs_dir()
+    try:
+        with open(f"{tracefs}/events/sched/sched_process_exit/format") as f:
+            if "group_dead" in f.read():
+                flags.append("-DRT_HAVE_GROUP_DEAD")
+    except OSError:
+        pass
+    return flags
+
+
+def program_text() -> str:
+    """The BPF C text with its compile flags, as ``runctrace doctor --print-bpf`` shows it."""
+    return "// cflags: " + " ".join(_cflags()) + "\n" + _program_text()
+
+
+def _detach_in_parallel(bpf: Any) -> None:
+    """Detach every tracepoint at once, for a quick close().
+
+    Closing a tracepoint's perf event waits, inside the kernel, for an RCU grace
+    period (perf_trace_event_unreg -> tracepoint_synchronize_unregister): ~40-75 ms
+    each here, 0.6 s for all of them one after another, as BCC's cleanup() does it.
+    Closed from one thread each, the waits partly overlap (measured: 0.32 s for 8).
+    BCC's cleanup() then finds nothing left to detach.
+    """
+    from bcc.libbcc import lib  # BCC is loaded: this notifier runs on it
+
+    fds = list(bpf.tracepoint_fds.values())
+    bpf.tracepoint_fds.clear()
+    threads = [
+        threading.Thread(target=lib.bpf_close_perf_event_fd, args=(fd,), name="runctrace-detach")
+        for fd in fds
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        _join_fully(t)
+
+
+def _join_fully(thread: threading.Thread, timeout: float = 5.0) -> None:
+    """join(), then wait until the kernel has reaped the thread too.
+
+    Python's join() returns when the thread's Python code is done, a few
+    microseconds before the OS thread is gone from /proc/self/task. close()
+    promises to leave no thread behind, so wait for that as well (bounded).
+    """
+    thread.join(timeout)
+    if thread.native_id is None:
+        return
+    deadline = time.monotonic() + 0.5
+    while os.path.exists(f"/proc/self/task/{thread.native_id}") and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+
+# --------------------------------------------------------------------- the notifier
+
+# Cleared of the kernel's own state: the number BCC's ring buffer callback returns.
+_RB_CONTINUE = 0
+BPF_NOEXIST = 1  # bpf(2) map update flag: only insert
+
+
+class BccNotifier(Notifier):
+    """Container ADD/REMOVE events from BPF tracepoints. See the module doc."""
+
+    name = "bcc"
+
+    @classmethod
+    def supported(cls, runc_paths: tuple[str, ...] = ()) -> Support:
+        try:
+            if os.geteuid() != 0:
+                return Support(False, "needs root (loading BPF programs and attaching tracepoints)")
+            problem = _bpf_syscall_problem()
+            if problem:
+                return Support(False, problem)
+            try:
+                _import_bcc()
+            except (ImportError, OSError) as err:
+                return Support(
+                    False,
+                    f"BCC's Python module cannot be imported ({err}); it comes from Debian's "
+                    "python3-bpfcc (PyPI's 'bcc' is another project); bootstrap.sh links it into the venv",
+                )
+            problem = _kernel_headers_problem() or _tracefs_problem()
+            if problem:
+                return Support(False, problem)
+            try:
+                binaries = find_runc(runc_paths)
+            except NotSupported as err:
+                return Support(False, str(err))
+            return Support(True, "watching execs of " + ", ".join(runc_exec_paths(binaries)))
+        except Exception as err:  # supported() never raises
+            return Support(False, f"unexpected error while checking: {err!r}")
+
+    def __init__(self, callback: Optional[Callback] = None, runc_paths: tuple[str, ...] = ()) -> None:
+        super().__init__(callback)
+        support = self.supported(runc_paths)
+        if not support:
+            raise NotSupported(f"the bcc backend cannot run: {support.reason}")
+        self.binaries: list[RuncBinary] = find_runc(runc_paths)
+        self.exec_paths = runc_exec_paths(self.binaries)
+        self._by_inode = {(b.dev, b.ino): b.path for b in self.binaries}
+        # Records received from the kernel, of any kind. Tests assert that an exec
+        # storm of other programs leaves it unchanged.
+        self.kernel_events = 0
+        self._records: list[bytes] = []
+        self._dropped_seen = [0] * C["RT_C_COUNT"]
+        self._containers: dict[int, Container] = {}  # init pid -> container
+        self._requests: collections.deque = collections.deque()
+        self._bpf: Any = None
+        self._epoll: Optional[select.epoll] = None
+        self._wake = -1
+        self._tracker: Optional[Tracker] = None
+        try:
+            self._bpf = self._load()
+            self._tracker = Tracker(self.name, self._emit, self.stats, self._watch)
+            self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
+            # A BPF ring buffer's map fd is itself pollable (readable when records
+            # wait): one epoll serves the ring buffer, inotify and the wake-up fd.
+            self._ring_fd = self._bpf[b"events"].map_fd
+            for fd in (self._ring_fd, self._tracker.states.fileno(), self._wake):
+                self._epoll.register(fd, select.EPOLLIN)
+        except OSError as err:
+            self._release()
+            raise NotSupported(f"cannot set up the bcc backend: {err.strerror or err}") from err
+        except BaseException:
+            self._release()
+            raise
+        self._thread = threading.Thread(target=self._run, name="runctrace-bcc", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> Any:
+        bcc = _import_bcc()
+        try:
+            # BCC raises bare Exception for compile and attach failures.
+            b = bcc.BPF(text=_program_text().encode(), cflags=_cflags())
+        except Exception as err:
+            raise NotSupported(f"BCC could not compile or attach the BPF program: {err}") from err
+        try:
+            paths = b[b"runc_paths"]
+            for i, path in enumerate(self.exec_paths):
+                key = paths.Key()
+                key.path = os.fsencode(path)  # the rest of the key stays zero, as in the kernel
+                paths[key] = ct.c_uint32(i)
+            b[b"events"].open_ring_buffer(self._on_record)
+        except BaseException:
+            b.cleanup()
+            raise
+        return b
+
+    # ------------------------------------------------------------------ public API
+
+    def add_watch_container_termination(self, container_id: str, pid: int) -> None:
+        self._requests.append((container_id, pid))
+        try:
+            os.eventfd_write(self._wake, 1)
+        except OSError:  # closed
+            pass
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        try:
+            os.eventfd_write(self._wake, 1)
+        except OSError:
+            pass
+        if self._thread is not threading.current_thread():
+            _join_fully(self._thread)
+        self._release()
+        self._finish_iteration()
+
+    @property
+    def running_containers(self) -> int:
+        return len(self._containers)
+
+    def _release(self) -> None:
+        if self._bpf is not None:
+            _detach_in_parallel(self._bpf)
+            self._bpf.cleanup()  # closes the programs, the maps and the ring buffer
+            self._bpf = None
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+        if self._wake >= 0:
+            os.close(self._wake)
+            self._wake = -1
+
+    # ------------------------------------------------------------------ event loop
+
+    def _run(self) -> None:
+        try:
+            while not self._closed.is_set():
+                try:
+                    ready = self._epoll.poll()  # no timeout: an idle recorder sleeps
+                except InterruptedError:
+                    continue
+                fds = {fd for fd, _ in ready}
+                # The ring buffer first: an exec arms the state watch that an inotify
+                # event in the same wake-up may be for (and arming looks at once).
+                if self._ring_fd in fds:
+                    self._drain_ring()
+                if self._tracker.states.fileno() in fds:
+                    self._tracker.read_states()
+                if self._wake in fds:
+                    self._serve_requests()
+                self._read_counters()
+            # Exits that happened before close() was called are still delivered.
+            self._drain_ring()
+            self._read_counters()
+        except Exception:  # never die silently: log, and let iteration end
+            log.exception("runctrace: bcc event loop failed")
+            self._closed.set()
+            self._finish_iteration()
+
+    def _on_record(self, _ctx, data, size) -> int:
+        # Called by libbpf inside ring_buffer_consume: copy and return at once; the
+        # records are handled afterwards, outside the C callback.
+        self._records.append(ct.string_at(data, size))
+        return _RB_CONTINUE
+
+    def _drain_ring(self) -> None:
+        self._bpf.ring_buffer_consume()
+        records, self._records = self._records, []
+        self.kernel_events += len(records)
+        for raw in records:
+            try:
+                rec = decode_record(raw)
+            except ValueError as err:
+                log.warning("runctrace: bad ring buffer record: %s", err)
+                self.stats.missed += 1
+                continue
+            if rec.type == C["RT_EV_EXEC"]:
+                self._on_exec(rec)
+            elif rec.type == C["RT_EV_RUNC_EXIT"]:
+                self._tracker.runc_exited(rec.pid, rec.status, init_pid=rec.init_pid)
+            elif rec.type == C["RT_EV_CONTAINER_EXIT"]:
+                container = self._containers.pop(rec.pid, None)
+                if container is not None:
+                    self._tracker.container_ended(container, rec.status, mono_to_wall_ns(rec.ktime_ns))
+
+    def _read_counters(self) -> None:
+        """Add what the kernel dropped since the last look to ``stats.lost``."""
+        counters = self._bpf[b"counters"]
+        for index, what in (
+            (C["RT_C_RINGBUF_FULL"], "ring buffer full: kernel records dropped"),
+            (C["RT_C_PROCS_FULL"], "procs map full: runc processes went unfollowed"),
+            (C["RT_C_STASH_FULL"], "exec stash full: runc execs went unseen"),
+        ):
+            value = counters[ct.c_int(index)].value
+            delta = value - self._dropped_seen[index]
+            if delta > 0:
+                self._dropped_seen[index] = value
+                self.stats.lost += delta
+                log.warning("runctrace: %s (%d)", what, delta)
+                if what not in self.stats.notes:
+                    self.stats.notes.append(what)
+
+    # ------------------------------------------------------------- runc invocations
+
+    def _on_exec(self, rec: KernelRecord) -> None:
+        pid = rec.pid
+        runtime = self._runtime_of(rec)
+        if runtime is None:
+            self._forget_proc(pid)
+            return
+        argv = list(rec.argv)
+        if rec.flags & C["RT_F_ARGS_TRUNCATED"]:
+            argv = self._complete_argv(pid, argv)
+        # Read the cwd first, then whether runc has called chdir: the kernel sets
+        # that flag *before* the chdir, so "not set" means the cwd read is good.
+        try:
+            cwd: Optional[str] = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = None  # already gone: fine unless its paths were relative
+        moved = self._chdir_seen(pid)
+        rexec = self._tracker.runc_started(
+            pid, argv, cwd, runtime, started_ns=rec.ktime_ns, cwd_may_be_bundle=moved
+        )
+        if rexec is None:
+            self._forget_proc(pid)  # start, delete, state...: its exit is of no interest
+
+    def _runtime_of(self, rec: KernelRecord) -> Optional[str]:
+        """The watched binary's main path, or None if this exec is not a watched runc."""
+        if not rec.flags & C["RT_F_UNVERIFIED"]:
+            return self.exec_paths.get(rec.filename, rec.filename)
+        # The name ends in "runc" but the path is not a known one (relative, or an
+        # unlisted symlink). The exec has completed: /proc/PID/exe is the file.
+        try:
+            st = os.stat(f"/proc/{rec.pid}/exe")
+        except OSError:
+            self.stats.missed += 1  # ended before it could be checked
+            return None
+        return self._by_inode.get((st.st_dev, st.st_ino))
+
+    def _complete_argv(self, pid: int, argv: list[str]) -> list[str]:
+        """argv was cut in the kernel; /proc/PID/cmdline has it whole if runc still runs."""
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                raw = f.read()
+        except OSError:
+            self.stats.missed += 1
+            return argv
+        full = [os.fsdecode(a) for a in raw.split(b"\0")[:-1]]
+        if full[: max(len(argv) - 1, 0)] == argv[:-1]:
+            return full
+        self.stats.missed += 1
+        return argv
+
+    def _chdir_seen(self, pid: int) -> bool:
+        procs = self._bpf[b"procs"]
+        try:
+            return bool(procs[procs.Key(pid)].flags & C["RT_P_CHDIR"])
+        except KeyError:
+            return True  # gone already: assume the worst (see resolve.parse_call)
+
+    def _forget_proc(self, pid: int) -> None:
+        procs = self._bpf[b"procs"]
+        try:
+            del procs[procs.Key(pid)]
+        except KeyError:
+            pass  # it has exited already
+
+    # ------------------------------------------------------------------ containers
+
+    def _watch(self, container: Container, expected_start: Optional[int], rexec: Optional[RuncExec]) -> None:
+        """Have the kernel report the exit of ``container.pid``: the handshake.
+
+        Insert the PID into ``containers``, *then* check that the process still
+        runs. If it does, the kernel will report its exit. If it does not, its exit
+        may have passed before the insert: whichever side deletes the PID from the
+        map first reports the exit. The kernel, at exit, writes ``recent_exits``
+        before its delete, so if we win the delete the exit status is there (for
+        runc's own descendants).
+        """
+        pid = container.pid
+        self._containers[pid] = container
+        table = self._bpf[b"containers"]
+        key, leaf = table.Key(pid), table.Leaf()
+        from bcc.libbcc import lib  # loaded with BCC, already imported
+
+        if lib.bpf_update_elem(table.map_fd, ct.byref(key), ct.byref(leaf), BPF_NOEXIST) < 0:
+            err = ct.get_errno()
+            if err != errno.EEXIST:
+                log.warning("runctrace: cannot watch PID %d in the kernel: %s", pid, os.strerror(err))
+        if process_alive(pid, expected_start):
+            return
+        recent = self._recent_exit(pid, rexec)
+        try:
+            del table[key]
+        except KeyError:
+            return  # the kernel deleted it: its CONTAINER_EXIT record is on the way
+        del self._containers[pid]
+        if recent is not None and recent.flags & C["RT_F_STATUS_KNOWN"]:
+            self._tracker.container_ended(container, recent.status, mono_to_wall_ns(recent.exit_ns))
+        else:
+            self._tracker.container_ended(
+                container, None, None, error="exited before it was watched; exit status unknown"
+            )
+
+    def _recent_exit(self, pid: int, rexec: Optional[RuncExec]) -> Any:
+        """How runc's descendant ``pid`` ended, if it was forked by this runc call."""
+        if rexec is None or rexec.started_ns is None:
+            return None  # not runc's child as far as we know: no way to tell PID reuse
+        table = self._bpf[b"recent_exits"]
+        try:
+            leaf = table[table.Key(pid)]
+        except KeyError:
+            return None
+        return leaf if leaf.start_ns >= rexec.started_ns else None
+
+    def _serve_requests(self) -> None:
+        try:
+            os.eventfd_read(self._wake)
+        except BlockingIOError:
+            pass
+        while self._requests:
+            container_id, pid = self._requests.popleft()
+            self._watch(Container(container_id, pid, None, None, None, None), None, None)
+
+
+__all__ = ["BccNotifier", "KernelRecord", "decode_record", "program_text", "runc_exec_paths", "TRACEPOINTS"]

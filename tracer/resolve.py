@@ -1,0 +1,398 @@
+"""From "a runc process started / ended" to container ADD and REMOVE events.
+
+This is the part every backend shares. A backend only tells the :class:`Tracker`
+what its kernel mechanism saw:
+
+* :meth:`Tracker.runc_started` when a runc process has been executed, with its argv
+  and working directory;
+* :meth:`Tracker.runc_exited` when that process ended, with its wait status;
+* :meth:`Tracker.container_ended` when a container's init ended;
+
+and gives the tracker one function, ``watch(container, expected_start, call)``, that
+arranges for ``container_ended`` to be called when ``container.pid`` exits (each
+backend learns about exits its own way: the process-events connector, a BPF map).
+
+Where the container's PID comes from (the same for every backend):
+
+* the ``--pid-file``, read when ``runc create`` exits (what containerd's shim
+  reads); runc writes it before it exits, and only on success;
+* otherwise ``<root>/<id>/state.json``'s ``init_process_pid``: watched with inotify
+  so that a foreground ``runc run``, which keeps running as long as its container,
+  is resolved as soon as runc writes the file; read at runc's exit as a fallback.
+
+``init_process_start`` from state.json is compared with ``/proc/PID/stat`` so a
+reused PID is never taken for the container.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from . import _sys
+from .events import ContainerEvent, EventType
+from .notifier import Stats, log
+from .runcargs import RuncCall, parse_runc_args
+from .spec import read_config, read_pid_file, read_state, state_bundle
+
+# inotify masks. runc writes state.json to a temporary name and renames it
+# (MOVED_TO); CLOSE_WRITE covers a runc that writes it in place. On the root and
+# its parent, CREATE/MOVED_TO say that a container's directory (or the root) appeared.
+_IN_STATE_DIR = _sys.In.MOVED_TO | _sys.In.CLOSE_WRITE | _sys.In.ONLYDIR
+_IN_PARENT = _sys.In.CREATE | _sys.In.MOVED_TO | _sys.In.ONLYDIR
+
+# /proc/PID/stat's flags: PF_EXITING is set at the very start of do_exit(), before
+# any exit tracepoint or connector message, and stays set until the process is gone.
+PF_EXITING = 0x4
+
+
+def mono_to_wall_ns(mono_ns: int) -> int:
+    """A CLOCK_MONOTONIC time (ktime_get_ns, bpf_ktime_get_ns) as wall-clock ns."""
+    return time.time_ns() - (time.monotonic_ns() - mono_ns)
+
+
+def process_alive(pid: int, expected_start: Optional[int] = None) -> bool:
+    """Is ``pid`` a live process (not exiting, not a zombie), started at ``expected_start``?
+
+    ``expected_start`` is in clock ticks since boot, as ``init_process_start`` in
+    runc's state.json and field 22 of /proc/PID/stat. A process with PF_EXITING set
+    counts as gone: its exit has begun, and may already have been reported to (or
+    missed by) whatever watches exits.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return False
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in (b"Z", b"X", b"x"):
+        return False
+    if int(fields[6]) & PF_EXITING:  # field 9
+        return False
+    return expected_start is None or int(fields[19]) == expected_start  # field 22
+
+
+@dataclass
+class RuncExec:
+    """A runc create/run/restore whose container is not resolved yet."""
+
+    pid: int  # the runc process
+    call: RuncCall
+    runtime: str  # path of the runc binary
+    started_ns: Optional[int] = None  # CLOCK_MONOTONIC when its exec was seen
+    resolved: bool = False
+
+
+@dataclass
+class Container:
+    container_id: str
+    pid: Optional[int]
+    bundle: Optional[str]
+    config: Optional[dict[str, Any]]
+    runtime: Optional[str]
+    root: Optional[str]
+    args: list[str] = field(default_factory=list)
+    added_ns: int = 0  # time_ns of its ADD event
+
+
+def parse_call(argv: list[str], cwd: Optional[str], cwd_may_be_bundle: bool = False) -> RuncCall:
+    """Parse runc's argv, given the working directory read from /proc/PID/cwd.
+
+    runc 1.1 makes ``--root`` and ``--pid-file`` absolute and *then* chdirs into
+    ``--bundle`` (and only when ``--bundle`` is given). A cwd read from /proc after
+    that chdir is the bundle itself, not the directory runc was started in. When the
+    caller knows the read may have come after the chdir (``cwd_may_be_bundle``):
+    a relative ``--bundle`` is taken to be that cwd, and a relative ``--pid-file``,
+    relative to a directory no longer known, is dropped (state.json is used instead).
+    """
+    call = parse_runc_args(argv, cwd)
+    bundle_flag = call.command_flags.get("bundle")
+    if not cwd_may_be_bundle or not cwd or not bundle_flag or not call.creates_container:
+        return call  # no chdir happened, or it does not matter
+    if not os.path.isabs(bundle_flag):
+        call.bundle = os.path.normpath(cwd)
+    pid_file_flag = call.command_flags.get("pid-file")
+    if pid_file_flag and not os.path.isabs(pid_file_flag):
+        call.pid_file = None
+    root_flag = call.global_flags.get("root")
+    if root_flag and not os.path.isabs(root_flag):
+        log.warning(
+            "runctrace: runc %s: relative --root %s, and runc changed directory before its "
+            "cwd could be read; its state directory may be wrong", call.container_id, root_flag,
+        )
+    return call
+
+
+class StateDirWatcher:
+    """inotify on runc state directories: says when ``<dir>/state.json`` may be readable.
+
+    A watch is put on the nearest existing level of ``<root>/<id>`` (usually the
+    root; a level above it for a ``--root`` that runc has yet to create), and every
+    watch is followed by a look, because the file may have appeared just before it.
+    """
+
+    def __init__(self) -> None:
+        # NONBLOCK: the event loop reads until EAGAIN. CLOEXEC: runc or anything
+        # else we may spawn must not inherit it.
+        self.fd = _sys.inotify_init1(_sys.IN_NONBLOCK | _sys.IN_CLOEXEC)
+        self._wd_path: dict[int, str] = {}
+        self._path_wd: dict[str, int] = {}
+        self.expected: set[str] = set()
+        self.overflows = 0
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def expect(self, state_dir: str) -> bool:
+        """Start waiting for ``state_dir/state.json``; True if it may exist already."""
+        self.expected.add(state_dir)
+        return self._arm(state_dir)
+
+    def forget(self, state_dir: str) -> None:
+        self.expected.discard(state_dir)
+        self._unwatch(state_dir)
+        # the root's watch stays: other containers live in the same root
+
+    def read(self) -> list[str]:
+        """Expected state directories worth a look now."""
+        ready: list[str] = []
+        while True:
+            try:
+                buf = os.read(self.fd, 64 * 1024)
+            except BlockingIOError:
+                return ready
+            for rec in _sys.decode_inotify(buf):
+                if rec.mask & _sys.In.Q_OVERFLOW:
+                    self.overflows += 1  # events were lost: look at everything
+                    ready.extend(self.expected)
+                    continue
+                if rec.mask & _sys.In.IGNORED:  # the directory is gone (runc delete)
+                    path = self._wd_path.pop(rec.wd, None)
+                    if path is not None:
+                        self._path_wd.pop(path, None)
+                    continue
+                base = self._wd_path.get(rec.wd)
+                if base is None:
+                    continue
+                if base in self.expected:
+                    if rec.name == "state.json":
+                        ready.append(base)
+                    continue
+                if rec.mask & (_sys.In.CREATE | _sys.In.MOVED_TO):
+                    # a container's state dir, a runc root, or a level above it appeared
+                    path = os.path.join(base, rec.name)
+                    for state_dir in [d for d in self.expected if d == path or d.startswith(path + "/")]:
+                        if self._arm(state_dir):
+                            ready.append(state_dir)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self._wd_path.clear()
+        self._path_wd.clear()
+
+    def _arm(self, state_dir: str) -> bool:
+        """Watch the way down to ``state_dir``; True if ``state_dir`` itself is watched.
+
+        runc creates a new ``--root`` with MkdirAll, possibly several levels at once:
+        watch the nearest level that exists; each level that appears re-arms.
+        """
+        ancestors = []  # the root, its parent, ... up to "/"
+        path = os.path.dirname(state_dir)
+        while True:
+            ancestors.append(path)
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        for depth, path in enumerate(ancestors):
+            if self._watch(path, _IN_PARENT):
+                break
+        else:
+            return False
+        # Levels below the one watched may have appeared meanwhile: look at each.
+        for path in reversed(ancestors[:depth]):
+            if not self._watch(path, _IN_PARENT):
+                return False
+        return self._watch(state_dir, _IN_STATE_DIR)
+
+    def _watch(self, path: str, mask: int) -> bool:
+        if path in self._path_wd:
+            return True
+        try:
+            wd = _sys.inotify_add_watch(self.fd, path, mask)
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ENOTDIR):
+                log.warning("runctrace: cannot watch %s: %s", path, err.strerror)
+            return False
+        self._wd_path[wd] = path
+        self._path_wd[path] = wd
+        return True
+
+    def _unwatch(self, path: str) -> None:
+        wd = self._path_wd.pop(path, None)
+        if wd is not None:
+            self._wd_path.pop(wd, None)
+            _sys.inotify_rm_watch(self.fd, wd)
+
+
+Watch = Callable[[Container, Optional[int], Optional[RuncExec]], None]
+
+
+class Tracker:
+    """runc calls in flight, and the events they turn into. One per notifier.
+
+    Not thread-safe: call it from the notifier's event-loop thread only.
+    """
+
+    def __init__(
+        self, backend: str, emit: Callable[[ContainerEvent], None], stats: Stats, watch: Watch
+    ) -> None:
+        self.backend = backend
+        self._emit = emit
+        self._stats = stats
+        self._watch = watch
+        self.states = StateDirWatcher()
+        self.calls: dict[int, RuncExec] = {}  # runc pid -> call
+        self._awaiting: dict[str, int] = {}  # state dir -> runc pid
+
+    def close(self) -> None:
+        self.states.close()
+
+    # ------------------------------------------------------------ what backends report
+
+    def runc_started(
+        self, pid: int, argv: list[str], cwd: Optional[str], runtime: str,
+        *, started_ns: Optional[int] = None, cwd_may_be_bundle: bool = False,
+    ) -> Optional[RuncExec]:
+        """A runc process was executed. Returns the call if it makes a container."""
+        call = parse_call(argv, cwd, cwd_may_be_bundle)
+        if not call.creates_container:
+            return None  # start, delete, kill, init, state, a bad command line...
+        rexec = RuncExec(pid, call, runtime, started_ns)
+        old = self.calls.get(pid)
+        if old is not None:  # the same process exec'd runc again (a wrapper did)
+            self._stop_waiting(old)
+        self.calls[pid] = rexec
+        if call.pid_file is None or (call.command == "run" and not call.detach):
+            # No pid file to read when runc exits, or runc stays (a foreground
+            # `run` lasts as long as its container): take the PID from state.json
+            # as soon as runc writes it.
+            self._awaiting[call.state_dir] = pid
+            if self.states.expect(call.state_dir):
+                self.try_state(call.state_dir)
+        return rexec
+
+    def read_states(self) -> None:
+        """The state watcher's fd is readable."""
+        overflows = self.states.overflows
+        for state_dir in self.states.read():
+            self.try_state(state_dir)
+        self._stats.lost += self.states.overflows - overflows
+
+    def try_state(self, state_dir: str) -> None:
+        rexec = self.calls.get(self._awaiting.get(state_dir, -1))
+        if rexec is None or rexec.resolved:
+            return
+        state, _err = read_state(state_dir)
+        if state is None:
+            return  # not written yet; the next inotify event or runc's exit will tell
+        self._stop_waiting(rexec)
+        self._resolve(rexec, state["init_process_pid"], state, None)
+
+    def runc_exited(self, pid: int, status: Optional[int], init_pid: Optional[int] = None) -> None:
+        """A runc process ended; ``status`` is its wait(2) status, None if unknown.
+
+        ``init_pid``: the container init that this runc started, if the backend saw
+        it directly (the eBPF backend sees runc's init exec the container's
+        program). It proves a container existed even when runc's status is not 0
+        (a foreground `runc run` exits with its container's status), and gives the
+        PID when state.json was gone before it could be read.
+        """
+        rexec = self.calls.pop(pid, None)
+        if rexec is None or rexec.resolved:
+            return
+        code, sig = _sys.decode_wait_status(status) if status is not None else (None, None)
+        if init_pid is None and (sig is not None or code not in (0, None)):
+            # runc failed, or was killed: no container (runc removes its state on failure)
+            self._stop_waiting(rexec)
+            self._stats.failed_creates += 1
+            return
+        state, state_err = read_state(rexec.call.state_dir)
+        self._stop_waiting(rexec)
+        pid_, err = None, None
+        if rexec.call.pid_file:
+            pid_, err = read_pid_file(rexec.call.pid_file)
+        if pid_ is None and state is not None:
+            pid_ = state["init_process_pid"]
+        if pid_ is None and init_pid is not None:
+            pid_, err = init_pid, None
+        if pid_ is None:
+            # `runc run` whose container came and went before its state could be
+            # read (e.g. the recorder was starved of CPU). Report it, PID unknown.
+            err = "; ".join(e for e in (err, state_err, "container ended before its PID could be read") if e)
+        self._resolve(rexec, pid_, state, err)
+
+    def container_ended(
+        self, container: Container, status: Optional[int], when_ns: Optional[int] = None,
+        error: Optional[str] = None,
+    ) -> None:
+        """Emit the REMOVE event; ``status`` is a wait(2) status or None if unknown.
+
+        ``when_ns`` is when the init ended, if the backend knows (a kernel time);
+        it is never earlier than the ADD: a container that ended before its ADD
+        could be emitted (an instant ``runc run``) gets the ADD's time.
+        """
+        code, sig = _sys.decode_wait_status(status) if status is not None else (None, None)
+        when_ns = max(when_ns or time.time_ns(), container.added_ns)
+        event = self.event(EventType.REMOVE, container, error=error, when_ns=when_ns)
+        event.exit_code, event.signal = code, sig
+        self._emit(event)
+
+    # --------------------------------------------------------------------- internals
+
+    def _stop_waiting(self, rexec: RuncExec) -> None:
+        state_dir = rexec.call.state_dir
+        if self._awaiting.get(state_dir) == rexec.pid:
+            del self._awaiting[state_dir]
+            self.states.forget(state_dir)
+
+    def _resolve(
+        self, rexec: RuncExec, pid: Optional[int], state: Optional[dict], error: Optional[str]
+    ) -> None:
+        rexec.resolved = True
+        rc = rexec.call
+        bundle = rc.bundle or (state_bundle(state) if state else None)
+        config, config_err = read_config(bundle)
+        errors = [e for e in (error, config_err) if e]
+        container = Container(rc.container_id, pid, bundle, config, rexec.runtime, rc.root, rc.argv)
+        add = self.event(EventType.ADD, container, error="; ".join(errors) or None)
+        container.added_ns = add.time_ns
+        self._emit(add)
+        if pid is None:
+            self.container_ended(container, None)
+            return
+        expected_start = state.get("init_process_start") if state else None
+        self._watch(container, expected_start if isinstance(expected_start, int) else None, rexec)
+
+    def event(
+        self, kind: EventType, c: Container, *, error: Optional[str] = None, when_ns: Optional[int] = None
+    ) -> ContainerEvent:
+        return ContainerEvent(
+            type=kind,
+            container_id=c.container_id,
+            container_pid=c.pid,
+            container_config=c.config,
+            bundle=c.bundle,
+            time_ns=when_ns or time.time_ns(),
+            backend=self.backend,
+            runtime=c.runtime,
+            runtime_root=c.root,
+            runtime_args=c.args,
+            error=error,
+        )
