@@ -245,7 +245,21 @@ class Recordings:
 
     # ------------------------------------------------------------------ data
 
-    def events(
+    def events(self, *, sort: bool = True, **filters) -> pd.DataFrame:
+        """The events as a pandas DataFrame, one row each, filtered, with derived columns.
+
+        Filters and ``columns`` as for :meth:`table`. ``sort``: by time; the churn
+        functions do not need it, so ``runctrace report`` skips it.
+
+        Repeating strings (type, host, runtime_root, image, ...) are categoricals;
+        ``container_id`` is a string column; int32 columns are nullable ``Int32``.
+        """
+        df = to_pandas(self.table(**filters))
+        if sort and len(df) and not df["time_ns"].is_monotonic_increasing:
+            df = df.sort_values("time_ns", kind="stable", ignore_index=True)
+        return df
+
+    def table(
         self,
         *,
         since=None,
@@ -254,16 +268,14 @@ class Recordings:
         namespaces: Optional[Sequence[str]] = None,
         images: Optional[Sequence[str]] = None,
         columns: Optional[Sequence[str]] = None,
-        sort: bool = True,
-    ) -> pd.DataFrame:
-        """The events, one row each, filtered, with derived columns.
+    ) -> pa.Table:
+        """The events as an Arrow table (what :meth:`events` converts).
 
         ``since``/``until``: anything ``pandas.Timestamp`` reads; naive times are UTC;
         ``since`` is inclusive, ``until`` exclusive. ``hosts``: exact names.
         ``namespaces``/``images``: exact names or shell patterns (``nginx*``).
         ``columns``: which columns to return (default :data:`DEFAULT_COLUMNS`); any
         schema column (e.g. ``config_json``, ``annotations``) or derived column.
-        ``sort``: by time; the churn functions do not need it, so the report skips it.
         """
         columns = list(DEFAULT_COLUMNS if columns is None else columns)
         for c in ("time", "time_ns", "type", "container_id", "host"):
@@ -280,12 +292,7 @@ class Recordings:
                 continue
             infos = [i for i in self._infos if i.source == source]
             chunks.extend(self._scan(files, base, infos, columns, out_schema, since, until, hosts, ns_regex, img_regex))
-        table = pa.concat_tables(chunks) if chunks else out_schema.empty_table()
-        df = table.to_pandas(types_mapper=_types_mapper, split_blocks=True, self_destruct=True)
-        del table, chunks
-        if sort and len(df) and not df["time_ns"].is_monotonic_increasing:
-            df = df.sort_values("time_ns", kind="stable", ignore_index=True)
-        return df
+        return pa.concat_tables(chunks) if chunks else out_schema.empty_table()
 
     def _scan(self, files, base, infos, columns, out_schema, since, until, hosts, ns_regex, img_regex):
         schema = pa.unify_schemas([i.schema for i in infos], promote_options="permissive")
@@ -428,6 +435,10 @@ def _finish(table: pa.Table, out_schema: pa.Schema, ns_regex, img_regex, late_ra
             continue
         if pa.types.is_dictionary(f.type):
             if not pa.types.is_dictionary(arr.type):
+                # One chunk first: on a chunked array each chunk would get the
+                # cumulative dictionary (quadratic in memory for unique-ish values).
+                if isinstance(arr, pa.ChunkedArray):
+                    arr = arr.combine_chunks()
                 arr = pc.dictionary_encode(arr.cast(pa.string()))
             arr = arr.cast(f.type)
         elif arr.type != f.type:
@@ -438,6 +449,11 @@ def _finish(table: pa.Table, out_schema: pa.Schema, ns_regex, img_regex, late_ra
         arrays.append(arr)
     out = pa.table(arrays, schema=out_schema)
     return out.filter(mask) if mask is not None else out
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """An events table as pandas (frees the table's buffers as it goes: do not reuse it)."""
+    return table.to_pandas(types_mapper=_types_mapper, split_blocks=True, self_destruct=True)
 
 
 def _types_mapper(t: pa.DataType):

@@ -11,10 +11,12 @@ class EventType(str, enum.Enum):
     """What happened to a container.
 
     ``ADD``: runc created it (``create``, ``run`` or ``restore``); its init process exists.
+    ``INITIAL``: it was already running when the notifier started (found on disk).
     ``REMOVE``: its init process exited; the container is no longer running.
     """
 
     ADD = "add"
+    INITIAL = "initial"
     REMOVE = "remove"
 
     def __str__(self) -> str:
@@ -48,8 +50,8 @@ class ContainerEvent:
     def describe(self) -> str:
         """One human line, as ``runctrace record`` prints it."""
         pid = self.container_pid if self.container_pid is not None else "?"
-        line = f"{self.type.value:<6} {self.container_id} pid={pid}"
-        if self.type is EventType.ADD:
+        line = f"{self.type.value:<7} {self.container_id} pid={pid}"
+        if self.type is not EventType.REMOVE:
             args = ((self.container_config or {}).get("process") or {}).get("args") or []
             if args:
                 line += " args=" + " ".join(str(a) for a in args)[:80]

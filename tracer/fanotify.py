@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import _sys
+from .discovery import expand_roots, running_containers
 from .errors import NotSupported
 from .events import ContainerEvent, EventType
 from .notifier import Callback, Notifier, Support, log
@@ -101,12 +102,16 @@ class FanotifyNotifier(Notifier):
             fd = _sys.fanotify_init(_sys.FanInit.CLASS_NOTIF | _sys.FanInit.CLOEXEC, os.O_RDONLY)
             os.close(fd)
         except OSError as err:
+            if err.errno == errno.EPERM:
+                return Support(False, "fanotify_init: operation not permitted (needs CAP_SYS_ADMIN: run as root)")
             return Support(False, f"fanotify_init failed: {err.strerror} (kernel needs CONFIG_FANOTIFY)")
         except AttributeError:
             return Support(False, "libc has no fanotify_init")
         try:
             _sys.open_proc_connector((_sys.ProcWhat.EXIT,)).close()
         except OSError as err:
+            if err.errno == errno.EPERM:
+                return Support(False, "process-events connector: operation not permitted (needs CAP_NET_ADMIN: run as root)")
             return Support(False, f"process-events connector unavailable: {err.strerror} (kernel needs CONFIG_PROC_EVENTS)")
         try:
             binaries = find_runc(runc_paths)
@@ -168,6 +173,8 @@ class FanotifyNotifier(Notifier):
         self._path_wd: dict[str, int] = {}
         self._containers: dict[int, _Container] = {}  # init pid -> container
         self._requests: collections.deque = collections.deque()
+        self._roots: set[str] = set()  # every runc --root seen, for discovery
+        self._resync = False
         self._thread = threading.Thread(target=self._run, name="runctrace-fanotify", daemon=True)
         self._thread.start()
 
@@ -241,6 +248,9 @@ class FanotifyNotifier(Notifier):
                 if self._wake in fds:
                     self._serve_requests()
                 self._expire_pending()
+                if self._resync:
+                    self._resync = False
+                    self._sync_from_disk(EventType.ADD)
         except Exception:  # never die silently: log, and let iteration end
             log.exception("runctrace: fanotify event loop failed")
             self._closed.set()
@@ -338,7 +348,11 @@ class FanotifyNotifier(Notifier):
                 raw = f.read()
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
-            self.stats.missed += 1  # runc exited before we could read its arguments
+            # runc exited before we could read its arguments (the recorder fell
+            # behind, or was stopped). Whatever it started and is still running is
+            # on disk: look there once this wakeup is done.
+            self.stats.missed += 1
+            self._resync = True
             return
         argv = [os.fsdecode(a) for a in raw.split(b"\0")[:-1]] if raw else []
         if not argv:
@@ -347,6 +361,7 @@ class FanotifyNotifier(Notifier):
         call = parse_runc_args(argv, cwd)
         if not call.creates_container:
             return  # start, delete, kill, init, state, a bad command line...
+        self._roots.add(call.root)
         self._calls[pid] = _Call(pid, call, runtime, _now_ns())
         if call.pid_file is None:
             # No pid file to read when runc exits (or runc stays, as `run` does):
@@ -526,6 +541,9 @@ class FanotifyNotifier(Notifier):
     ) -> None:
         call.resolved = True
         rc = call.call
+        known = self._containers.get(pid) if pid is not None else None
+        if known is not None and known.container_id == rc.container_id:
+            return  # already found on disk by a resync
         bundle = rc.bundle or (state_bundle(state) if state else None)
         config, config_err = read_config(bundle)
         errors = [e for e in (error, config_err) if e]
@@ -584,8 +602,33 @@ class FanotifyNotifier(Notifier):
         except BlockingIOError:
             pass
         while self._requests:
-            container_id, pid = self._requests.popleft()
+            request = self._requests.popleft()
+            if request == "discover":
+                self._sync_from_disk(EventType.INITIAL)
+                continue
+            container_id, pid = request
             self._watch_pid(_Container(container_id, pid, None, None, None, None), None)
+
+    def discover_running(self) -> None:
+        """Emit an INITIAL event for every container runc runs now, and watch it."""
+        self._requests.append("discover")
+        os.eventfd_write(self._wake, 1)
+
+    def _sync_from_disk(self, kind: EventType) -> None:
+        """Report running containers this notifier does not know yet (see discovery.py)."""
+        in_flight = {c.call.state_dir for c in self._calls.values() if not c.resolved}
+        for found in running_containers(expand_roots(self._roots)):
+            known = self._containers.get(found.pid)
+            if (known is not None and known.container_id == found.container_id) or found.state_dir in in_flight:
+                continue
+            bundle = state_bundle(found.state)
+            config, config_err = read_config(bundle)
+            container = _Container(found.container_id, found.pid, bundle, config, None, found.root)
+            late = "found in runc's state after its runc call was missed" if kind is EventType.ADD else None
+            error = "; ".join(e for e in (late, config_err) if e) or None
+            created = rfc3339_to_ns(found.state.get("created"))
+            self._emit(self._event(kind, container, error=error, when_ns=created))
+            self._watch_pid(container, found.state.get("init_process_start"))
 
     def _expire_pending(self) -> None:
         if not self._pending_exec:

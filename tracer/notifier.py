@@ -90,7 +90,7 @@ class Notifier(abc.ABC):
     # ------------------------------------------------------------ delivery of events
 
     def _emit(self, event: ContainerEvent) -> None:
-        if event.type.value == "add":
+        if event.type.value != "remove":
             self.stats.adds += 1
         else:
             self.stats.removes += 1

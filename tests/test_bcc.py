@@ -1,0 +1,340 @@
+"""The eBPF (BCC) backend against real runc containers and the real kernel.
+
+Most tests share one notifier (compiling the BPF program takes ~0.6 s) and tell
+their containers apart by unique IDs. Each asserts exactly one ADD and one REMOVE,
+with the PID runc itself reports. The pure parts (record decoding, argv parsing
+after runc's chdir) are tested at the end without a kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from _bcc_helpers import ROOT_ONLY, Seen, bcct_runc, fds, make_bundle, threads  # noqa: F401 (fixture)
+from runctrace.bcc import BccNotifier, C, RtEvent, RtExecEvent, decode_record
+from runctrace.events import EventType
+from runctrace.fanotify import FanotifyNotifier
+from runctrace.resolve import parse_call, process_alive
+
+
+@pytest.fixture(scope="module")
+def notifier():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: loads BPF programs and runs runc")
+    support = BccNotifier.supported()
+    assert support, f"the bcc backend should run on this machine: {support.reason}"
+    n = BccNotifier()
+    yield n
+    n.close()
+
+
+@pytest.fixture
+def seen(notifier):
+    s = Seen(notifier)
+    s.pump()  # leftovers of earlier tests stay out of this one's list
+    return s
+
+
+# ------------------------------------------------------------ invocation styles
+
+
+class TestInvocationStyles:
+    pytestmark = ROOT_ONLY
+
+    def test_run_foreground_without_bundle_flag(self, seen, bcct_runc, tmp_path, notifier):
+        bundle = make_bundle(tmp_path / "b", ["sleep", "0.5"])
+        cid = bcct_runc.new_id("runfg")
+        proc = subprocess.Popen(["runc", "run", cid], cwd=bundle, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        pid = bcct_runc.state_pid(cid)
+        assert proc.wait(10) == 0, proc.stderr.read()
+        add, remove = seen.lifecycle(cid)
+        assert add.container_pid == pid
+        assert add.bundle == str(bundle)  # runc's cwd, read from /proc
+        assert add.container_config["process"]["args"] == ["sleep", "0.5"]
+        assert add.runtime_args == ["runc", "run", cid]
+        assert add.runtime in notifier.exec_paths.values()
+        assert add.runtime_root == "/run/runc"
+        assert add.backend == "bcc" and add.error is None
+        assert (remove.exit_code, remove.signal) == (0, None)
+
+    def test_run_foreground_instant_exit_code(self, seen, bcct_runc, tmp_path, notifier):
+        """sh -c 'exit 7' ends in a millisecond; runc run then exits 7 too.
+
+        Not a failed create: the kernel saw the container's init start."""
+        bundle = make_bundle(tmp_path / "b", ["sh", "-c", "exit 7"])
+        failed = notifier.stats.failed_creates
+        for i in range(3):
+            cid = bcct_runc.new_id(f"instant{i}")
+            assert bcct_runc("run", "--bundle", str(bundle), cid, check=False).returncode == 7
+            add, remove = seen.lifecycle(cid)
+            assert add.bundle == str(bundle)
+            assert (remove.exit_code, remove.signal) == (7, None)
+        assert notifier.stats.failed_creates == failed
+
+    def test_run_detached_killed_by_signal(self, seen, bcct_runc, tmp_path):
+        bundle = make_bundle(tmp_path / "b", ["sleep", "100"])
+        cid = bcct_runc.new_id("rund")
+        bcct_runc("run", "-d", "--bundle", str(bundle), cid)
+        pid = bcct_runc.state_pid(cid)
+        os.kill(pid, signal.SIGKILL)  # from the host, not through runc
+        add, remove = seen.lifecycle(cid)
+        assert add.container_pid == pid
+        assert (remove.exit_code, remove.signal) == (None, signal.SIGKILL)
+        bcct_runc("delete", cid)
+
+    def test_create_start_delete_without_pid_file(self, seen, bcct_runc, tmp_path):
+        bundle = make_bundle(tmp_path / "b", ["sh", "-c", "exit 7"])
+        cid = bcct_runc.new_id("create")
+        bcct_runc("create", cid, cwd=bundle)
+        pid = bcct_runc.state_pid(cid)
+        # The ADD comes before `runc start`: from state.json, not from the init's exec.
+        deadline = time.monotonic() + 5
+        while not seen.of(cid) and time.monotonic() < deadline:
+            seen.pump()
+        assert [e.type for e in seen.of(cid)] == [EventType.ADD]
+        bcct_runc("start", cid)
+        add, remove = seen.lifecycle(cid)
+        bcct_runc("delete", cid)
+        assert add.container_pid == pid and add.bundle == str(bundle)
+        assert remove.exit_code == 7
+
+    def test_create_like_containerd_shim(self, seen, bcct_runc, tmp_path):
+        """Global flags before the subcommand, space-separated values, a pid file."""
+        bundle = make_bundle(tmp_path / "b", ["sleep", "0.2"])
+        root = str(tmp_path / "state")
+        cid = bcct_runc.new_id("shim", root)
+        argv = ["--root", root, "--log", str(bundle / "log.json"), "--log-format", "json",
+                "create", "--bundle", str(bundle), "--pid-file", str(bundle / "init.pid"), cid]
+        bcct_runc(*argv)
+        pid = int((bundle / "init.pid").read_text())
+        bcct_runc("--root", root, "start", cid)
+        add, remove = seen.lifecycle(cid)
+        bcct_runc("--root", root, "delete", cid)
+        assert add.container_pid == pid
+        assert add.runtime_root == root and add.bundle == str(bundle)
+        assert add.runtime_args == ["runc", *argv]
+        assert remove.exit_code == 0
+
+    def test_equals_forms_relative_paths_and_new_root(self, seen, bcct_runc, tmp_path):
+        """--flag=value everywhere, a relative --bundle and --pid-file, and a --root
+        two levels below anything that exists. runc chdirs into the bundle early:
+        the backend must still get the bundle and the PID right."""
+        bundle = make_bundle(tmp_path / "b", ["sleep", "0.2"])
+        root = str(tmp_path / "new" / "root")
+        cid = bcct_runc.new_id("equals", root)
+        bcct_runc(f"--root={root}", "--log-format=json", "--debug=false",
+                  "create", "--bundle=b", "--pid-file=b/init.pid", "--no-pivot=false", cid, cwd=tmp_path)
+        pid = int((bundle / "init.pid").read_text())
+        bcct_runc(f"--root={root}", "start", cid)
+        add, _ = seen.lifecycle(cid)
+        bcct_runc(f"--root={root}", "delete", cid)
+        assert add.container_pid == pid
+        assert add.bundle == str(bundle) and add.runtime_root == root
+        assert add.container_config["process"]["args"] == ["sleep", "0.2"]
+
+    def test_failed_creates_are_counted_and_silent(self, seen, bcct_runc, tmp_path, notifier):
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        (broken / "config.json").write_text("{ not json")
+        before = notifier.stats.failed_creates
+        ids = []
+        for bundle in (broken, tmp_path / "missing"):
+            cid = bcct_runc.new_id("fail")
+            ids.append(cid)
+            assert bcct_runc("create", "--bundle", str(bundle), cid, check=False).returncode != 0
+        deadline = time.monotonic() + 5
+        while notifier.stats.failed_creates < before + 2 and time.monotonic() < deadline:
+            seen.pump()
+        seen.pump(0.2)
+        assert notifier.stats.failed_creates == before + 2
+        assert not [e for e in seen.events if e.container_id in ids]
+
+    def test_runc_through_an_unlisted_symlink(self, seen, bcct_runc, tmp_path):
+        """The path is not a known one, but its name ends in runc: the kernel lets it
+        through marked unverified and user space checks the inode."""
+        link_dir = tmp_path / "bin"
+        link_dir.mkdir()
+        (link_dir / "runc").symlink_to("/usr/sbin/runc")
+        bundle = make_bundle(tmp_path / "b", ["true"])
+        cid = bcct_runc.new_id("symlink")
+        subprocess.run([str(link_dir / "runc"), "run", "--bundle", str(bundle), cid],
+                       check=True, stdin=subprocess.DEVNULL, capture_output=True)
+        add, remove = seen.lifecycle(cid)
+        assert add.runtime_args[0] == str(link_dir / "runc")
+        assert remove.exit_code == 0
+
+
+# --------------------------------------------------------------- in-kernel filter
+
+
+class TestKernelFilter:
+    pytestmark = ROOT_ONLY
+
+    def test_exec_storm_crosses_nothing(self, seen, notifier):
+        """2000 execs of /bin/true: not one record reaches user space."""
+        before, lost = notifier.kernel_events, notifier.stats.lost
+        start = time.monotonic()
+        subprocess.run(["sh", "-c", "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done"], check=True)
+        elapsed = time.monotonic() - start
+        seen.pump(0.3)
+        print(f"2000 execs of /bin/true in {elapsed:.2f}s; kernel records: {notifier.kernel_events - before}")
+        assert notifier.kernel_events == before
+        assert notifier.stats.lost == lost == 0
+        assert not seen.events
+
+    def test_impostor_named_runc_is_checked_and_dropped(self, seen, notifier, tmp_path):
+        """A program whose name ends in runc crosses once (its exec), is found not to be
+        a watched runc by inode, and is then forgotten in the kernel too."""
+        impostor = tmp_path / "runc"
+        shutil.copy2("/bin/sleep", impostor)
+        before = notifier.kernel_events
+        procs = [subprocess.Popen([str(impostor), "1"]) for _ in range(3)]
+        for p in procs:
+            p.wait()
+        seen.pump(0.3)
+        assert notifier.kernel_events - before == 3  # three execs, no exits
+        assert not seen.events
+
+
+# ------------------------------------------------------------ watching by PID
+
+
+class TestWatchByPid:
+    pytestmark = ROOT_ONLY
+
+    def test_external_process_killed_by_sigterm(self, seen, notifier):
+        proc = subprocess.Popen(["sleep", "30"])
+        notifier.add_watch_container_termination("bcct-external", proc.pid)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        (remove,) = seen.until_removed("bcct-external")
+        assert remove.type is EventType.REMOVE and remove.container_pid == proc.pid
+        assert (remove.exit_code, remove.signal) == (None, signal.SIGTERM)
+
+    def test_external_process_exit_code(self, seen, notifier):
+        proc = subprocess.Popen(["sh", "-c", "sleep 0.3; exit 3"])
+        notifier.add_watch_container_termination("bcct-external3", proc.pid)
+        proc.wait()
+        (remove,) = seen.until_removed("bcct-external3")
+        assert (remove.exit_code, remove.signal) == (3, None)
+
+    def test_already_dead_process(self, seen, notifier):
+        proc = subprocess.Popen(["true"])
+        proc.wait()
+        notifier.add_watch_container_termination("bcct-dead", proc.pid)
+        (remove,) = seen.until_removed("bcct-dead", timeout=3)
+        assert remove.exit_code is None and "exit status unknown" in remove.error
+
+
+# ---------------------------------------------------------------- the same as fanotify
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_same_events_as_fanotify(notifier, bcct_runc, tmp_path):
+    """Both backends at once, on the same containers: the same facts."""
+    bcc_seen = Seen(notifier)
+    bcc_seen.pump()
+    with FanotifyNotifier() as fan:
+        fan_seen = Seen(fan)
+        bundle = make_bundle(tmp_path / "b", ["sh", "-c", "sleep 0.2; exit 5"])
+        a = bcct_runc.new_id("cmp-run")
+        bcct_runc("run", "--bundle", str(bundle), a, check=False)
+        b = bcct_runc.new_id("cmp-create")
+        bcct_runc("create", "--pid-file", str(tmp_path / "p.pid"), b, cwd=bundle)
+        bcct_runc("start", b)
+        facts = {}
+        for name, s in (("bcc", bcc_seen), ("fanotify", fan_seen)):
+            facts[name] = [
+                (e.type, e.container_id, e.container_pid, e.bundle, e.container_config, e.runtime,
+                 e.runtime_root, e.runtime_args, e.exit_code, e.signal, e.error)
+                for cid in (a, b) for e in s.lifecycle(cid)
+            ]
+        bcct_runc("delete", b)
+    assert facts["bcc"] == facts["fanotify"]
+
+
+# --------------------------------------------------------------------- closing
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_close_is_prompt_and_leaks_nothing():
+    BccNotifier().close()  # BCC's one-time set-up (LLVM) stays loaded: not a leak
+    fd_before, threads_before = fds(), threads()
+    n = BccNotifier()
+    assert fds() > fd_before  # maps, programs, tracepoints, ring buffer, epoll...
+    start = time.monotonic()
+    n.close()
+    took = time.monotonic() - start
+    assert took < 1.0, f"close() took {took:.2f}s"
+    n.close()  # idempotent
+    assert (fds(), threads()) == (fd_before, threads_before)
+    assert n.get(timeout=0) is None and list(n) == []
+
+
+# ------------------------------------------------------- pure: no kernel needed
+
+
+def _exec_record(argv: list[bytes], filename: bytes = b"/usr/sbin/runc", flags: int = 0) -> bytes:
+    ev = RtExecEvent()
+    ev.hdr.type, ev.hdr.pid, ev.hdr.ktime_ns, ev.hdr.flags = C["RT_EV_EXEC"], 42, 7, flags
+    packed = b"".join(a + b"\0" for a in argv)
+    ev.argc, ev.args_size, ev.filename = len(argv), len(packed), filename
+    ct.memmove(ct.addressof(ev) + RtExecEvent.args.offset, packed, len(packed))
+    return bytes(ev)[: RtExecEvent.args.offset + len(packed)]  # as the kernel sends it
+
+
+def test_decode_exec_record():
+    rec = decode_record(_exec_record([b"runc", b"--root", b"/r", b"run", b"x"]))
+    assert (rec.type, rec.pid, rec.ktime_ns, rec.status) == (C["RT_EV_EXEC"], 42, 7, None)
+    assert rec.filename == "/usr/sbin/runc"
+    assert rec.argv == ("runc", "--root", "/r", "run", "x")
+
+
+def test_decode_exit_records():
+    ev = RtEvent(type=C["RT_EV_RUNC_EXIT"], pid=9, ktime_ns=1, status=7 << 8,
+                 flags=C["RT_F_STATUS_KNOWN"], init_pid=10)
+    rec = decode_record(bytes(ev))
+    assert (rec.status, rec.init_pid) == (7 << 8, 10)
+    ev.flags, ev.init_pid = 0, 0
+    assert decode_record(bytes(ev)).status is None and decode_record(bytes(ev)).init_pid is None
+
+
+def test_decode_rejects_short_records():
+    with pytest.raises(ValueError):
+        decode_record(b"\0" * 8)
+    with pytest.raises(ValueError):
+        decode_record(_exec_record([b"runc"])[: RtExecEvent.args.offset - 1])
+
+
+def test_parse_call_after_runc_chdir():
+    """cwd read after runc's chdir into --bundle is the bundle, not the start dir."""
+    argv = ["runc", "create", "--bundle", "b", "--pid-file", "b/init.pid", "x"]
+    before = parse_call(argv, "/work")
+    assert (before.bundle, before.pid_file) == ("/work/b", "/work/b/init.pid")
+    after = parse_call(argv, "/work/b", cwd_may_be_bundle=True)
+    assert after.bundle == "/work/b"
+    assert after.pid_file is None  # relative to a directory no longer known: use state.json
+    # without --bundle, runc does not chdir: the cwd is the bundle either way
+    assert parse_call(["runc", "run", "x"], "/work/b", cwd_may_be_bundle=True).bundle == "/work/b"
+
+
+def test_process_alive():
+    assert process_alive(os.getpid())
+    with open("/proc/self/stat", "rb") as f:
+        start = int(f.read().rsplit(b")", 1)[1].split()[19])
+    assert process_alive(os.getpid(), start)
+    assert not process_alive(os.getpid(), start + 1)  # same PID, another process
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    assert not process_alive(proc.pid)

@@ -1,0 +1,206 @@
+"""The `runctrace record` command end to end, as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import runc
+from runctrace.schema import SCHEMA
+
+RUNCTRACE = [sys.executable, "-m", "runctrace"]
+
+
+def cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*RUNCTRACE, *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_help_has_examples():
+    res = cli("record", "--help")
+    assert res.returncode == 0
+    assert "Examples" in res.stdout and "runctrace record --backend fanotify" in res.stdout
+    top = cli("--help")
+    assert "record" in top.stdout and "report" in top.stdout
+
+
+def test_unknown_backend_is_one_line():
+    res = cli("record", "--backend", "nope", "-d", "0.1")
+    assert res.returncode == 1
+    assert res.stderr.strip().count("\n") == 0 and "unknown backend 'nope'" in res.stderr
+
+
+@pytest.mark.root
+def test_without_privileges_is_one_line(tmp_path):
+    """As root but with every capability dropped: fanotify_init is refused."""
+    out = tmp_path / "x.parquet"
+    res = subprocess.run(
+        ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *RUNCTRACE, "record", "--backend", "fanotify", "-o", str(out)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0, res.stderr
+    assert "not permitted" in res.stderr and "root" in res.stderr
+    assert not out.exists()
+
+
+def test_not_root_message(monkeypatch):
+    from runctrace.fanotify import FanotifyNotifier
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    support = FanotifyNotifier.supported()
+    assert not support and "needs root" in support.reason
+
+
+@pytest.mark.root
+def test_bad_output_path_is_one_line(tmp_path):
+    res = cli("record", "--backend", "fanotify", "-o", str(tmp_path / "no" / "such" / "x.parquet"), "-d", "1")
+    assert res.returncode == 1
+    assert "does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+class Recorder:
+    """`runctrace record` running in the background."""
+
+    def __init__(self, output: Path, *extra: str) -> None:
+        self.output = output
+        self.proc = subprocess.Popen(
+            [*RUNCTRACE, "record", "--backend", "fanotify", "-o", str(output), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        line = self.proc.stderr.readline()  # "runctrace: backend: ...; recording to ..."
+        assert "recording to" in line, line + self.proc.stderr.read()
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 30) -> tuple[int, str, str]:
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_record_real_containers(tmp_path, bundles, container_ids, sig):
+    out = tmp_path / "rec.parquet"
+    rec = Recorder(out)
+    b = bundles.make(["sh", "-c", "exit 2"], annotations={"team": "sre"})
+    ids = [container_ids() for _ in range(3)]
+    for cid in ids:
+        runc("run", cid, cwd=b, check=False)
+    time.sleep(0.5)
+    code, stdout, stderr = rec.stop(sig)
+    assert code == 0, stderr
+    for cid in ids:
+        assert f"add     {cid}" in stdout and f"remove  {cid}" in stdout
+    table = pq.read_table(out)
+    assert table.schema.equals(SCHEMA, check_metadata=False)
+    assert table.schema.metadata[b"runctrace.schema_version"] == b"1"
+    rows = [r for r in table.to_pylist() if r["container_id"] in ids]
+    assert sorted((r["container_id"], r["type"]) for r in rows) == sorted((c, t) for c in ids for t in ("add", "remove"))
+    for r in rows:
+        assert r["backend"] == "fanotify" and r["bundle"] == str(b)
+        assert r["process_args"] == ["sh", "-c", "exit 2"]
+        assert r["hostname"] == b.name and r["root_path"] == str(bundles.rootfs)
+        assert dict(r["annotations"]) == {"team": "sre"}
+        assert r["runtime"] == "/usr/bin/runc" or r["runtime"].endswith("/runc")
+        if r["type"] == "remove":
+            assert r["exit_code"] == 2
+    meta = pq.read_metadata(out).metadata
+    assert b'"lost": 0' in meta[b"runctrace.stats"]
+
+
+@pytest.mark.root
+def test_duckdb_reads_the_recording(tmp_path, bundles, container_ids):
+    duckdb = pytest.importorskip("duckdb")
+    out = tmp_path / "rec.parquet"
+    rec = Recorder(out)
+    cid = container_ids()
+    runc("run", cid, cwd=bundles.make(["true"]))
+    time.sleep(0.3)
+    assert rec.stop()[0] == 0
+    con = duckdb.connect()
+    rows = con.execute(
+        "SELECT type, container_pid, process_args[1], annotations, epoch_ns(time) <= time_ns + 1000 "
+        f"FROM read_parquet('{out}') WHERE container_id = ? ORDER BY time_ns", [cid]
+    ).fetchall()
+    assert [r[0] for r in rows] == ["add", "remove"]
+    assert rows[0][1] == rows[1][1] and rows[0][2] == "true" and rows[0][4]
+
+
+@pytest.mark.root
+def test_duration_stops_by_itself(tmp_path):
+    out = tmp_path / "d.parquet"
+    start = time.monotonic()
+    res = cli("record", "--backend", "fanotify", "-o", str(out), "-d", "1")
+    assert res.returncode == 0, res.stderr
+    assert 0.9 < time.monotonic() - start < 15
+    assert pq.read_table(out).schema.equals(SCHEMA, check_metadata=False)
+
+
+def _timed_run(bundle: Path, cid: str) -> float:
+    start = time.monotonic()
+    runc("run", cid, cwd=bundle)
+    return time.monotonic() - start
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("how", ["SIGSTOP", "SIGKILL"])
+def test_frozen_or_killed_recorder_never_delays_containers(tmp_path, bundles, container_ids, how):
+    """A recorder that is stopped or killed must not hold any container start hostage."""
+    b = bundles.make(["true"])
+    baseline = [_timed_run(b, container_ids()) for _ in range(5)]
+    rec = Recorder(tmp_path / "frozen.parquet")
+    rec.proc.send_signal(getattr(signal, how))
+    if how == "SIGKILL":
+        rec.proc.wait(10)
+    stalled = [_timed_run(b, container_ids()) for _ in range(10)]
+    assert max(stalled) < statistics.median(baseline) + 1.0, (baseline, stalled)
+    if how == "SIGSTOP":
+        # Containers that are still running after SIGCONT are all reported: the
+        # recorder notices it fell behind and finds them in runc's state.
+        sleeper = bundles.make(["sleep", "30"])
+        running = [container_ids() for _ in range(3)]
+        for cid in running:
+            runc("run", "-d", cid, cwd=sleeper)
+        rec.proc.send_signal(signal.SIGCONT)
+        time.sleep(1.5)
+        for cid in running:
+            runc("kill", cid, "KILL")
+        time.sleep(0.5)
+        code, stdout, stderr = rec.stop()
+        assert code == 0, stderr
+        for cid in running:
+            pid = re.search(rf"^add +{cid} pid=(\d+)", stdout, re.M)
+            assert pid, stdout
+            assert re.search(rf"^remove +{cid} pid={pid.group(1)} signal=9", stdout, re.M), stdout
+        # and the containers that came and went unseen are not silent either
+        assert re.search(r"[1-9]\d* missed", stderr), stderr
+
+
+@pytest.mark.root
+def test_report_on_a_recording(tmp_path, bundles, container_ids):
+    out = tmp_path / "rec.parquet"
+    rec = Recorder(out)
+    cid = container_ids()
+    runc("run", cid, cwd=bundles.make(["true"]))
+    time.sleep(0.3)
+    assert rec.stop()[0] == 0
+    res = cli("report", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "events" in res.stdout
+
+
+def test_report_on_garbage_is_one_line(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    res = cli("report", str(bad))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0, res.stderr
