@@ -54,63 +54,93 @@ _WANTED = tuple(dict.fromkeys(
     [k for keys in KUBERNETES_ANNOTATIONS.values() for k in keys]
     + [_MANAGER_ANNOTATION, *_CRIO_MARKERS, _CONTAINERD_CRI_MARKER]
 ))
+_SLOT = {k: i for i, k in enumerate(_WANTED)}
+DICT_TYPE = pa.dictionary(pa.int32(), pa.string())
 
 
-def _lookup_chunk(chunk: pa.MapArray) -> Dict[str, pa.Array]:
-    """Every wanted key's value (first occurrence) for each row of one map chunk.
+def _dictionary(arr: pa.Array) -> pa.DictionaryArray:
+    if pa.types.is_dictionary(arr.type):
+        return arr
+    return pc.dictionary_encode(arr.cast(pa.string()))
 
-    One pass over the flattened entries instead of one ``map_lookup`` per key:
-    ``index_in`` tags each entry with the wanted key it is (one hash probe), numpy
-    finds the row each entry belongs to from the offsets, and a ``take`` per key
-    gathers the values. Five to ten times faster than ``map_lookup`` on CRI specs,
-    which carry a dozen annotations each.
+
+def _compact(codes: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray:
+    """Codes into ``dictionary`` (-1 = null) as a DictionaryArray holding only the
+    values used: the map's dictionary also holds every other annotation's values."""
+    used = np.zeros(len(dictionary) + 1, dtype=bool)
+    used[codes] = True  # code -1 lands on the extra last slot (a sentinel)
+    used[-1] = False
+    remap = np.cumsum(used, dtype=np.int64) - 1
+    new = np.where(codes >= 0, remap[codes], -1).astype(np.int32)
+    values = dictionary.take(pa.array(np.flatnonzero(used[:-1])))
+    return pa.DictionaryArray.from_arrays(pa.array(new, mask=new < 0), values)
+
+
+def _chunk_columns(chunk: pa.MapArray) -> Dict[str, pa.Array]:
+    """The derived columns of one map chunk, as dictionary arrays.
+
+    ``map_lookup`` costs ~150 ns per row per key and CRI specs carry a dozen keys,
+    so instead: tag every entry with the wanted key it is (``index_in``, on the
+    keys' dictionary when the reader decoded them as one, see
+    :mod:`runctrace.analysis.io`), find each entry's row from the offsets, build a
+    (key, row) -> entry table with one fancy assignment, and pick each column's
+    entry with integer operations. Values are read through their dictionary, so no
+    string is copied or hashed per row.
+
+    Keys are unique within a map: the recorder builds it from the spec's JSON object
+    (were one repeated, one of its values would be taken).
     """
     n = len(chunk)
     offsets = chunk.offsets.to_numpy()
     lo, hi = int(offsets[0]), int(offsets[-1])
-    keys = chunk.keys.slice(lo, hi - lo)  # .keys/.items ignore the chunk's slice
-    items = chunk.items.slice(lo, hi - lo)
-    which = pc.index_in(keys, value_set=pa.array(_WANTED)).fill_null(-1).to_numpy()
+    keys = _dictionary(chunk.keys.slice(lo, hi - lo))  # .keys/.items ignore the slice
+    items = _dictionary(chunk.items.slice(lo, hi - lo))
+    tag_of = pc.index_in(keys.dictionary, value_set=pa.array(_WANTED)).fill_null(-1).to_numpy()
+    which = tag_of[keys.indices.to_numpy()] if hi > lo else np.zeros(0, np.int64)
+    value = items.indices.fill_null(-1).to_numpy().astype(np.int64) if hi > lo else np.zeros(0, np.int64)
     hits = np.flatnonzero(which >= 0)
-    tag = which[hits]
-    rows = np.repeat(np.arange(n), np.diff(offsets))[hits] if len(hits) else hits
-    out = {}
-    for j, key in enumerate(_WANTED):
-        pos = hits[tag == j]
-        r = rows[tag == j]
-        first = np.r_[True, r[1:] != r[:-1]] if len(r) else np.zeros(0, bool)
-        idx = np.full(n, -1, dtype=np.int64)
-        idx[r[first]] = pos[first]
-        out[key] = items.take(pa.array(idx, mask=idx < 0))
+    entry = np.full((len(_WANTED), n), -1, dtype=np.int64)
+    if len(hits):
+        rows = np.repeat(np.arange(n), np.diff(offsets))
+        entry[which[hits], rows[hits]] = hits
+
+    def code(key_names) -> np.ndarray:
+        e = entry[_SLOT[key_names[0]]]
+        for k in key_names[1:]:
+            e = np.where(e >= 0, e, entry[_SLOT[k]])
+        return np.where(e >= 0, value[np.maximum(e, 0)] if len(value) else -1, -1)
+
+    out = {c: _compact(code(keys_), items.dictionary) for c, keys_ in KUBERNETES_ANNOTATIONS.items()}
+
+    # The manager the spec names (io.container.manager), else what the CRI keys imply.
+    named = _compact(code([_MANAGER_ANNOTATION]), items.dictionary)
+    names = [_MANAGER_NAMES.get(v, v) for v in named.dictionary.to_pylist()]
+    crio = np.zeros(n, bool)
+    for k in _CRIO_MARKERS:
+        crio |= entry[_SLOT[k]] >= 0
+    containerd = entry[_SLOT[_CONTAINERD_CRI_MARKER]] >= 0
+    categories = list(dict.fromkeys(names + ["cri-o", "containerd"]))
+    lookup = np.array([categories.index(x) for x in names] + [-1], dtype=np.int64)
+    named_codes = named.indices.fill_null(-1).to_numpy().astype(np.int64)
+    hint = np.where(crio, categories.index("cri-o"), np.where(containerd, categories.index("containerd"), -1))
+    codes = np.where(named_codes >= 0, lookup[named_codes], hint).astype(np.int32)
+    out[ANNOTATED_MANAGER] = pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), pa.array(categories, pa.string()))
     return out
 
 
 def annotation_arrays(annotations) -> Dict[str, pa.ChunkedArray]:
-    """The Kubernetes columns and the annotated manager, from a map<string,string> array.
+    """The Kubernetes columns and the annotated manager, from a map<string,string>
+    array (keys/values may be dictionary-encoded), as dictionary-encoded arrays.
 
-    Pure Arrow/numpy (see :func:`_lookup_chunk`); no per-row Python. Used by the file
-    reader on each chunk, and by :func:`with_kubernetes` on a DataFrame.
+    Arrow and numpy only (see :func:`_chunk_columns`); no per-row Python. Used by
+    the file reader on each chunk, and by :func:`with_kubernetes` on a DataFrame.
     """
     chunks = annotations.chunks if isinstance(annotations, pa.ChunkedArray) else [annotations]
-    found = [_lookup_chunk(c) for c in chunks if len(c)]
-    string = pa.string()
-
-    def lookup(key: str) -> pa.ChunkedArray:
-        return pa.chunked_array([f[key] for f in found], type=string)
-
-    out = {}
-    for column, keys in KUBERNETES_ANNOTATIONS.items():
-        values = [lookup(k) for k in keys]
-        out[column] = values[0] if len(values) == 1 else pc.coalesce(*values)
-    named = lookup(_MANAGER_ANNOTATION)
-    for raw, name in _MANAGER_NAMES.items():
-        named = pc.if_else(pc.equal(named, raw), name, named)
-    crio = pc.or_kleene(*(pc.is_valid(lookup(k)) for k in _CRIO_MARKERS))
-    containerd = pc.is_valid(lookup(_CONTAINERD_CRI_MARKER))
-    none = pa.scalar(None, pa.string())
-    hint = pc.if_else(crio, "cri-o", pc.if_else(containerd, "containerd", none))
-    out[ANNOTATED_MANAGER] = pc.coalesce(named, hint)
-    return out
+    found = [_chunk_columns(c) for c in chunks if len(c)]
+    return {
+        column: pa.chunked_array([f[column] for f in found], type=DICT_TYPE)
+        for column in DERIVED_FROM_ANNOTATIONS
+    }
 
 
 def joined_args(process_args) -> pa.ChunkedArray:
@@ -130,8 +160,9 @@ def _arrow(series: pd.Series, type_: pa.DataType) -> pa.ChunkedArray:
 
 
 def _category(arr: pa.ChunkedArray, index: pd.Index) -> pd.Series:
-    values = pc.dictionary_encode(arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0))
-    out = values.to_pandas()
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0))
+    out = pa.table({"c": arr}).to_pandas()["c"]
     if not isinstance(out.dtype, pd.CategoricalDtype):  # all-null input comes back as object
         out = out.astype("category")
     return pd.Series(out.values, index=index)

@@ -303,7 +303,8 @@ class Recordings:
                 part_schema = pa.schema([pa.field(k, pa.string()) for k in keys])
                 partitioning = ds.partitioning(part_schema, flavor="hive")
                 schema = pa.unify_schemas([schema, pa.schema([f for f in part_schema if f.name not in schema.names])])
-        dataset = ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning,
+        schema, fmt = _dictionary_reads(schema, set(partitioning.schema.names) if partitioning else set())
+        dataset = ds.dataset(files, schema=schema, format=fmt, partitioning=partitioning,
                              partition_base_dir=base if partitioning else None)
         names = set(schema.names)
 
@@ -339,7 +340,7 @@ class Recordings:
                 files = [f for f in files if f in keep]
                 if not files:
                     return []
-                dataset = ds.dataset(files, schema=schema, format="parquet")
+                dataset = ds.dataset(files, schema=schema, format=fmt)
 
         wanted_raw = set(columns) | set(_ALWAYS_SCANNED)
         if set(columns) & {"command"}:
@@ -366,6 +367,29 @@ class Recordings:
         if buffer:
             out.append(_finish(pa.Table.from_batches(buffer), out_schema, ns_regex, img_regex, late_range))
         return [t for t in out if t.num_rows]
+
+
+def _dictionary_reads(schema: pa.Schema, partition_keys: set):
+    """Decode repeating strings as dictionaries straight from Parquet.
+
+    The recorder's writer dictionary-encodes these columns in the file, so reading
+    them as dictionaries skips materialising (then re-hashing) one string per row.
+    The annotations map matters most: its keys repeat on every row and its values
+    (namespaces, pod names, images) repeat a lot; the derived columns are then built
+    from dictionary codes (:func:`runctrace.analysis.fields.annotation_arrays`).
+    """
+    dict_type = pa.dictionary(pa.int32(), pa.string())
+    read_as_dict = []
+    for name in _CATEGORICAL:
+        if name in schema.names and name not in partition_keys and schema.field(name).type == pa.string():
+            read_as_dict.append(name)
+            schema = schema.set(schema.get_field_index(name), schema.field(name).with_type(dict_type))
+    if "annotations" in schema.names and schema.field("annotations").type == fields.MAP_TYPE:
+        read_as_dict += ["annotations.key_value.key", "annotations.key_value.value"]
+        i = schema.get_field_index("annotations")
+        schema = schema.set(i, schema.field(i).with_type(pa.map_(dict_type, dict_type)))
+    fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=read_as_dict))
+    return schema, fmt
 
 
 def _newer(version: str) -> bool:

@@ -70,14 +70,12 @@ class TestInvocationStyles:
 
         Not a failed create: the kernel saw the container's init start."""
         bundle = make_bundle(tmp_path / "b", ["sh", "-c", "exit 7"])
-        failed = notifier.stats.failed_creates
         for i in range(3):
             cid = bcct_runc.new_id(f"instant{i}")
             assert bcct_runc("run", "--bundle", str(bundle), cid, check=False).returncode == 7
-            add, remove = seen.lifecycle(cid)
-            assert add.bundle == str(bundle)
+            add, remove = seen.lifecycle(cid)  # an ADD: not counted as a failed create
+            assert add.bundle == str(bundle) and add.error is None
             assert (remove.exit_code, remove.signal) == (7, None)
-        assert notifier.stats.failed_creates == failed
 
     def test_run_detached_killed_by_signal(self, seen, bcct_runc, tmp_path):
         bundle = make_bundle(tmp_path / "b", ["sleep", "100"])
@@ -154,7 +152,8 @@ class TestInvocationStyles:
         while notifier.stats.failed_creates < before + 2 and time.monotonic() < deadline:
             seen.pump()
         seen.pump(0.2)
-        assert notifier.stats.failed_creates == before + 2
+        # ">=": runc calls by other processes on the host count too
+        assert notifier.stats.failed_creates >= before + 2
         assert not [e for e in seen.events if e.container_id in ids]
 
     def test_runc_through_an_unlisted_symlink(self, seen, bcct_runc, tmp_path):
@@ -178,21 +177,35 @@ class TestInvocationStyles:
 class TestKernelFilter:
     pytestmark = ROOT_ONLY
 
-    def test_exec_storm_crosses_nothing(self, seen, notifier):
-        """2000 execs of /bin/true: not one record reaches user space."""
+    def test_exec_storm_crosses_nothing(self, seen, notifier, tmp_path):
+        """2000 execs of /bin/true: not one of their records reaches user space.
+
+        Other runc calls on the host (another test run, containerd) may cross at the
+        same time, so records are attributed by PID: the storm lists its children."""
+        pids_file = tmp_path / "pids"
         before, lost = notifier.kernel_events, notifier.stats.lost
         start = time.monotonic()
-        subprocess.run(["sh", "-c", "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done"], check=True)
+        subprocess.run(
+            ["sh", "-c", f"i=0; while [ $i -lt 2000 ]; do /bin/true & wait $!; echo $! >>{pids_file}; i=$((i+1)); done"],
+            check=True,
+        )
         elapsed = time.monotonic() - start
         seen.pump(0.3)
-        print(f"2000 execs of /bin/true in {elapsed:.2f}s; kernel records: {notifier.kernel_events - before}")
-        assert notifier.kernel_events == before
+        storm = {int(p) for p in pids_file.read_text().split()}
+        assert len(storm) == 2000
+        crossed = notifier.kernel_events - before
+        new_records = list(notifier.recent_records)[-crossed:] if crossed else []
+        print(f"2000 execs in {elapsed:.2f}s; records crossed: {crossed}, from the storm: "
+              f"{sum(r.pid in storm for r in new_records)}")
+        assert crossed <= len(notifier.recent_records)
+        assert not [r for r in new_records if r.pid in storm]
+        assert all(r.filename in notifier.exec_paths for r in new_records if r.type == C["RT_EV_EXEC"])
         assert notifier.stats.lost == lost == 0
-        assert not seen.events
+        assert not [e for e in seen.events if e.container_pid in storm]
 
     def test_impostor_named_runc_is_checked_and_dropped(self, seen, notifier, tmp_path):
         """A program whose name ends in runc crosses once (its exec), is found not to be
-        a watched runc by inode, and is then forgotten in the kernel too."""
+        a watched runc by inode, and is then forgotten in the kernel too: no exit."""
         impostor = tmp_path / "runc"
         shutil.copy2("/bin/sleep", impostor)
         before = notifier.kernel_events
@@ -200,8 +213,11 @@ class TestKernelFilter:
         for p in procs:
             p.wait()
         seen.pump(0.3)
-        assert notifier.kernel_events - before == 3  # three execs, no exits
-        assert not seen.events
+        pids = {p.pid for p in procs}
+        mine = [r for r in list(notifier.recent_records)[-(notifier.kernel_events - before):] if r.pid in pids]
+        assert sorted(r.type for r in mine) == [C["RT_EV_EXEC"]] * 3
+        assert all(r.flags & C["RT_F_UNVERIFIED"] and r.filename == str(impostor) for r in mine)
+        assert not [e for e in seen.events if e.container_pid in pids]
 
 
 # ------------------------------------------------------------ watching by PID

@@ -302,8 +302,9 @@ def _join_fully(thread: threading.Thread, timeout: float = 5.0) -> None:
 
 # --------------------------------------------------------------------- the notifier
 
-# Cleared of the kernel's own state: the number BCC's ring buffer callback returns.
+# What the ring buffer callback returns to libbpf: 0 continues consuming.
 _RB_CONTINUE = 0
+_RECENT_RECORDS = 1024
 BPF_NOEXIST = 1  # bpf(2) map update flag: only insert
 
 
@@ -347,9 +348,11 @@ class BccNotifier(Notifier):
         self.binaries: list[RuncBinary] = find_runc(runc_paths)
         self.exec_paths = runc_exec_paths(self.binaries)
         self._by_inode = {(b.dev, b.ino): b.path for b in self.binaries}
-        # Records received from the kernel, of any kind. Tests assert that an exec
-        # storm of other programs leaves it unchanged.
+        # Records received from the kernel, of any kind, and the last few of them
+        # decoded (for debugging, and for tests that prove which processes' records
+        # crossed: an exec storm of other programs must add none).
         self.kernel_events = 0
+        self.recent_records: collections.deque[KernelRecord] = collections.deque(maxlen=_RECENT_RECORDS)
         self._records: list[bytes] = []
         self._dropped_seen = [0] * C["RT_C_COUNT"]
         self._containers: dict[int, Container] = {}  # init pid -> container
@@ -481,6 +484,7 @@ class BccNotifier(Notifier):
                 log.warning("runctrace: bad ring buffer record: %s", err)
                 self.stats.missed += 1
                 continue
+            self.recent_records.append(rec)
             if rec.type == C["RT_EV_EXEC"]:
                 self._on_exec(rec)
             elif rec.type == C["RT_EV_RUNC_EXIT"]:

@@ -57,6 +57,7 @@ from .spec import (
 _RECENT = 4096
 _PENDING_EXEC_TIMEOUT_S = 5.0
 LOOP_NICE = -15
+_IN_DIR_MASK = _sys.In.MOVED_TO | _sys.In.ONLYDIR
 _IN_ROOT_MASK = _sys.In.CREATE | _sys.In.MOVED_TO | _sys.In.ONLYDIR
 
 
@@ -336,9 +337,10 @@ class FanotifyNotifier(Notifier):
         container = self._containers.pop(pid, None)
         if container is not None:
             self._emit_remove(container, status, _mono_to_wall_ns(mono_ns))
-        call = self._calls.pop(pid, None)
+        call = self._calls.get(pid)
         if call is not None:
             self._on_runc_exit(call, status)
+            del self._calls[pid]
 
     # ------------------------------------------------------------- runc invocations
 
@@ -390,7 +392,11 @@ class FanotifyNotifier(Notifier):
                 level = os.path.join(level, part)
             if not self._watch(level, _IN_ROOT_MASK):
                 return
-        if self._mark_state_dir(state_dir):
+        # Both watches, because the state file may be closed before the fanotify
+        # mark exists and renamed to state.json after it (then only inotify's
+        # IN_MOVED_TO tells), or closed after the mark (then fanotify hands us the
+        # file even if it is deleted before we read it).
+        if self._watch(state_dir, _IN_DIR_MASK) and self._mark_state_dir(state_dir):
             self._try_state(state_dir)
 
     def _mark_state_dir(self, state_dir: str) -> bool:
@@ -415,6 +421,12 @@ class FanotifyNotifier(Notifier):
             return False
         self._marked.add(state_dir)
         return True
+
+    def _unwatch(self, path: str) -> None:
+        wd = self._path_wd.pop(path, None)
+        if wd is not None:
+            self._wd_path.pop(wd, None)
+            _sys.inotify_rm_watch(self._ino, wd)
 
     def _unmark_state_dir(self, state_dir: str) -> None:
         if state_dir in self._marked:
@@ -483,7 +495,10 @@ class FanotifyNotifier(Notifier):
                 if base is None:
                     continue
                 path = os.path.join(base, rec.name)
-                if rec.mask & (_sys.In.CREATE | _sys.In.MOVED_TO):
+                if base in self._awaiting:
+                    if rec.name == "state.json":
+                        self._try_state(base)
+                elif rec.mask & (_sys.In.CREATE | _sys.In.MOVED_TO):
                     # a container's state dir, a runc root, or a level above it appeared
                     for state_dir in [d for d in self._awaiting if d == path or d.startswith(path + "/")]:
                         self._arm(state_dir)
@@ -505,6 +520,7 @@ class FanotifyNotifier(Notifier):
 
     def _finish_state_wait(self, state_dir: str) -> None:
         self._awaiting.pop(state_dir, None)
+        self._unwatch(state_dir)
         self._unmark_state_dir(state_dir)
 
     def _on_runc_exit(self, call: _Call, status: int) -> None:
