@@ -263,14 +263,16 @@ def combined_codes(frame: pd.DataFrame, columns: Sequence[str]):
     span = 1
     for column in columns:
         ser = frame[column]
-        if not isinstance(ser.dtype, pd.CategoricalDtype):
-            ser = ser.astype("category")
-        width = len(ser.cat.categories) + 1
+        if isinstance(ser.dtype, pd.CategoricalDtype):
+            codes, width = ser.cat.codes.to_numpy(dtype=np.int64), len(ser.cat.categories) + 1
+        else:  # hashing once beats building a Categorical (which re-checks uniqueness)
+            codes, uniq = pd.factorize(ser)
+            codes, width = codes.astype(np.int64), len(uniq) + 1
         if span * width >= _CODE_LIMIT:
             combined, uniq = pd.factorize(combined)
             combined = combined.astype(np.int64)
             span = max(len(uniq), 1)
-        combined = combined * width + (ser.cat.codes.to_numpy(dtype=np.int64) + 1)
+        combined = combined * width + (codes + 1)
         span *= width
     codes, uniq = pd.factorize(combined)
     codes = codes.astype(np.int64)

@@ -242,10 +242,9 @@ def host_table(host: str, flavour: str, events: int, span_ns: int, seed: int) ->
         cols = [ctype, namespace, pod, pc.fill_null(cname, "POD"), image, ids, pa.array(["cri-o"] * n)]
     annotations = _map_of(keys, cols, annotated) if kube else pa.nulls(n, SCHEMA.field("annotations").type)
 
-    # process args: the app's argv (padded to 3 words: "a b c" shapes are enough here)
-    argv = [_strings([(a[2] + ["", "", ""])[i] for a in APPS]).take(pa.array(app)) for i in range(3)]
-    process_args = _list_of(argv)
-    process_args = pc.if_else(pa.array(is_sandbox), _list_of([_strings(["/pause"] * n)]).cast(process_args.type), process_args)
+    # process args: the app's argv (a take on the per-app lists), /pause for sandboxes
+    argv_of = pa.array([a[2] for a in APPS] + [["/pause"]], type=pa.list_(pa.string()))
+    process_args = argv_of.take(pa.array(np.where(is_sandbox, len(APPS), app)))
 
     # ---- events: initial / add at start, remove at end, inside [START, START + span)
     t_end = START + span_ns

@@ -1,53 +1,29 @@
 """Shared fixtures: real runc containers from a static busybox root filesystem.
 
-Root-only tests carry the ``root`` marker and skip, with the reason, only when not
-root. Everything else they need (runc, containerd, busybox-static) the project's
-bootstrap.sh installs, so a missing binary is a failure, not a skip.
+Root-only tests carry the ``root`` marker. Everything they need (root, runc,
+containerd, busybox-static, kernel headers) bootstrap.sh provides, so a missing piece
+is a failure, never a skip.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
 
+from runctrace import workload
+from runctrace.errors import RunctraceError
 from runctrace.events import ContainerEvent, EventType
+from runctrace.workload import PrivateContainerd, make_bundle, make_rootfs
 
-BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "true", "false", "sleep", "cat", "echo", "ls")
 IS_ROOT = os.geteuid() == 0
-
-
-def pytest_collection_modifyitems(config, items):
-    if IS_ROOT:
-        return
-    skip = pytest.mark.skip(reason="needs root: fanotify, BPF and runc all require CAP_SYS_ADMIN")
-    for item in items:
-        if "root" in item.keywords:
-            item.add_marker(skip)
-
-
-def make_rootfs(path: Path) -> Path:
-    """A minimal root filesystem: static busybox and a few applet links."""
-    (path / "bin").mkdir(parents=True, exist_ok=True)
-    for d in ("proc", "dev", "sys", "tmp", "etc"):
-        (path / d).mkdir(exist_ok=True)
-    shutil.copy2(BUSYBOX, path / "bin" / "busybox")
-    for applet in APPLETS:
-        link = path / "bin" / applet
-        if not link.exists():
-            link.symlink_to("busybox")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -55,55 +31,25 @@ def rootfs(tmp_path_factory) -> Path:
     return make_rootfs(tmp_path_factory.mktemp("rootfs"))
 
 
-@pytest.fixture(scope="session")
-def spec_template(tmp_path_factory) -> dict:
-    d = tmp_path_factory.mktemp("spec")
-    subprocess.run(["runc", "spec"], cwd=d, check=True)
-    spec = json.loads((d / "config.json").read_text())
-    spec["process"]["terminal"] = False
-    spec["root"]["readonly"] = True
-    return spec
-
-
 @dataclass
 class Bundles:
     base: Path
     rootfs: Path
-    template: dict
-    created: list = field(default_factory=list)
 
     def make(self, args: list[str], *, annotations: Optional[dict] = None, name: Optional[str] = None) -> Path:
-        bundle = self.base / (name or uuid.uuid4().hex[:8])
-        bundle.mkdir(parents=True)
-        spec = copy.deepcopy(self.template)
-        spec["process"]["args"] = args
-        spec["root"]["path"] = str(self.rootfs)
-        spec["hostname"] = bundle.name
-        if annotations:
-            spec["annotations"] = annotations
-        (bundle / "config.json").write_text(json.dumps(spec))
-        return bundle
+        return make_bundle(self.base, self.rootfs, args, annotations=annotations, name=name)
 
 
 @pytest.fixture
-def bundles(tmp_path, rootfs, spec_template) -> Bundles:
-    return Bundles(tmp_path / "bundles", rootfs, spec_template)
+def bundles(tmp_path, rootfs) -> Bundles:
+    return Bundles(tmp_path / "bundles", rootfs)
 
 
 def runc(*args: str, root: Optional[str] = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    """Run runc and capture its output in files, not pipes.
-
-    A created or detached container inherits runc's stdio; with pipes, reading to
-    EOF would wait for the container to exit.
-    """
-    cmd = ["runc"] + (["--root", root] if root else []) + list(args)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, **kw)
-        out.seek(0), err.seek(0)
-        proc.stdout, proc.stderr = out.read().decode(), err.read().decode()
-    if check and proc.returncode:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
+    try:
+        return workload.runc(*args, root=root, check=check, **kw)
+    except RunctraceError as err:
+        raise AssertionError(str(err)) from None
 
 
 def runc_pid(container_id: str, root: Optional[str] = None) -> int:
@@ -195,53 +141,8 @@ def thread_count(pid: int | str = "self") -> int:
 # ------------------------------------------------------------------ containerd
 
 
-@dataclass
-class Containerd:
-    address: str
-    namespace: str = "runctrace-test"
-
-    def ctr(self, *args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-        cmd = ["ctr", "--address", self.address, "--namespace", self.namespace, *args]
-        return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout, **kw)
-
-    @property
-    def runc_root(self) -> str:
-        return f"/run/containerd/runc/{self.namespace}"
-
-
 @pytest.fixture(scope="session")
 def containerd(tmp_path_factory):
     """A private containerd daemon for the test session (its own socket and dirs)."""
-    base = tmp_path_factory.mktemp("containerd")
-    address = str(base / "containerd.sock")
-    config = base / "config.toml"
-    config.write_text(
-        "version = 2\n"
-        f'root = "{base}/root"\n'
-        f'state = "{base}/state"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f'[grpc]\n  address = "{address}"\n'
-        f'[ttrpc]\n  address = "{address}.ttrpc"\n'
-    )
-    log = open(base / "containerd.log", "wb")
-    proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"containerd exited: {(base / 'containerd.log').read_text()[-2000:]}")
-            if os.path.exists(address):
-                ok = subprocess.run(["ctr", "--address", address, "version"], capture_output=True)
-                if ok.returncode == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("containerd did not come up in 30 s")
-        yield Containerd(address)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with PrivateContainerd(tmp_path_factory.mktemp("containerd"), namespace="runctrace-test") as daemon:
+        yield daemon

@@ -261,8 +261,7 @@ def test_containerd_ctr_run(log, containerd, rootfs, tmp_path):
         rfs = tmp_path / cid
         subprocess.run(["cp", "-a", str(rootfs), str(rfs)], check=True)
         proc = subprocess.Popen(
-            ["ctr", "--address", containerd.address, "--namespace", containerd.namespace,
-             "run", "--rm", "--rootfs", str(rfs), cid, "/bin/sh", "-c", f"sleep 0.5; exit {code}"],
+            containerd.run_cmd(rfs, cid, "/bin/sh", "-c", f"sleep 0.5; exit {code}"),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         pids[cid] = _ctr_task_pid(containerd, cid)

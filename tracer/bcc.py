@@ -54,6 +54,7 @@ from importlib import resources
 from typing import Any, Optional
 
 from .errors import NotSupported
+from .events import EventType
 from .notifier import Callback, Notifier, Support, log
 from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, process_alive
 from .runtimes import RuncBinary, find_runc
@@ -305,6 +306,7 @@ def _join_fully(thread: threading.Thread, timeout: float = 5.0) -> None:
 # What the ring buffer callback returns to libbpf: 0 continues consuming.
 _RB_CONTINUE = 0
 _RECENT_RECORDS = 1024
+_DISCOVER = object()  # a request for the event loop: discover_running()
 BPF_NOEXIST = 1  # bpf(2) map update flag: only insert
 
 
@@ -355,8 +357,8 @@ class BccNotifier(Notifier):
         self.recent_records: collections.deque[KernelRecord] = collections.deque(maxlen=_RECENT_RECORDS)
         self._records: list[bytes] = []
         self._dropped_seen = [0] * C["RT_C_COUNT"]
-        self._containers: dict[int, Container] = {}  # init pid -> container
         self._requests: collections.deque = collections.deque()
+        self._resync = False
         self._bpf: Any = None
         self._epoll: Optional[select.epoll] = None
         self._wake = -1
@@ -421,9 +423,17 @@ class BccNotifier(Notifier):
         self._release()
         self._finish_iteration()
 
+    def discover_running(self) -> None:
+        """Emit an INITIAL event for every container runc runs now, and watch it."""
+        self._requests.append(_DISCOVER)
+        try:
+            os.eventfd_write(self._wake, 1)
+        except OSError:  # closed
+            pass
+
     @property
     def running_containers(self) -> int:
-        return len(self._containers)
+        return len(self._tracker.containers) if self._tracker is not None else 0
 
     def _release(self) -> None:
         if self._bpf is not None:
@@ -459,6 +469,11 @@ class BccNotifier(Notifier):
                 if self._wake in fds:
                     self._serve_requests()
                 self._read_counters()
+                if self._resync:
+                    # The kernel dropped records: a runc call may have gone unseen.
+                    # What it started and still runs is on disk (runc's state).
+                    self._resync = False
+                    self._tracker.discover(EventType.ADD)
             # Exits that happened before close() was called are still delivered.
             self._drain_ring()
             self._read_counters()
@@ -490,9 +505,7 @@ class BccNotifier(Notifier):
             elif rec.type == C["RT_EV_RUNC_EXIT"]:
                 self._tracker.runc_exited(rec.pid, rec.status, init_pid=rec.init_pid)
             elif rec.type == C["RT_EV_CONTAINER_EXIT"]:
-                container = self._containers.pop(rec.pid, None)
-                if container is not None:
-                    self._tracker.container_ended(container, rec.status, mono_to_wall_ns(rec.ktime_ns))
+                self._tracker.pid_exited(rec.pid, rec.status, mono_to_wall_ns(rec.ktime_ns))
 
     def _read_counters(self) -> None:
         """Add what the kernel dropped since the last look to ``stats.lost``."""
@@ -507,6 +520,7 @@ class BccNotifier(Notifier):
             if delta > 0:
                 self._dropped_seen[index] = value
                 self.stats.lost += delta
+                self._resync = True
                 log.warning("runctrace: %s (%d)", what, delta)
                 if what not in self.stats.notes:
                     self.stats.notes.append(what)
@@ -589,7 +603,6 @@ class BccNotifier(Notifier):
         runc's own descendants).
         """
         pid = container.pid
-        self._containers[pid] = container
         table = self._bpf[b"containers"]
         key, leaf = table.Key(pid), table.Leaf()
         from bcc.libbcc import lib  # loaded with BCC, already imported
@@ -605,13 +618,10 @@ class BccNotifier(Notifier):
             del table[key]
         except KeyError:
             return  # the kernel deleted it: its CONTAINER_EXIT record is on the way
-        del self._containers[pid]
         if recent is not None and recent.flags & C["RT_F_STATUS_KNOWN"]:
-            self._tracker.container_ended(container, recent.status, mono_to_wall_ns(recent.exit_ns))
+            self._tracker.pid_exited(pid, recent.status, mono_to_wall_ns(recent.exit_ns))
         else:
-            self._tracker.container_ended(
-                container, None, None, error="exited before it was watched; exit status unknown"
-            )
+            self._tracker.pid_exited(pid, None, None, error="exited before it was watched; exit status unknown")
 
     def _recent_exit(self, pid: int, rexec: Optional[RuncExec]) -> Any:
         """How runc's descendant ``pid`` ended, if it was forked by this runc call."""
@@ -630,8 +640,11 @@ class BccNotifier(Notifier):
         except BlockingIOError:
             pass
         while self._requests:
-            container_id, pid = self._requests.popleft()
-            self._watch(Container(container_id, pid, None, None, None, None), None, None)
+            request = self._requests.popleft()
+            if request is _DISCOVER:
+                self._tracker.discover(EventType.INITIAL)
+            else:
+                self._tracker.watch_pid(*request)
 
 
 __all__ = ["BccNotifier", "KernelRecord", "decode_record", "program_text", "runc_exec_paths", "TRACEPOINTS"]

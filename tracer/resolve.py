@@ -6,11 +6,12 @@ what its kernel mechanism saw:
 * :meth:`Tracker.runc_started` when a runc process has been executed, with its argv
   and working directory;
 * :meth:`Tracker.runc_exited` when that process ended, with its wait status;
-* :meth:`Tracker.container_ended` when a container's init ended;
+* :meth:`Tracker.pid_exited` when a watched container's init ended;
 
 and gives the tracker one function, ``watch(container, expected_start, call)``, that
-arranges for ``container_ended`` to be called when ``container.pid`` exits (each
-backend learns about exits its own way: the process-events connector, a BPF map).
+arranges for ``pid_exited`` to be called when ``container.pid`` exits (each backend
+learns about exits its own way: the process-events connector, a BPF map).
+:meth:`Tracker.discover` finds containers runc already runs (``INITIAL`` events).
 
 Where the container's PID comes from (the same for every backend):
 
@@ -36,7 +37,8 @@ from . import _sys
 from .events import ContainerEvent, EventType
 from .notifier import Stats, log
 from .runcargs import RuncCall, parse_runc_args
-from .spec import read_config, read_pid_file, read_state, state_bundle
+from .discovery import expand_roots, running_containers
+from .spec import read_config, read_pid_file, read_state, rfc3339_to_ns, state_bundle
 
 # inotify masks. runc writes state.json to a temporary name and renames it
 # (MOVED_TO); CLOSE_WRITE covers a runc that writes it in place. On the root and
@@ -245,9 +247,12 @@ Watch = Callable[[Container, Optional[int], Optional[RuncExec]], None]
 
 
 class Tracker:
-    """runc calls in flight, and the events they turn into. One per notifier.
+    """runc calls in flight, the containers they made, and the events they turn into.
 
-    Not thread-safe: call it from the notifier's event-loop thread only.
+    One per notifier. Not thread-safe: call it from the notifier's event-loop thread
+    only. ``watch(container, expected_start, call)`` is the backend's way to have
+    :meth:`pid_exited` called when ``container.pid`` ends (``call`` is the runc call
+    that made the container, None for one found otherwise).
     """
 
     def __init__(
@@ -259,6 +264,8 @@ class Tracker:
         self._watch = watch
         self.states = StateDirWatcher()
         self.calls: dict[int, RuncExec] = {}  # runc pid -> call
+        self.containers: dict[int, Container] = {}  # init pid -> container, until it ends
+        self.roots: set[str] = set()  # every runc --root seen, for discovery
         self._awaiting: dict[str, int] = {}  # state dir -> runc pid
 
     def close(self) -> None:
@@ -270,7 +277,10 @@ class Tracker:
         self, pid: int, argv: list[str], cwd: Optional[str], runtime: str,
         *, started_ns: Optional[int] = None, cwd_may_be_bundle: bool = False,
     ) -> Optional[RuncExec]:
-        """A runc process was executed. Returns the call if it makes a container."""
+        """A runc process was executed. Returns the call if it makes a container.
+
+        ``started_ns``: CLOCK_MONOTONIC time of the exec, if the backend knows it.
+        """
         call = parse_call(argv, cwd, cwd_may_be_bundle)
         if not call.creates_container:
             return None  # start, delete, kill, init, state, a bad command line...
@@ -279,6 +289,7 @@ class Tracker:
         if old is not None:  # the same process exec'd runc again (a wrapper did)
             self._stop_waiting(old)
         self.calls[pid] = rexec
+        self.roots.add(call.root)
         if call.pid_file is None or (call.command == "run" and not call.detach):
             # No pid file to read when runc exits, or runc stays (a foreground
             # `run` lasts as long as its container): take the PID from state.json
@@ -338,21 +349,43 @@ class Tracker:
             err = "; ".join(e for e in (err, state_err, "container ended before its PID could be read") if e)
         self._resolve(rexec, pid_, state, err)
 
-    def container_ended(
-        self, container: Container, status: Optional[int], when_ns: Optional[int] = None,
-        error: Optional[str] = None,
-    ) -> None:
-        """Emit the REMOVE event; ``status`` is a wait(2) status or None if unknown.
+    def pid_exited(
+        self, pid: int, status: Optional[int], when_ns: Optional[int] = None, error: Optional[str] = None
+    ) -> bool:
+        """A watched container's init ended: emit its REMOVE. False if ``pid`` is not watched.
 
-        ``when_ns`` is when the init ended, if the backend knows (a kernel time);
-        it is never earlier than the ADD: a container that ended before its ADD
-        could be emitted (an instant ``runc run``) gets the ADD's time.
+        ``status`` is a wait(2) status, None if unknown; ``when_ns`` is when it
+        ended, if the backend knows (a kernel time). A REMOVE is never stamped
+        before its ADD.
         """
-        code, sig = _sys.decode_wait_status(status) if status is not None else (None, None)
-        when_ns = max(when_ns or time.time_ns(), container.added_ns)
-        event = self.event(EventType.REMOVE, container, error=error, when_ns=when_ns)
-        event.exit_code, event.signal = code, sig
-        self._emit(event)
+        container = self.containers.pop(pid, None)
+        if container is None:
+            return False
+        self._remove(container, status, when_ns, error)
+        return True
+
+    def watch_pid(self, container_id: str, pid: int) -> None:
+        """A container found by other means (``add_watch_container_termination``)."""
+        self._track(Container(container_id, pid, None, None, None, None), None, None)
+
+    def discover(self, kind: EventType = EventType.INITIAL) -> None:
+        """Emit ``kind`` for each container runc runs now that is not known yet, and watch it.
+
+        ``INITIAL`` at start; ``ADD`` after runc calls were missed (the events name
+        that in ``error``), so that no *running* container is missing.
+        """
+        in_flight = {r.call.state_dir for r in self.calls.values() if not r.resolved}
+        for found in running_containers(expand_roots(self.roots)):
+            known = self.containers.get(found.pid)
+            if (known is not None and known.container_id == found.container_id) or found.state_dir in in_flight:
+                continue
+            bundle = state_bundle(found.state)
+            config, config_err = read_config(bundle)
+            container = Container(found.container_id, found.pid, bundle, config, None, found.root)
+            late = "found in runc's state after its runc call was missed" if kind is EventType.ADD else None
+            error = "; ".join(e for e in (late, config_err) if e) or None
+            self._add(kind, container, error, rfc3339_to_ns(found.state.get("created")))
+            self._track(container, found.state.get("init_process_start"), None)
 
     # --------------------------------------------------------------------- internals
 
@@ -367,18 +400,41 @@ class Tracker:
     ) -> None:
         rexec.resolved = True
         rc = rexec.call
+        known = self.containers.get(pid) if pid is not None else None
+        if known is not None and known.container_id == rc.container_id:
+            return  # already reported by discover()
         bundle = rc.bundle or (state_bundle(state) if state else None)
         config, config_err = read_config(bundle)
         errors = [e for e in (error, config_err) if e]
         container = Container(rc.container_id, pid, bundle, config, rexec.runtime, rc.root, rc.argv)
-        add = self.event(EventType.ADD, container, error="; ".join(errors) or None)
-        container.added_ns = add.time_ns
-        self._emit(add)
+        # Stamped with runc's own creation time (as the fanotify backend does), else
+        # with when runc's exec was seen.
+        created = rfc3339_to_ns(state.get("created")) if state else None
+        seen = mono_to_wall_ns(rexec.started_ns) if rexec.started_ns is not None else None
+        self._add(EventType.ADD, container, "; ".join(errors) or None, created or seen)
         if pid is None:
-            self.container_ended(container, None)
+            self._remove(container, None, None, None)
             return
         expected_start = state.get("init_process_start") if state else None
-        self._watch(container, expected_start if isinstance(expected_start, int) else None, rexec)
+        self._track(container, expected_start if isinstance(expected_start, int) else None, rexec)
+
+    def _track(self, container: Container, expected_start: Optional[int], rexec: Optional[RuncExec]) -> None:
+        self.containers[container.pid] = container
+        self._watch(container, expected_start, rexec)
+
+    def _add(self, kind: EventType, container: Container, error: Optional[str], when_ns: Optional[int]) -> None:
+        event = self.event(kind, container, error=error, when_ns=when_ns)
+        container.added_ns = event.time_ns
+        self._emit(event)
+
+    def _remove(
+        self, container: Container, status: Optional[int], when_ns: Optional[int], error: Optional[str]
+    ) -> None:
+        code, sig = _sys.decode_wait_status(status) if status is not None else (None, None)
+        when_ns = max(when_ns or time.time_ns(), container.added_ns)
+        event = self.event(EventType.REMOVE, container, error=error, when_ns=when_ns)
+        event.exit_code, event.signal = code, sig
+        self._emit(event)
 
     def event(
         self, kind: EventType, c: Container, *, error: Optional[str] = None, when_ns: Optional[int] = None
