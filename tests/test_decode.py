@@ -64,12 +64,34 @@ def test_wait_status(status, expected):
     assert _sys.decode_wait_status(status) == expected
 
 
-def test_connector_filter_program_shape():
-    prog = _sys.proc_connector_filter((_sys.ProcWhat.EXEC, _sys.ProcWhat.EXIT))
-    assert prog[0] == (0x20, 0, 0, 36)  # ld word at proc_event.what
-    # the constants are byte-swapped: socket filters load in network byte order
-    assert prog[1][3] == 0x02000000 and prog[2][3] == 0x00000080
-    # jump targets land on the accept instruction
-    assert 1 + 1 + prog[1][1] == len(prog) - 1
-    assert 2 + 1 + prog[2][1] == len(prog) - 1
-    assert prog[-2][3] == 0 and prog[-1][3] == 0xFFFFFFFF
+def run_cbpf(prog, packet: bytes) -> int:
+    """A tiny classic-BPF interpreter for the instructions the filter uses."""
+    a = x = 0
+    pc = 0
+    while True:
+        code, jt, jf, k = prog[pc]
+        if code == _sys.BPF_LD | _sys.BPF_W | _sys.BPF_ABS:
+            a = struct.unpack_from(">I", packet, k)[0]  # network byte order, as the kernel
+        elif code == _sys.BPF_MISC | _sys.BPF_TAX:
+            x = a
+        elif code in (_sys.BPF_JMP | _sys.BPF_JEQ | _sys.BPF_K, _sys.BPF_JMP | _sys.BPF_JEQ | _sys.BPF_X):
+            operand = k if code & _sys.BPF_X == 0 else x
+            pc += jt if a == operand else jf
+        elif code == _sys.BPF_RET | _sys.BPF_K:
+            return k
+        else:
+            raise AssertionError(f"unexpected opcode {code:#x}")
+        pc += 1
+
+
+@pytest.mark.parametrize("exec_events", [True, False])
+def test_connector_filter_program(exec_events):
+    prog = _sys.proc_connector_filter(exec_events)
+    exec_msg = proc_msg(_sys.ProcWhat.EXEC, struct.pack("=ii", 42, 42))
+    leader_exit = proc_msg(_sys.ProcWhat.EXIT, struct.pack("=iiIIii", 43, 43, 0, 17, 1, 1))
+    thread_exit = proc_msg(_sys.ProcWhat.EXIT, struct.pack("=iiIIii", 44, 43, 0, 17, 1, 1))
+    fork = proc_msg(_sys.ProcWhat.FORK, struct.pack("=iiii", 1, 1, 45, 45))
+    assert bool(run_cbpf(prog, exec_msg)) is exec_events
+    assert run_cbpf(prog, leader_exit) == 0xFFFFFFFF
+    assert run_cbpf(prog, thread_exit) == 0
+    assert run_cbpf(prog, fork) == 0

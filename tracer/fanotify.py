@@ -109,7 +109,7 @@ class FanotifyNotifier(Notifier):
         except AttributeError:
             return Support(False, "libc has no fanotify_init")
         try:
-            _sys.open_proc_connector((_sys.ProcWhat.EXIT,)).close()
+            _sys.open_proc_connector(exec_events=False).close()
         except OSError as err:
             if err.errno == errno.EPERM:
                 return Support(False, "process-events connector: operation not permitted (needs CAP_NET_ADMIN: run as root)")
@@ -149,7 +149,7 @@ class FanotifyNotifier(Notifier):
                 os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE | os.O_NOATIME,
             )
             self._fds.append(self._fan_state)
-            self._cn = _sys.open_proc_connector((_sys.ProcWhat.EXEC, _sys.ProcWhat.EXIT))
+            self._cn = _sys.open_proc_connector()
             self._ino = _sys.inotify_init1(_sys.IN_NONBLOCK | _sys.IN_CLOEXEC)
             self._fds.append(self._ino)
             self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)

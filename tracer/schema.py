@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections import OrderedDict
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -49,7 +50,35 @@ SCHEMA = pa.schema(
 COLUMNS = SCHEMA.names
 
 
+class _SpecCache:
+    """The add and the remove of a container share one parsed spec: serialise it once.
+
+    Keyed by object identity; the object itself is kept so its id cannot be reused
+    while cached. Bounded, oldest out first.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._items: "OrderedDict[int, tuple[Any, str, dict[str, Any]]]" = OrderedDict()
+
+    def get(self, config: Any, bundle: str | None) -> tuple[str | None, dict[str, Any]]:
+        if config is None:
+            return None, spec_fields(None, bundle)
+        hit = self._items.get(id(config))
+        if hit is None or hit[0] is not config:
+            text = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
+            hit = (config, text, spec_fields(config, bundle))
+            self._items[id(config)] = hit
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return hit[1], hit[2]
+
+
+_spec_cache = _SpecCache()
+
+
 def event_to_row(event: ContainerEvent, host: str | None = None) -> dict[str, Any]:
+    config_json, fields = _spec_cache.get(event.container_config, event.bundle)
     row = {
         "time": event.time_ns // 1000,
         "time_ns": event.time_ns,
@@ -65,12 +94,9 @@ def event_to_row(event: ContainerEvent, host: str | None = None) -> dict[str, An
         "exit_code": event.exit_code,
         "signal": event.signal,
         "error": event.error,
-        "config_json": (
-            json.dumps(event.container_config, separators=(",", ":"), ensure_ascii=False)
-            if event.container_config is not None else None
-        ),
+        "config_json": config_json,
     }
-    row.update(spec_fields(event.container_config, event.bundle))
+    row.update(fields)
     return row
 
 

@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""What recording costs a host, measured side by side in one run.
+
+    sudo .venv/bin/python bench/bench_record.py [--backends fanotify,bcc] [--pairs 40] [--block 8]
+                                                 [--burst 500] [--concurrency 8]
+
+1. Start overhead: latency of `runc run` of /bin/true (a busybox container) with a
+   recorder attached (`runctrace record`, a separate process, as operators run it)
+   and with none, in interleaved blocks A B A B ... so drift hits both sides alike.
+   Prints the ratio of medians with a 95% bootstrap confidence interval over pairs,
+   sequentially and with 4 runc's at once (2 cores: a recorder that burns CPU during
+   a burst slows runc itself).
+2. Completeness: a burst of N containers at concurrency C; how many were recorded
+   with an add and a remove carrying the right PID.
+3. Recorder CPU: its user+system time during the burst, per container, and while idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from runctrace.workload import make_bundle, make_rootfs, runc
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class Recorder:
+    def __init__(self, backend: str, output: Path) -> None:
+        self.output = output
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runctrace", "record", "-q", "--backend", backend, "-o", str(output)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        line = self.proc.stderr.readline()
+        if "recording to" not in line:
+            raise SystemExit(f"recorder did not start: {line}{self.proc.stderr.read()}")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=60)
+        return err
+
+
+def timed_runs(bundle: Path, n: int, concurrency: int = 1) -> list[float]:
+    def one(_):
+        cid = f"bench-{uuid.uuid4().hex[:10]}"
+        start = time.perf_counter()
+        runc("run", cid, cwd=bundle)
+        return time.perf_counter() - start
+
+    if concurrency == 1:
+        return [one(i) for i in range(n)]
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def bootstrap_ratio(pairs: list[tuple[list[float], list[float]]], rounds: int = 2000) -> tuple[float, float, float]:
+    """Ratio of medians (with / without) and its 95% CI, resampling whole pairs of blocks."""
+    def ratio(sample):
+        with_ = [x for a, _ in sample for x in a]
+        without = [x for _, b in sample for x in b]
+        return statistics.median(with_) / statistics.median(without)
+
+    rng = random.Random(1)
+    boots = sorted(ratio([rng.choice(pairs) for _ in pairs]) for _ in range(rounds))
+    return ratio(pairs), boots[int(0.025 * rounds)], boots[int(0.975 * rounds)]
+
+
+def overhead(backend: str, bundle: Path, tmp: Path, pairs: int, block: int, concurrency: int) -> dict:
+    results = []
+    for i in range(pairs):
+        order = ["with", "without"] if i % 2 == 0 else ["without", "with"]  # ABBA: no order bias
+        got = {}
+        for side in order:
+            if side == "with":
+                rec = Recorder(backend, tmp / f"oh-{backend}-{i}.parquet")
+                got[side] = timed_runs(bundle, block, concurrency)
+                rec.stop()
+            else:
+                got[side] = timed_runs(bundle, block, concurrency)
+        results.append((got["with"], got["without"]))
+    r, lo, hi = bootstrap_ratio(results)
+    return {
+        "median_with_ms": statistics.median(x for a, _ in results for x in a) * 1e3,
+        "median_without_ms": statistics.median(x for _, b in results for x in b) * 1e3,
+        "ratio": r, "ci95": (lo, hi), "runs_per_side": pairs * block,
+    }
+
+
+def completeness(backend: str, bundle: Path, tmp: Path, n: int, concurrency: int) -> dict:
+    out = tmp / f"burst-{backend}.parquet"
+    rec = Recorder(backend, out)
+    time.sleep(0.5)
+    idle_cpu0 = rec.cpu_seconds()
+    time.sleep(5)
+    idle_cpu = rec.cpu_seconds() - idle_cpu0
+    ids = [f"burst-{uuid.uuid4().hex[:10]}" for _ in range(n)]
+    truth: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def one(cid):
+        # `run -d` then read the PID runc reports, then kill: ground truth per container
+        runc("run", "-d", cid, cwd=bundle)
+        pid = json.loads(runc("state", cid).stdout)["pid"]
+        with lock:
+            truth[cid] = pid
+        runc("delete", "--force", cid)
+
+    cpu0 = rec.cpu_seconds()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, ids))
+    wall = time.perf_counter() - start
+    time.sleep(1.0)
+    cpu = rec.cpu_seconds() - cpu0
+    rss = rec.rss_kib()
+    err = rec.stop()
+    rows = [r for r in pq.read_table(out).to_pylist() if r["container_id"] in truth]
+    adds = {r["container_id"] for r in rows if r["type"] == "add" and r["container_pid"] == truth[r["container_id"]]}
+    removes = {r["container_id"] for r in rows if r["type"] == "remove" and r["container_pid"] == truth[r["container_id"]]}
+    specs = {r["container_id"] for r in rows if r["type"] == "add" and r["process_args"] == ["sleep", "30"]}
+    dupes = len(rows) - 2 * len(truth)
+    stats = json.loads(pq.read_metadata(out).metadata[b"runctrace.stats"])
+    return {
+        "containers": n, "concurrency": concurrency, "wall_s": wall,
+        "adds_with_right_pid": len(adds), "removes_with_right_pid": len(removes), "specs": len(specs),
+        "extra_rows": dupes, "lost": stats.get("lost"), "missed": stats.get("missed"),
+        "cpu_ms_per_container": cpu * 1e3 / n, "idle_cpu_ms_per_min": idle_cpu * 1e3 * 12,
+        "rss_mib_after": rss / 1024, "recorder_summary": err.strip().splitlines()[-1] if err.strip() else "",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backends", default="fanotify")
+    ap.add_argument("--pairs", type=int, default=40, help="interleaved block pairs per measurement")
+    ap.add_argument("--block", type=int, default=8, help="runs per block")
+    ap.add_argument("--burst", type=int, default=500)
+    ap.add_argument("--concurrency", type=int, default=8)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="runctrace-bench-") as d:
+        tmp = Path(d)
+        rootfs = make_rootfs(tmp / "rootfs")
+        true_bundle = make_bundle(tmp / "b", rootfs, ["true"], name="true")
+        sleep_bundle = make_bundle(tmp / "b", rootfs, ["sleep", "30"], name="sleep")
+        timed_runs(true_bundle, 5)  # warm caches
+        report = {}
+        for backend in args.backends.split(","):
+            print(f"== {backend}", flush=True)
+            seq = overhead(backend, true_bundle, tmp, args.pairs, args.block, 1)
+            print(f"start overhead, sequential: ratio {seq['ratio']:.3f} "
+                  f"(95% CI {seq['ci95'][0]:.3f}-{seq['ci95'][1]:.3f}); median "
+                  f"{seq['median_with_ms']:.1f} ms with / {seq['median_without_ms']:.1f} ms without, "
+                  f"{seq['runs_per_side']} runs a side", flush=True)
+            par = overhead(backend, true_bundle, tmp, max(args.pairs // 2, 4), args.block, 4)
+            print(f"start overhead, 4 at once:  ratio {par['ratio']:.3f} "
+                  f"(95% CI {par['ci95'][0]:.3f}-{par['ci95'][1]:.3f}); median "
+                  f"{par['median_with_ms']:.1f} ms with / {par['median_without_ms']:.1f} ms without, "
+                  f"{par['runs_per_side']} runs a side", flush=True)
+            comp = completeness(backend, sleep_bundle, tmp, args.burst, args.concurrency)
+            print(f"completeness: {comp['adds_with_right_pid']}/{comp['containers']} adds and "
+                  f"{comp['removes_with_right_pid']}/{comp['containers']} removes with the right PID, "
+                  f"{comp['specs']}/{comp['containers']} specs, {comp['extra_rows']} extra rows, "
+                  f"lost {comp['lost']}, missed {comp['missed']} "
+                  f"(burst at concurrency {comp['concurrency']}: {comp['wall_s']:.1f} s)", flush=True)
+            print(f"recorder CPU: {comp['cpu_ms_per_container']:.2f} ms per container; "
+                  f"idle {comp['idle_cpu_ms_per_min']:.1f} ms per minute; RSS {comp['rss_mib_after']:.0f} MiB", flush=True)
+            report[backend] = {"sequential": seq, "concurrent": par, "burst": comp}
+        print(json.dumps(report, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
