@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -275,3 +276,31 @@ def test_containerd_ctr_run(log, containerd, rootfs, tmp_path):
         assert add.container_config["process"]["args"] == ["/bin/sh", "-c", f"sleep 0.5; exit {code}"]
         assert add.bundle.endswith(f"/{containerd.namespace}/{cid}")
         assert remove.exit_code == code
+
+
+def test_replaced_runc_binary_is_still_watched(backend, bundles, container_ids, tmp_path):
+    """A package upgrade renames a new runc over the old one: later containers are still seen."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    runc_copy = bindir / "runc"
+    shutil.copy2("/usr/sbin/runc", runc_copy)
+    b = bundles.make(["true"])
+    notifier = backend_class(backend)(runc_paths=(str(runc_copy),))
+    log = EventLog(notifier)
+    try:
+        before = container_ids()
+        subprocess.run([str(runc_copy), "run", before], cwd=b, check=True, capture_output=True)
+        log.wait_removed(before)
+        # as dpkg does: write the new file beside the old one, then rename it over
+        shutil.copy2("/usr/sbin/runc", bindir / "runc.dpkg-new")
+        os.rename(bindir / "runc.dpkg-new", runc_copy)
+        time.sleep(0.2)
+        after = container_ids()
+        subprocess.run([str(runc_copy), "run", after], cwd=b, check=True, capture_output=True)
+        log.wait_removed(after)
+        log.settle()
+        log.assert_one_lifecycle(before)
+        add, _ = log.assert_one_lifecycle(after)
+        assert add.runtime == str(runc_copy)
+    finally:
+        notifier.close()

@@ -58,6 +58,7 @@ _RECENT = 4096
 _PENDING_EXEC_TIMEOUT_S = 5.0
 LOOP_NICE = -15
 _IN_DIR_MASK = _sys.In.MOVED_TO | _sys.In.ONLYDIR
+_IN_BIN_DIR_MASK = _sys.In.CREATE | _sys.In.MOVED_TO | _sys.In.CLOSE_WRITE | _sys.In.ONLYDIR
 _IN_ROOT_MASK = _sys.In.CREATE | _sys.In.MOVED_TO | _sys.In.ONLYDIR
 
 
@@ -124,8 +125,11 @@ class FanotifyNotifier(Notifier):
         super().__init__(callback)
         if os.geteuid() != 0:
             raise NotSupported("the fanotify backend needs root")
+        self._runc_paths = runc_paths
         self.binaries: list[RuncBinary] = find_runc(runc_paths)
         self._by_inode = {(b.dev, b.ino): b.path for b in self.binaries}
+        # directory -> runc file names in it, watched for a replaced binary
+        self._bin_dirs: dict[str, set[str]] = {}
         self._fds: list[int] = []
         self._cn = None
         try:
@@ -141,8 +145,7 @@ class FanotifyNotifier(Notifier):
             )
             self._fds.append(self._fan)
             for binary in self.binaries:
-                # An inode mark (no FAN_MARK_MOUNT): only this file's execs reach us.
-                _sys.fanotify_mark(self._fan, _sys.FanMark.ADD, _sys.FanEvent.OPEN_EXEC, binary.path)
+                self._mark_binary(binary.path)
             # A second group for runc's state files: its events carry open fds.
             self._fan_state = _sys.fanotify_init(
                 _sys.FanInit.CLASS_NOTIF | _sys.FanInit.CLOEXEC | _sys.FanInit.NONBLOCK,
@@ -176,6 +179,12 @@ class FanotifyNotifier(Notifier):
         self._requests: collections.deque = collections.deque()
         self._roots: set[str] = set()  # every runc --root seen, for discovery
         self._resync = False
+        for binary in self.binaries:
+            for alias in binary.aliases:
+                real = os.path.realpath(alias)
+                self._bin_dirs.setdefault(os.path.dirname(real), set()).add(os.path.basename(real))
+        for directory in self._bin_dirs:
+            self._watch(directory, _IN_BIN_DIR_MASK)
         self._thread = threading.Thread(target=self._run, name="runctrace-fanotify", daemon=True)
         self._thread.start()
 
@@ -474,6 +483,29 @@ class FanotifyNotifier(Notifier):
         self._path_wd[path] = wd
         return True
 
+    def _mark_binary(self, path: str) -> None:
+        # An inode mark (no FAN_MARK_MOUNT): only this file's execs reach us.
+        _sys.fanotify_mark(self._fan, _sys.FanMark.ADD, _sys.FanEvent.OPEN_EXEC, path)
+
+    def _refresh_binaries(self) -> None:
+        """A runc file was replaced (a package upgrade renames a new file over it):
+        the mark stays on the old inode, so mark the new one."""
+        try:
+            binaries = find_runc(self._runc_paths)
+        except NotSupported:
+            return  # mid-replacement; the rename that completes it brings us back here
+        for binary in binaries:
+            key = (binary.dev, binary.ino)
+            if key not in self._by_inode:
+                try:
+                    self._mark_binary(binary.path)
+                except OSError as err:
+                    log.warning("runctrace: cannot watch new %s: %s", binary.path, err.strerror)
+                    continue
+                self._by_inode[key] = binary.path
+                log.info("runctrace: %s was replaced; watching the new file", binary.path)
+        self.binaries = binaries
+
     def _read_inotify(self) -> None:
         while True:
             try:
@@ -495,7 +527,9 @@ class FanotifyNotifier(Notifier):
                 if base is None:
                     continue
                 path = os.path.join(base, rec.name)
-                if base in self._awaiting:
+                if rec.name in self._bin_dirs.get(base, ()):
+                    self._refresh_binaries()
+                elif base in self._awaiting:
                     if rec.name == "state.json":
                         self._try_state(base)
                 elif rec.mask & (_sys.In.CREATE | _sys.In.MOVED_TO):
