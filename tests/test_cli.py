@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import runc
-from runctrace.schema import SCHEMA
+from runctrace.schema import SCHEMA, SCHEMA_VERSION
 
 RUNCTRACE = [sys.executable, "-m", "runctrace"]
 
@@ -102,7 +103,7 @@ def test_record_real_containers(tmp_path, bundles, container_ids, sig):
         assert f"add     {cid}" in stdout and f"remove  {cid}" in stdout
     table = pq.read_table(out)
     assert table.schema.equals(SCHEMA, check_metadata=False)
-    assert table.schema.metadata[b"runctrace.schema_version"] == b"1"
+    assert table.schema.metadata[b"runctrace.schema_version"] == SCHEMA_VERSION.encode()
     rows = [r for r in table.to_pylist() if r["container_id"] in ids]
     assert sorted((r["container_id"], r["type"]) for r in rows) == sorted((c, t) for c in ids for t in ("add", "remove"))
     for r in rows:
@@ -111,8 +112,10 @@ def test_record_real_containers(tmp_path, bundles, container_ids, sig):
         assert r["hostname"] == b.name and r["root_path"] == str(bundles.rootfs)
         assert dict(r["annotations"]) == {"team": "sre"}
         assert r["runtime"] == "/usr/bin/runc" or r["runtime"].endswith("/runc")
+        assert r["manager"] == "by-hand"
         if r["type"] == "remove":
             assert r["exit_code"] == 2
+            assert r["lifetime_ns"] > 0
     meta = pq.read_metadata(out).metadata
     assert b'"lost": 0' in meta[b"runctrace.stats"]
 
@@ -204,3 +207,29 @@ def test_report_on_garbage_is_one_line(tmp_path):
     res = cli("report", str(bad))
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.strip().count("\n") == 0, res.stderr
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("keep_env", [False, True])
+def test_environment_is_redacted_unless_kept(tmp_path, bundles, container_ids, keep_env):
+    out = tmp_path / "env.parquet"
+    rec = Recorder(out, *(["--keep-env"] if keep_env else []))
+    b = bundles.make(["true"])
+    spec = json.loads((b / "config.json").read_text())
+    spec["process"]["env"] = ["PATH=/bin", "DB_PASSWORD=hunter2"]
+    spec["hooks"] = {"poststop": [{"path": "/bin/true", "env": ["TOKEN=s3cret"]}]}
+    (b / "config.json").write_text(json.dumps(spec))
+    cid = container_ids()
+    runc("run", cid, cwd=b)
+    time.sleep(0.3)
+    assert rec.stop()[0] == 0
+    rows = [r for r in pq.read_table(out).to_pylist() if r["container_id"] == cid]
+    assert len(rows) == 2
+    for r in rows:
+        config = json.loads(r["config_json"])
+        if keep_env:
+            assert "DB_PASSWORD=hunter2" in config["process"]["env"]
+        else:
+            assert "hunter2" not in r["config_json"] and "s3cret" not in r["config_json"]
+            assert config["process"]["env"] == ["PATH=<redacted>", "DB_PASSWORD=<redacted>"]
+            assert config["hooks"]["poststop"][0]["env"] == ["TOKEN=<redacted>"]

@@ -80,8 +80,16 @@ def test_run_detached_and_kill(log, bundles, container_ids):
     log.wait_removed(cid)
     runc("delete", cid)
     log.settle()
-    _, remove = log.assert_one_lifecycle(cid, pid)
+    add, remove = log.assert_one_lifecycle(cid, pid)
     assert remove.signal == 9 and remove.exit_code is None
+    # enrichment, read from the living init
+    assert add.manager == "by-hand" and add.caller
+    host_ns = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("mnt", "pid", "net")}
+    assert add.mntns and add.mntns != host_ns["mnt"]
+    assert add.pidns and add.pidns != host_ns["pid"]
+    assert add.netns and add.netns != host_ns["net"]
+    assert add.cgroup and cid in add.cgroup
+    assert remove.started_ns == add.time_ns
 
 
 def test_create_start_delete_without_pid_file(log, bundles, container_ids):
@@ -272,6 +280,7 @@ def test_containerd_ctr_run(log, containerd, rootfs, tmp_path):
     for cid, code in zip(ids, (0, 4, 0)):
         add, remove = log.assert_one_lifecycle(cid, pids[cid])
         assert add.runtime_root == containerd.runc_root
+        assert add.manager == "containerd" and add.caller.startswith("containerd-shim")
         assert "--pid-file" in add.runtime_args
         assert add.container_config["process"]["args"] == ["/bin/sh", "-c", f"sleep 0.5; exit {code}"]
         assert add.bundle.endswith(f"/{containerd.namespace}/{cid}")

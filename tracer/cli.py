@@ -63,12 +63,13 @@ def record(
     duration: Optional[float] = typer.Option(None, "--duration", "-d", min=0, help="Stop after this many seconds. [default: until Ctrl-C or SIGTERM]"),
     runc_path: List[str] = typer.Option([], "--runc-path", help="Also watch this runc binary (repeatable). Also: $RUNCTRACE_RUNC_PATHS."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print each event."),
+    keep_env: bool = typer.Option(False, "--keep-env", help="Keep environment values in the recorded spec (redacted by default: they often hold secrets)."),
 ) -> None:
     """Record containers that runc creates and ends, to a Parquet file."""
     output = output or default_output()
     notifier, why = open_notifier(backend, runc_paths=tuple(runc_path))
     try:
-        recorder = ParquetRecorder(output)
+        recorder = ParquetRecorder(output, keep_env=keep_env)
     except RunctraceError:
         notifier.close()
         raise

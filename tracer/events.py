@@ -43,6 +43,13 @@ class ContainerEvent:
     runtime_args: list[str] = field(default_factory=list)  # runc's argv, as executed
     exit_code: Optional[int] = None  # REMOVE only: the init's exit code, if it exited
     signal: Optional[int] = None  # REMOVE only: the signal that killed the init
+    started_ns: Optional[int] = None  # REMOVE only: time_ns of this container's add event
+    manager: Optional[str] = None  # containerd, docker, cri-o, conmon or by-hand (enrich.py)
+    caller: Optional[str] = None  # command name of the process that ran runc
+    mntns: Optional[int] = None  # namespace inode numbers of the container's init
+    pidns: Optional[int] = None
+    netns: Optional[int] = None
+    cgroup: Optional[str] = None  # cgroup path of the container's init
     # Why a field above is empty: unreadable spec, missing bundle, bad pid file, ...
     # Several problems are joined with "; ". None when everything resolved.
     error: Optional[str] = None

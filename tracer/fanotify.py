@@ -44,6 +44,7 @@ from typing import Any, Optional
 
 from . import _sys
 from .discovery import expand_roots, running_containers
+from .enrich import caller_comm, cgroup_of, manager_of, namespaces
 from .errors import NotSupported
 from .events import ContainerEvent, EventType
 from .notifier import Callback, Notifier, Support, log
@@ -79,6 +80,7 @@ class _Call:
     call: RuncCall
     runtime: str
     seen_ns: int  # wall clock when runc's exec was seen: the add time if state has none
+    caller: Optional[str] = None  # who ran runc (its parent's command name)
     resolved: bool = False
 
 
@@ -91,6 +93,16 @@ class _Container:
     runtime: Optional[str]
     root: Optional[str]
     args: list[str] = field(default_factory=list)
+    caller: Optional[str] = None
+    added_ns: Optional[int] = None  # time of the add event, for the remove's lifetime
+    info: dict[str, Any] = field(default_factory=dict)  # manager, namespaces, cgroup
+
+    def enrich(self) -> None:
+        """Read what only the living init can tell: call while it still runs."""
+        annotations = (self.config or {}).get("annotations")
+        self.info = {"manager": manager_of(self.root, self.caller, annotations)}
+        if self.pid is not None:
+            self.info.update(namespaces(self.pid), cgroup=cgroup_of(self.pid))
 
 
 class FanotifyNotifier(Notifier):
@@ -373,7 +385,7 @@ class FanotifyNotifier(Notifier):
         if not call.creates_container:
             return  # start, delete, kill, init, state, a bad command line...
         self._roots.add(call.root)
-        self._calls[pid] = _Call(pid, call, runtime, _now_ns())
+        self._calls[pid] = _Call(pid, call, runtime, _now_ns(), caller_comm(pid))
         if call.pid_file is None:
             # No pid file to read when runc exits (or runc stays, as `run` does):
             # take the PID from state.json as soon as runc writes it.
@@ -597,7 +609,8 @@ class FanotifyNotifier(Notifier):
         bundle = rc.bundle or (state_bundle(state) if state else None)
         config, config_err = read_config(bundle)
         errors = [e for e in (error, config_err) if e]
-        container = _Container(rc.container_id, pid, bundle, config, call.runtime, rc.root, rc.argv)
+        container = _Container(rc.container_id, pid, bundle, config, call.runtime, rc.root, rc.argv, call.caller)
+        container.enrich()
         # The add is stamped with runc's own creation time, so it precedes the remove
         # even when the recorder saw the container late.
         created = rfc3339_to_ns(state.get("created")) if state else None
@@ -629,21 +642,27 @@ class FanotifyNotifier(Notifier):
         code, sig = _sys.decode_wait_status(status) if status is not None else (None, None)
         event = self._event(EventType.REMOVE, container, error=error, when_ns=when_ns)
         event.exit_code, event.signal = code, sig
+        event.started_ns = container.added_ns
         self._emit(event)
 
     def _event(self, kind: EventType, c: _Container, *, error=None, when_ns=None) -> ContainerEvent:
+        when_ns = when_ns or _now_ns()
+        if kind is not EventType.REMOVE:
+            c.added_ns = when_ns
         return ContainerEvent(
             type=kind,
             container_id=c.container_id,
             container_pid=c.pid,
             container_config=c.config,
             bundle=c.bundle,
-            time_ns=when_ns or _now_ns(),
+            time_ns=when_ns,
             backend=self.name,
             runtime=c.runtime,
             runtime_root=c.root,
             runtime_args=c.args,
             error=error,
+            caller=c.caller,
+            **c.info,
         )
 
     def _serve_requests(self) -> None:
@@ -674,6 +693,7 @@ class FanotifyNotifier(Notifier):
             bundle = state_bundle(found.state)
             config, config_err = read_config(bundle)
             container = _Container(found.container_id, found.pid, bundle, config, None, found.root)
+            container.enrich()
             late = "found in runc's state after its runc call was missed" if kind is EventType.ADD else None
             error = "; ".join(e for e in (late, config_err) if e) or None
             created = rfc3339_to_ns(found.state.get("created"))

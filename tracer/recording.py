@@ -30,8 +30,10 @@ def default_output(host: Optional[str] = None) -> str:
 
 class ParquetRecorder:
     def __init__(
-        self, path: str, *, host: Optional[str] = None, flush_interval: float = 1.0, max_rows: int = 10_000
+        self, path: str, *, host: Optional[str] = None, flush_interval: float = 1.0, max_rows: int = 10_000,
+        keep_env: bool = False,
     ) -> None:
+        self.keep_env = keep_env
         self.path = path
         self.host = host or socket.gethostname()
         self.flush_interval = flush_interval
@@ -52,7 +54,7 @@ class ParquetRecorder:
 
     def write(self, event: ContainerEvent) -> None:
         with self._lock:
-            self._rows.append(event_to_row(event, self.host))
+            self._rows.append(event_to_row(event, self.host, self.keep_env))
             due = len(self._rows) >= self.max_rows or time.monotonic() - self._last_flush >= self.flush_interval
         if due:
             self.flush()

@@ -17,9 +17,11 @@ from typing import Any, Iterable
 import pyarrow as pa
 
 from .events import ContainerEvent
+from .enrich import k8s_fields, redact_env
 from .spec import spec_fields
 
-SCHEMA_VERSION = "1"
+# 1: first release. 2: enrichment columns (manager ... is_sandbox), "initial" events.
+SCHEMA_VERSION = "2"
 
 SCHEMA = pa.schema(
     [
@@ -43,6 +45,21 @@ SCHEMA = pa.schema(
         pa.field("cwd", pa.string()),
         pa.field("root_path", pa.string()),
         pa.field("annotations", pa.map_(pa.string(), pa.string())),
+        # enrichment (enrich.py)
+        pa.field("manager", pa.string()),
+        pa.field("caller", pa.string()),
+        pa.field("mntns", pa.int64()),
+        pa.field("pidns", pa.int64()),
+        pa.field("netns", pa.int64()),
+        pa.field("cgroup", pa.string()),
+        pa.field("lifetime_ns", pa.int64()),  # on removes: time_ns minus the add's time_ns
+        pa.field("pod_name", pa.string()),
+        pa.field("pod_namespace", pa.string()),
+        pa.field("pod_uid", pa.string()),
+        pa.field("container_name", pa.string()),
+        pa.field("sandbox_id", pa.string()),
+        pa.field("image_name", pa.string()),
+        pa.field("is_sandbox", pa.bool_()),
     ],
     metadata={b"runctrace.schema_version": SCHEMA_VERSION.encode()},
 )
@@ -59,16 +76,20 @@ class _SpecCache:
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._items: "OrderedDict[int, tuple[Any, str, dict[str, Any]]]" = OrderedDict()
+        self._items: "OrderedDict[tuple[int, bool], tuple[Any, str, dict[str, Any]]]" = OrderedDict()
 
-    def get(self, config: Any, bundle: str | None) -> tuple[str | None, dict[str, Any]]:
+    def get(self, config: Any, bundle: str | None, keep_env: bool) -> tuple[str | None, dict[str, Any]]:
         if config is None:
-            return None, spec_fields(None, bundle)
-        hit = self._items.get(id(config))
+            return None, {**spec_fields(None, bundle), **k8s_fields(None)}
+        key = (id(config), keep_env)
+        hit = self._items.get(key)
         if hit is None or hit[0] is not config:
-            text = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
-            hit = (config, text, spec_fields(config, bundle))
-            self._items[id(config)] = hit
+            shown = config if keep_env else redact_env(config)
+            text = json.dumps(shown, separators=(",", ":"), ensure_ascii=False)
+            fields = spec_fields(shown, bundle)
+            fields.update(k8s_fields(shown.get("annotations")))
+            hit = (config, text, fields)
+            self._items[key] = hit
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
         return hit[1], hit[2]
@@ -77,8 +98,9 @@ class _SpecCache:
 _spec_cache = _SpecCache()
 
 
-def event_to_row(event: ContainerEvent, host: str | None = None) -> dict[str, Any]:
-    config_json, fields = _spec_cache.get(event.container_config, event.bundle)
+def event_to_row(event: ContainerEvent, host: str | None = None, keep_env: bool = False) -> dict[str, Any]:
+    """One Parquet row. Environment values in the spec are redacted unless ``keep_env``."""
+    config_json, fields = _spec_cache.get(event.container_config, event.bundle, keep_env)
     row = {
         "time": event.time_ns // 1000,
         "time_ns": event.time_ns,
@@ -95,6 +117,13 @@ def event_to_row(event: ContainerEvent, host: str | None = None) -> dict[str, An
         "signal": event.signal,
         "error": event.error,
         "config_json": config_json,
+        "manager": event.manager,
+        "caller": event.caller,
+        "mntns": event.mntns,
+        "pidns": event.pidns,
+        "netns": event.netns,
+        "cgroup": event.cgroup,
+        "lifetime_ns": event.time_ns - event.started_ns if event.started_ns is not None else None,
     }
     row.update(fields)
     return row

@@ -1,0 +1,122 @@
+"""What a recording adds to runc's own facts: manager, namespaces, cgroup, Kubernetes
+fields, and the redaction of secrets. Pure functions, except the /proc readers.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Optional
+
+REDACTED = "<redacted>"
+
+# Kubernetes fields, from the CRI annotations each runtime puts in the OCI spec.
+# containerd's CRI plugin and CRI-O name them differently; first match wins.
+K8S_ANNOTATIONS = {
+    "pod_name": ("io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name", "io.kubernetes.cri-o.KubeName"),
+    "pod_namespace": ("io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace", "io.kubernetes.cri-o.Namespace"),
+    "pod_uid": ("io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"),
+    "container_name": ("io.kubernetes.cri.container-name", "io.kubernetes.container.name", "io.kubernetes.cri-o.ContainerName"),
+    "sandbox_id": ("io.kubernetes.cri.sandbox-id", "io.kubernetes.cri-o.SandboxID"),
+    "image_name": ("io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName", "io.kubernetes.cri-o.Image"),
+}
+
+
+def k8s_fields(annotations: Optional[dict[str, Any]]) -> dict[str, Any]:
+    ann = annotations if isinstance(annotations, dict) else {}
+    out: dict[str, Any] = {}
+    for column, keys in K8S_ANNOTATIONS.items():
+        out[column] = next((str(ann[k]) for k in keys if k in ann), None)
+    # containerd: container-type sandbox|container; CRI-O: ContainerType sandbox|container
+    kind = ann.get("io.kubernetes.cri.container-type") or ann.get("io.kubernetes.cri-o.ContainerType")
+    out["is_sandbox"] = None if kind is None else kind == "sandbox"
+    return out
+
+
+def manager_of(root: Optional[str], caller: Optional[str], annotations: Optional[dict] = None) -> str:
+    """Who drove runc: derived from runc's --root, the calling process and CRI annotations."""
+    root = root or ""
+    caller = caller or ""
+    ann = annotations if isinstance(annotations, dict) else {}
+    if root.startswith("/run/docker/") or caller == "dockerd":
+        return "docker"
+    if any(k.startswith("io.kubernetes.cri-o.") for k in ann) or caller == "crio":
+        return "cri-o"
+    if caller == "conmon":
+        return "conmon"
+    if caller.startswith("containerd-shim") or "/containerd/" in root:
+        return "containerd"
+    return "by-hand"
+
+
+def caller_comm(pid: int) -> Optional[str]:
+    """The command name of ``pid``'s parent: who ran runc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+        ppid = int(raw[raw.rfind(b")") + 2 :].split()[1])
+        with open(f"/proc/{ppid}/comm", "rb") as f:
+            return f.read().strip().decode("utf-8", "replace")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def namespaces(pid: int) -> dict[str, Optional[int]]:
+    """Inode numbers of the mount, PID and network namespaces of ``pid`` (None if gone)."""
+    out: dict[str, Optional[int]] = {}
+    for ns in ("mnt", "pid", "net"):
+        try:
+            out[f"{ns}ns"] = os.stat(f"/proc/{pid}/ns/{ns}").st_ino
+        except OSError:
+            out[f"{ns}ns"] = None
+    return out
+
+
+def cgroup_of(pid: int) -> Optional[str]:
+    """The cgroup of ``pid``: the unified (v2) path, else the memory controller's (v1)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    paths: dict[str, str] = {}
+    for line in lines:
+        hier, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if hier == "0" and controllers == "":
+            paths["unified"] = path
+        for controller in controllers.split(","):
+            paths.setdefault(controller, path)
+    # In hybrid mode (v1 controllers + cgroup2) runc places the process in both;
+    # the unified path is "/" when nothing was set up there.
+    for key in ("unified", "memory", "pids", "name=systemd"):
+        if paths.get(key) and paths[key] != "/":
+            return paths[key]
+    return paths.get("unified") or next(iter(paths.values()), None)
+
+
+def redact_env(config: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """A copy of an OCI spec with every environment value replaced by ``<redacted>``.
+
+    Covers ``process.env`` and each hook's ``env`` (hooks run with the spec's
+    secrets too). Keys are kept: which variables exist is useful and rarely secret.
+    """
+    if not isinstance(config, dict):
+        return config
+    process = config.get("process")
+    hooks = config.get("hooks")
+    if not (isinstance(process, dict) and process.get("env")) and not isinstance(hooks, dict):
+        return config
+    out = copy.copy(config)
+    if isinstance(process, dict) and isinstance(process.get("env"), list):
+        out["process"] = dict(process, env=_redact_list(process["env"]))
+    if isinstance(hooks, dict):
+        out["hooks"] = {
+            stage: [dict(h, env=_redact_list(h["env"])) if isinstance(h, dict) and isinstance(h.get("env"), list) else h
+                    for h in entries] if isinstance(entries, list) else entries
+            for stage, entries in hooks.items()
+        }
+    return out
+
+
+def _redact_list(env: list) -> list:
+    return [f"{str(e).split('=', 1)[0]}={REDACTED}" if isinstance(e, str) else e for e in env]
