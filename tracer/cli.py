@@ -7,11 +7,6 @@ user as one line on stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import functools
-import os
-import signal
-import sys
-import threading
-import time
 from typing import List, Optional
 
 import typer
@@ -19,7 +14,9 @@ from rich.console import Console
 
 from .backends import CHOICES, open_notifier
 from .errors import RunctraceError
-from .recording import ParquetRecorder, default_output
+from .recording import default_output, open_recorder
+from .session import Session, print_event
+from .views import EVENT_TABLE_HEADER, event_json, event_table_row
 
 app = typer.Typer(
     add_completion=False,
@@ -45,9 +42,11 @@ def _one_line_errors(fn):
 RECORD_EXAMPLES = """
 Examples:
 
-  runctrace record --backend fanotify                 # until Ctrl-C, to ./runctrace-HOST-TIME.parquet
+  runctrace record --backend fanotify                 # until Ctrl-C, to the dataset ./runctrace-data
 
-  runctrace record -o /var/tmp/node.parquet -d 600    # ten minutes
+  runctrace record -o /var/lib/runctrace -d 600       # ten minutes; crash-safe, host=/date= partitions
+
+  runctrace record -o node.parquet                    # one file, complete once stopped
 
   runctrace record --runc-path /opt/bin/runc          # a runc outside the usual paths
 
@@ -59,75 +58,85 @@ Then: runctrace report FILE
 @_one_line_errors
 def record(
     backend: str = typer.Option("auto", "--backend", "-b", help=f"One of: {', '.join(CHOICES)}."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Parquet file to write. [default: ./runctrace-HOST-TIME.parquet]"),
+    output: str = typer.Option(
+        default_output(), "--output", "-o",
+        help="A directory (a crash-safe dataset, partitioned host=/date=) or a FILE.parquet (complete once stopped).",
+    ),
     duration: Optional[float] = typer.Option(None, "--duration", "-d", min=0, help="Stop after this many seconds. [default: until Ctrl-C or SIGTERM]"),
     runc_path: List[str] = typer.Option([], "--runc-path", help="Also watch this runc binary (repeatable). Also: $RUNCTRACE_RUNC_PATHS."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print each event."),
     keep_env: bool = typer.Option(False, "--keep-env", help="Keep environment values in the recorded spec (redacted by default: they often hold secrets)."),
+    flush_interval: float = typer.Option(1.0, "--flush-interval", min=0.05, help="Seconds between writes; a crash loses at most this much."),
+    compact: bool = typer.Option(False, "--compact", help="On exit, merge each partition's small files into one."),
+    initial: bool = typer.Option(True, "--initial/--no-initial", help="Report containers already running at start as 'initial' events."),
 ) -> None:
-    """Record containers that runc creates and ends, to a Parquet file."""
-    output = output or default_output()
+    """Record containers that runc creates and ends, to Parquet."""
     notifier, why = open_notifier(backend, runc_paths=tuple(runc_path))
     try:
-        recorder = ParquetRecorder(output, keep_env=keep_env)
+        recorder = open_recorder(output, keep_env=keep_env, flush_interval=flush_interval)
     except RunctraceError:
         notifier.close()
         raise
+    recorder.stats_source = notifier.stats.as_dict
+    recorder.backend = notifier.name
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     err.print(f"runctrace: {why}; recording to {output}" + (f" for {duration:g}s" if duration else "; Ctrl-C to stop"))
+    show = print_event(out)
 
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    deadline = time.monotonic() + duration if duration else None
-    show_status = err.is_terminal
-    status_console = out if out.is_terminal else err
-    status = status_console.status("") if show_status else None
-    failure: Optional[RunctraceError] = None
+    def on_event(event):
+        recorder.write(event)
+        if not quiet:
+            show(event)
+
+    status_console = (out if out.is_terminal else err) if err.is_terminal else None
+    session = Session(notifier, on_event, on_idle=recorder.flush, duration=duration, status_console=status_console)
+    if initial and hasattr(notifier, "discover_running"):
+        notifier.discover_running()
     try:
-        if status:
-            status.start()
-        while not stop.is_set():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            event = notifier.get(timeout=min(0.25, remaining) if remaining else 0.25)
-            if event is not None:
-                recorder.write(event)
-                if not quiet:
-                    (status_console if status else out).print(event.describe(), markup=False)
-            else:
-                recorder.flush()  # idle: make the last events durable
-            if status:
-                s = notifier.stats
-                running = getattr(notifier, "running_containers", "?")
-                status.update(
-                    f"{notifier.name}: {recorder.rows_written + len(recorder._rows)} events, "
-                    f"{running} running, {s.lost} lost, {s.missed} missed"
-                )
-    except RunctraceError as exc:
-        failure = exc
+        session.run()
     finally:
-        if status:
-            status.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        notifier.close()
-        # drain what the notifier queued before it closed
-        while (event := notifier.get(timeout=0)) is not None:
-            try:
-                recorder.write(event)
-            except RunctraceError as exc:
-                failure = failure or exc
-                break
         stats = notifier.stats.as_dict()
-        recorder.close(stats=stats, backend=notifier.name)
-    if failure:
-        raise failure
+        recorder.close(stats=stats, backend=notifier.name, compact=compact)
     err.print(
         f"runctrace: wrote {recorder.rows_written} events to {output} "
         f"({stats['adds']} add, {stats['removes']} remove, {stats['lost']} lost, {stats['missed']} missed)"
     )
+
+
+WATCH_EXAMPLES = """
+Examples:
+
+  runctrace watch                        # a live table, like `docker events`
+
+  runctrace watch --json | jq .          # JSON lines, one per event
+"""
+
+
+@app.command(epilog=WATCH_EXAMPLES)
+@_one_line_errors
+def watch(
+    backend: str = typer.Option("auto", "--backend", "-b", help=f"One of: {', '.join(CHOICES)}."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
+    duration: Optional[float] = typer.Option(None, "--duration", "-d", min=0, help="Stop after this many seconds."),
+    runc_path: List[str] = typer.Option([], "--runc-path", help="Also watch this runc binary (repeatable)."),
+    initial: bool = typer.Option(True, "--initial/--no-initial", help="Show containers already running at start."),
+    keep_env: bool = typer.Option(False, "--keep-env", help="Show environment values in --json output."),
+) -> None:
+    """Show container events live, as they happen."""
+    notifier, why = open_notifier(backend, runc_paths=tuple(runc_path))
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(f"runctrace: {why}")
+    if as_json:
+        on_event = lambda event: out.print(event_json(event, keep_env), markup=False)  # noqa: E731
+    else:
+        out.print(EVENT_TABLE_HEADER, markup=False)
+        on_event = lambda event: out.print(event_table_row(event), markup=False)  # noqa: E731
+    status_console = err if err.is_terminal else None
+    if initial and hasattr(notifier, "discover_running"):
+        notifier.discover_running()
+    Session(notifier, on_event, duration=duration, status_console=status_console).run()
 
 
 def main() -> None:

@@ -66,6 +66,13 @@ SCHEMA = pa.schema(
 
 COLUMNS = SCHEMA.names
 
+# Columns a dataset directory keeps in its paths (host=<name>/...), not in its files:
+# Spark refuses a column that is in both.
+PARTITION_COLUMNS = ("host",)
+DATASET_SCHEMA = pa.schema(
+    [f for f in SCHEMA if f.name not in PARTITION_COLUMNS], metadata=SCHEMA.metadata
+)
+
 
 class _SpecCache:
     """The add and the remove of a container share one parsed spec: serialise it once.

@@ -1,0 +1,95 @@
+"""The loop behind ``record`` and ``watch``: events in, until a deadline or a signal.
+
+It owns what both commands share: SIGINT/SIGTERM handling, the deadline, the live
+status line (backend, events, running containers, losses), and draining what the
+notifier queued before it closed. The commands only say what to do with an event.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Callable, Optional
+
+from rich.console import Console
+
+from .errors import RunctraceError
+from .events import ContainerEvent
+from .notifier import Notifier
+
+
+class Session:
+    def __init__(
+        self,
+        notifier: Notifier,
+        on_event: Callable[[ContainerEvent], None],
+        *,
+        on_idle: Callable[[], None] = lambda: None,
+        duration: Optional[float] = None,
+        status_console: Optional[Console] = None,
+    ) -> None:
+        self.notifier = notifier
+        self.on_event = on_event
+        self.on_idle = on_idle
+        self.duration = duration
+        self.events = 0
+        self.running: set[tuple[str, Optional[int]]] = set()
+        self._console = status_console
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status_text(self) -> str:
+        s = self.notifier.stats
+        return (f"{self.notifier.name}: {self.events} events, {len(self.running)} running, "
+                f"{s.lost} lost, {s.missed} missed")
+
+    def _handle(self, event: ContainerEvent) -> None:
+        self.events += 1
+        key = (event.container_id, event.container_pid)
+        if event.type.value == "remove":
+            self.running.discard(key)
+        else:
+            self.running.add(key)
+        self.on_event(event)
+
+    def run(self) -> None:
+        """Until the deadline, SIGINT or SIGTERM; then close the notifier and drain it.
+
+        A RunctraceError from ``on_event`` (a full disk) ends the loop and is raised
+        after the notifier is closed.
+        """
+        previous = {s: signal.signal(s, lambda *_: self._stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        deadline = time.monotonic() + self.duration if self.duration else None
+        status = self._console.status(self.status_text()) if self._console else None
+        try:
+            if status:
+                status.start()
+            while not self._stop.is_set():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                event = self.notifier.get(timeout=min(0.25, remaining) if remaining else 0.25)
+                if event is not None:
+                    self._handle(event)
+                else:
+                    self.on_idle()
+                if status:
+                    status.update(self.status_text())
+        finally:
+            if status:
+                status.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.notifier.close()
+        while (event := self.notifier.get(timeout=0)) is not None:
+            self._handle(event)
+
+
+def print_event(console: Console) -> Callable[[ContainerEvent], None]:
+    return lambda event: console.print(event.describe(), markup=False, highlight=False)
+
+
+__all__ = ["Session", "print_event", "RunctraceError"]

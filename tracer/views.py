@@ -1,0 +1,37 @@
+"""How one event is shown to a person or a script (``watch``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from .events import ContainerEvent
+from .schema import event_to_row
+
+EVENT_TABLE_HEADER = f"{'TIME (UTC)':<23} {'EVENT':<7} {'CONTAINER':<24} {'PID':>7} {'MANAGER':<10} {'EXIT':<9} COMMAND"
+
+
+def event_table_row(event: ContainerEvent) -> str:
+    when = datetime.fromtimestamp(event.time_ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+    pid = "-" if event.container_pid is None else str(event.container_pid)
+    if event.signal is not None:
+        ended = f"sig {event.signal}"
+    elif event.exit_code is not None:
+        ended = f"exit {event.exit_code}"
+    else:
+        ended = ""
+    args = ((event.container_config or {}).get("process") or {}).get("args") or []
+    command = " ".join(str(a) for a in args)[:60]
+    if event.error:
+        command += f"  [{event.error}]"
+    return f"{when:<23} {event.type.value:<7} {event.container_id[:24]:<24} {pid:>7} {event.manager or '':<10} {ended:<9} {command}"
+
+
+def event_json(event: ContainerEvent, keep_env: bool = False) -> str:
+    """The event as the recording's row would hold it (same names, same redaction)."""
+    row = event_to_row(event, keep_env=keep_env)
+    row["time"] = datetime.fromtimestamp(event.time_ns / 1e9, timezone.utc).isoformat()
+    row["config"] = json.loads(row.pop("config_json")) if row.get("config_json") else None
+    if row.get("annotations") is not None:
+        row["annotations"] = dict(row["annotations"])
+    return json.dumps(row, separators=(",", ":"))
