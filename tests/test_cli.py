@@ -233,3 +233,50 @@ def test_environment_is_redacted_unless_kept(tmp_path, bundles, container_ids, k
             assert "hunter2" not in r["config_json"] and "s3cret" not in r["config_json"]
             assert config["process"]["env"] == ["PATH=<redacted>", "DB_PASSWORD=<redacted>"]
             assert config["hooks"]["poststop"][0]["env"] == ["TOKEN=<redacted>"]
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "table"])
+def test_watch(bundles, container_ids, as_json):
+    proc = subprocess.Popen(
+        [*RUNCTRACE, "watch", "--backend", "fanotify", *(["--json"] if as_json else [])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = proc.stderr.readline()
+    assert "backend: fanotify" in line, line + proc.stderr.read()
+    time.sleep(0.3)
+    cid = container_ids()
+    runc("run", cid, cwd=bundles.make(["sh", "-c", "exit 5"]), check=False)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    mine = [line for line in out.splitlines() if cid in line]
+    if as_json:
+        events = [json.loads(line) for line in mine]
+        assert [e["type"] for e in events] == ["add", "remove"]
+        assert events[1]["exit_code"] == 5 and events[1]["lifetime_ns"] > 0
+        assert events[0]["config"]["process"]["args"] == ["sh", "-c", "exit 5"]
+    else:
+        assert out.splitlines()[0].startswith("TIME (UTC)")
+        assert len(mine) == 2 and "add" in mine[0] and "exit 5" in mine[1]
+
+
+@pytest.mark.root
+def test_containers_running_before_start_are_initial_events(tmp_path, bundles, container_ids):
+    sleeper = bundles.make(["sleep", "30"])
+    cid = container_ids()
+    runc("run", "-d", cid, cwd=sleeper)
+    pid = json.loads(runc("state", cid).stdout)["pid"]
+    out = tmp_path / "data"
+    rec = Recorder(out)
+    time.sleep(0.5)
+    runc("kill", cid, "KILL")
+    time.sleep(0.5)
+    code, stdout, stderr = rec.stop()
+    assert code == 0, stderr
+    assert re.search(rf"^initial +{cid} pid={pid} args=sleep 30$", stdout, re.M), stdout
+    assert re.search(rf"^remove +{cid} pid={pid} signal=9", stdout, re.M), stdout
+    rows = [r for r in pq.read_table(out).to_pylist() if r["container_id"] == cid]
+    assert [r["type"] for r in rows] == ["initial", "remove"]
+    assert rows[0]["bundle"] == str(sleeper) and rows[0]["process_args"] == ["sleep", "30"]
