@@ -386,9 +386,10 @@ class FanotifyNotifier(Notifier):
             return  # start, delete, kill, init, state, a bad command line...
         self._roots.add(call.root)
         self._calls[pid] = _Call(pid, call, runtime, _now_ns(), caller_comm(pid))
-        if call.pid_file is None:
-            # No pid file to read when runc exits (or runc stays, as `run` does):
-            # take the PID from state.json as soon as runc writes it.
+        if call.pid_file is None or (call.command == "run" and not call.detach):
+            # No pid file to read when runc exits, or runc stays for the container's
+            # whole life (foreground `run`): take the PID from state.json as soon as
+            # runc writes it.
             self._await_state(call.state_dir, pid)
 
     def _await_state(self, state_dir: str, runc_pid: int) -> None:
