@@ -100,3 +100,14 @@ def test_spec_fields_tolerate_any_shape():
 def test_process_start_ticks_of_self():
     assert spec.process_start_ticks(os.getpid()) > 0
     assert spec.process_start_ticks(2**22 + 5) is None
+
+
+def test_huge_state_is_read_from_its_head(tmp_path, monkeypatch):
+    monkeypatch.setattr(spec, "MAX_STATE_BYTES", 1000)
+    head = '{"id":"big","init_process_pid":4242,"init_process_start":99,"created":"2026-11-28T10:02:13.9Z",'
+    (tmp_path / "state.json").write_text(head + '"config":{"labels":["' + "x" * 5000 + '"]}}')
+    state, err = spec.read_state(str(tmp_path))
+    assert err is None
+    assert state == {"id": "big", "init_process_pid": 4242, "init_process_start": 99, "created": "2026-11-28T10:02:13.9Z"}
+    (tmp_path / "state.json").write_text('{"config":"' + "x" * 5000 + '"}')
+    assert "no init_process_pid" in spec.read_state(str(tmp_path))[1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import time
 from typing import Any, Optional
@@ -113,24 +114,54 @@ def read_pid_file(path: str) -> tuple[Optional[int], Optional[str]]:
 def read_state(state_dir: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     """runc's ``<root>/<id>/state.json`` (mode 0600, written by rename, removed on delete)."""
     path = os.path.join(state_dir, "state.json")
-    data, err = _read_capped(path, MAX_STATE_BYTES)
-    if err:
-        return None, err
-    return parse_state(data, path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        return None, f"{path} does not exist" if err.errno == errno.ENOENT else f"cannot open {path}: {err.strerror}"
+    try:
+        return read_state_fd(fd, path)
+    finally:
+        os.close(fd)
+
+
+# runc writes these fields first, before the (possibly huge) copy of the spec
+_STATE_HEAD_FIELDS = {
+    "id": re.compile(rb'"id":\s*"([^"\\]{1,1024})"'),
+    "init_process_pid": re.compile(rb'"init_process_pid":\s*(\d{1,10})'),
+    "init_process_start": re.compile(rb'"init_process_start":\s*(\d{1,20})'),
+    "created": re.compile(rb'"created":\s*"([0-9T:.Z+-]{1,64})"'),
+}
+_STATE_HEAD_BYTES = 64 << 10
 
 
 def read_state_fd(fd: int, path: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    """A state file through an fd that fanotify handed us (the file may be gone by now)."""
+    """A state file through an fd (fanotify may hand us one whose file is gone).
+
+    state.json embeds the container's whole spec, so a huge spec makes a huge state.
+    Over the size cap, only its head is read, for the fields runc writes first.
+    """
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, f"{path} is not a regular file"
         if st.st_size > MAX_STATE_BYTES:
-            return None, f"{path} is {st.st_size} bytes, over the {MAX_STATE_BYTES}-byte limit"
+            return _state_from_head(os.pread(fd, _STATE_HEAD_BYTES, 0), path)
         data = os.pread(fd, MAX_STATE_BYTES + 1, 0)
     except OSError as err:
         return None, f"cannot read {path}: {err.strerror}"
     return parse_state(data, path)
+
+
+def _state_from_head(head: bytes, path: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    state: dict[str, Any] = {}
+    for key, pattern in _STATE_HEAD_FIELDS.items():
+        m = pattern.search(head)
+        if m:
+            value = m.group(1).decode("ascii", "replace")
+            state[key] = int(value) if value.isdigit() else value
+    if not isinstance(state.get("init_process_pid"), int) or state["init_process_pid"] <= 0:
+        return None, f"{path} is over the {MAX_STATE_BYTES}-byte limit and its head has no init_process_pid"
+    return state, None
 
 
 def parse_state(data: bytes, path: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
