@@ -1,7 +1,7 @@
 /* runctrace.h: what the BPF program (runctrace.bpf.c) and Python share.
  *
  * Python reads the RT_* "#define NAME number" lines of this file at import time
- * (runctrace.bcc._constants), so every size and code below has one source. The two
+ * (runctrace.bcc.C), so every size and code below has one source. The two
  * structs sent through the ring buffer, struct rt_event and struct rt_exec_event,
  * are mirrored with ctypes in exactly one place: runctrace/bcc.py (RtEvent,
  * RtExecEvent). The program refuses to compile if the mirror's size disagrees

@@ -104,6 +104,22 @@ class TestInvocationStyles:
         assert add.container_pid == pid and add.bundle == str(bundle)
         assert remove.exit_code == 7
 
+    def test_runc_delete_succeeds_as_soon_as_remove_arrives(self, seen, bcct_runc, tmp_path):
+        """REMOVE means stopped as runc sees it: `runc delete` (not forced) works at once.
+
+        The kernel reports the exit before the init is a zombie; the backend must
+        not pass that on early."""
+        bundle = make_bundle(tmp_path / "b", ["true"])
+        for i in range(5):
+            cid = bcct_runc.new_id(f"delete{i}")
+            bcct_runc("create", "--bundle", str(bundle), cid)
+            bcct_runc("start", cid)
+            deadline = time.monotonic() + 10
+            while not any(e.type is EventType.REMOVE for e in seen.of(cid)):
+                assert time.monotonic() < deadline, "no remove"
+                seen.pump(0.001)
+            bcct_runc("delete", cid)
+
     def test_create_like_containerd_shim(self, seen, bcct_runc, tmp_path):
         """Global flags before the subcommand, space-separated values, a pid file."""
         bundle = make_bundle(tmp_path / "b", ["sleep", "0.2"])
@@ -251,6 +267,29 @@ class TestWatchByPid:
         assert remove.exit_code is None and "exit status unknown" in remove.error
 
 
+    def test_discover_running_reports_containers_started_before(self, bcct_runc, tmp_path):
+        """A container started before the notifier: INITIAL on request, then its REMOVE."""
+        bundle = make_bundle(tmp_path / "b", ["sleep", "100"])
+        cid = bcct_runc.new_id("initial")
+        bcct_runc("run", "-d", "--bundle", str(bundle), cid)
+        pid = bcct_runc.state_pid(cid)
+        with BccNotifier() as fresh:
+            s = Seen(fresh)
+            fresh.discover_running()
+            deadline = time.monotonic() + 5
+            while not s.of(cid) and time.monotonic() < deadline:
+                s.pump()
+            # The INITIAL is emitted just before the PID is armed in the kernel: a
+            # kill in that instant would end it with "exit status unknown".
+            time.sleep(0.2)
+            os.kill(pid, signal.SIGKILL)
+            initial, remove = s.until_removed(cid)
+        bcct_runc("delete", cid)
+        assert initial.type is EventType.INITIAL and initial.container_pid == pid
+        assert initial.bundle == str(bundle) and initial.container_config["process"]["args"] == ["sleep", "100"]
+        assert remove.type is EventType.REMOVE and remove.signal == signal.SIGKILL
+
+
 # ---------------------------------------------------------------- the same as fanotify
 
 
@@ -272,7 +311,8 @@ def test_same_events_as_fanotify(notifier, bcct_runc, tmp_path):
         for name, s in (("bcc", bcc_seen), ("fanotify", fan_seen)):
             facts[name] = [
                 (e.type, e.container_id, e.container_pid, e.bundle, e.container_config, e.runtime,
-                 e.runtime_root, e.runtime_args, e.exit_code, e.signal, e.error)
+                 e.runtime_root, e.runtime_args, e.exit_code, e.signal, e.error,
+                 e.caller, e.manager, e.mntns, e.pidns, e.netns, e.cgroup)
                 for cid in (a, b) for e in s.lifecycle(cid)
             ]
         bcct_runc("delete", b)

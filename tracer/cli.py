@@ -141,7 +141,7 @@ def watch(
 
 def main() -> None:
     # Load other command modules so they register on ``app``.
-    from . import cli_churn, cli_report  # noqa: F401
+    from . import cli_churn, cli_doctor, cli_report  # noqa: F401
 
     app(prog_name="runctrace")
 

@@ -17,7 +17,9 @@ it promptly and closes every fd it opened.
 from __future__ import annotations
 
 import abc
+import collections
 import logging
+import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -131,3 +133,68 @@ class Notifier(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class LoopNotifier(Notifier):
+    """A notifier whose one event-loop thread owns a :class:`runctrace.resolve.Tracker`.
+
+    Other threads never touch the tracker: they queue a request and wake the loop
+    through an eventfd, which the backend registers in its epoll set and hands to
+    :meth:`_serve_requests` when it is readable.
+    """
+
+    _tracker = None
+
+    def __init__(self, callback: Optional[Callback] = None) -> None:
+        super().__init__(callback)
+        self._requests: "collections.deque[tuple]" = collections.deque()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def add_watch_container_termination(self, container_id: str, pid: int) -> None:
+        self._request(("watch", container_id, pid))
+
+    def discover_running(self, timeout: float = 5.0) -> None:
+        """Emit an INITIAL event for every container runc runs now, and watch it.
+
+        Returns once that is done (or after ``timeout``), so that a caller that then
+        announces "recording" has its initial events ahead of everything after.
+        """
+        done = threading.Event()
+        self._request(("discover", done))
+        done.wait(timeout)
+
+    @property
+    def running_containers(self) -> int:
+        return len(self._tracker.containers) if self._tracker is not None else 0
+
+    def _request(self, request: tuple) -> None:
+        self._requests.append(request)
+        self._wake_loop()
+
+    def _wake_loop(self) -> None:
+        try:
+            os.eventfd_write(self._wake, 1)
+        except OSError:  # closed
+            pass
+
+    def _serve_requests(self) -> None:
+        try:
+            os.eventfd_read(self._wake)
+        except BlockingIOError:
+            pass
+        from .events import EventType
+
+        while self._requests:
+            request = self._requests.popleft()
+            if request[0] == "discover":
+                try:
+                    self._tracker.discover(EventType.INITIAL)
+                finally:
+                    request[1].set()
+            else:
+                self._tracker.watch_pid(request[1], request[2])
+
+    def _close_wake(self) -> None:
+        if self._wake >= 0:
+            os.close(self._wake)
+            self._wake = -1

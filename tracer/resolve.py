@@ -22,7 +22,9 @@ Where the container's PID comes from (the same for every backend):
   is resolved as soon as runc writes the file; read at runc's exit as a fallback.
 
 ``init_process_start`` from state.json is compared with ``/proc/PID/stat`` so a
-reused PID is never taken for the container.
+reused PID is never taken for the container. An ADD is stamped with runc's own
+``created`` time when state.json gives it, and a REMOVE is never stamped before
+its ADD.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import _sys
+from .discovery import expand_roots, running_containers
+from .enrich import caller_comm, cgroup_of, manager_of, namespaces
 from .events import ContainerEvent, EventType
 from .notifier import Stats, log
 from .runcargs import RuncCall, parse_runc_args
-from .discovery import expand_roots, running_containers
-from .spec import read_config, read_pid_file, read_state, rfc3339_to_ns, state_bundle
+from .spec import read_config, read_pid_file, read_state, read_state_fd, rfc3339_to_ns, state_bundle
 
 # inotify masks. runc writes state.json to a temporary name and renames it
 # (MOVED_TO); CLOSE_WRITE covers a runc that writes it in place. On the root and
@@ -56,6 +59,28 @@ def mono_to_wall_ns(mono_ns: int) -> int:
     return time.time_ns() - (time.monotonic_ns() - mono_ns)
 
 
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/PID/stat that tell a process's life."""
+
+    state: str  # field 3: R, S, D, Z (zombie), X (dead), ...
+    flags: int  # field 9: PF_* flags
+    start: int  # field 22: start time in clock ticks since boot
+
+
+def read_stat(pid: int) -> Optional[ProcStat]:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    if len(fields) < 20:
+        return None
+    return ProcStat(fields[0].decode(), int(fields[6]), int(fields[19]))
+
+
 def process_alive(pid: int, expected_start: Optional[int] = None) -> bool:
     """Is ``pid`` a live process (not exiting, not a zombie), started at ``expected_start``?
 
@@ -64,18 +89,20 @@ def process_alive(pid: int, expected_start: Optional[int] = None) -> bool:
     counts as gone: its exit has begun, and may already have been reported to (or
     missed by) whatever watches exits.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
+    st = read_stat(pid)
+    if st is None or st.state in ("Z", "X", "x") or st.flags & PF_EXITING:
         return False
-    # comm (field 2) may hold spaces and parentheses: split after the last ')'
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    if len(fields) < 20 or fields[0] in (b"Z", b"X", b"x"):
-        return False
-    if int(fields[6]) & PF_EXITING:  # field 9
-        return False
-    return expected_start is None or int(fields[19]) == expected_start  # field 22
+    return expected_start is None or st.start == expected_start
+
+
+def process_ended(pid: int, start: Optional[int]) -> bool:
+    """Has the process ``pid`` (started at ``start``) finished exiting: a zombie, or gone?
+
+    This is when runc, too, considers its container stopped (``runc delete``
+    refuses a container whose init is still exiting).
+    """
+    st = read_stat(pid)
+    return st is None or st.state in ("Z", "X", "x") or (start is not None and st.start != start)
 
 
 @dataclass
@@ -86,6 +113,7 @@ class RuncExec:
     call: RuncCall
     runtime: str  # path of the runc binary
     started_ns: Optional[int] = None  # CLOCK_MONOTONIC when its exec was seen
+    caller: Optional[str] = None  # who ran runc (its parent's command name)
     resolved: bool = False
 
 
@@ -98,7 +126,16 @@ class Container:
     runtime: Optional[str]
     root: Optional[str]
     args: list[str] = field(default_factory=list)
-    added_ns: int = 0  # time_ns of its ADD event
+    caller: Optional[str] = None
+    added_ns: int = 0  # time_ns of its ADD (or INITIAL) event
+    info: dict[str, Any] = field(default_factory=dict)  # manager, namespaces, cgroup
+
+    def enrich(self) -> None:
+        """Read what only the living init can tell: call while it still runs."""
+        annotations = (self.config or {}).get("annotations")
+        self.info = {"manager": manager_of(self.root, self.caller, annotations)}
+        if self.pid is not None:
+            self.info.update(namespaces(self.pid), cgroup=cgroup_of(self.pid))
 
 
 def parse_call(argv: list[str], cwd: Optional[str], cwd_may_be_bundle: bool = False) -> RuncCall:
@@ -130,24 +167,40 @@ def parse_call(argv: list[str], cwd: Optional[str], cwd_may_be_bundle: bool = Fa
 
 
 class StateDirWatcher:
-    """inotify on runc state directories: says when ``<dir>/state.json`` may be readable.
+    """Says when ``<root>/<id>/state.json`` may be readable, and hands it over if it can.
 
-    A watch is put on the nearest existing level of ``<root>/<id>`` (usually the
-    root; a level above it for a ``--root`` that runc has yet to create), and every
-    watch is followed by a look, because the file may have appeared just before it.
+    Two kernel mechanisms, because each misses what the other sees:
+
+    * **inotify** on the nearest existing level of ``<root>/<id>`` (usually the root;
+      a level above it for a ``--root`` that runc has yet to create). Every watch is
+      followed by a look, because the file may have appeared just before it. runc
+      writes ``state-NNN``, closes it and renames it to state.json: if the close came
+      before our fanotify mark, only inotify's ``IN_MOVED_TO`` tells.
+    * **fanotify** ``FAN_CLOSE_WRITE`` on ``<root>/<id>/`` itself: its event carries an
+      *open fd* of the closed file. A short-lived ``runc run`` deletes the directory
+      a few ms after writing the state; by then a path is useless, but the fd still
+      reads the file. (A notification-class group: runc never waits for us.)
     """
 
     def __init__(self) -> None:
         # NONBLOCK: the event loop reads until EAGAIN. CLOEXEC: runc or anything
         # else we may spawn must not inherit it.
         self.fd = _sys.inotify_init1(_sys.IN_NONBLOCK | _sys.IN_CLOEXEC)
+        try:
+            self.fan_fd = _sys.fanotify_init(
+                _sys.FanInit.CLASS_NOTIF | _sys.FanInit.CLOEXEC | _sys.FanInit.NONBLOCK,
+                os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE | os.O_NOATIME,
+            )
+        except OSError:
+            self.fan_fd = -1  # no fanotify: inotify alone still works, with a narrower window
         self._wd_path: dict[int, str] = {}
         self._path_wd: dict[str, int] = {}
+        self._marked: set[str] = set()
         self.expected: set[str] = set()
         self.overflows = 0
 
-    def fileno(self) -> int:
-        return self.fd
+    def fds(self) -> list[int]:
+        return [fd for fd in (self.fd, self.fan_fd) if fd >= 0]
 
     def expect(self, state_dir: str) -> bool:
         """Start waiting for ``state_dir/state.json``; True if it may exist already."""
@@ -157,10 +210,14 @@ class StateDirWatcher:
     def forget(self, state_dir: str) -> None:
         self.expected.discard(state_dir)
         self._unwatch(state_dir)
+        self._unmark(state_dir)
         # the root's watch stays: other containers live in the same root
 
-    def read(self) -> list[str]:
-        """Expected state directories worth a look now."""
+    def read(self, fd: int) -> list[tuple[str, Optional[dict]]]:
+        """Expected state directories worth a look now, with the state if it came open."""
+        return self._read_fanotify() if fd == self.fan_fd else [(d, None) for d in self._read_inotify()]
+
+    def _read_inotify(self) -> list[str]:
         ready: list[str] = []
         while True:
             try:
@@ -191,12 +248,37 @@ class StateDirWatcher:
                         if self._arm(state_dir):
                             ready.append(state_dir)
 
+    def _read_fanotify(self) -> list[tuple[str, Optional[dict]]]:
+        ready: list[tuple[str, Optional[dict]]] = []
+        while True:
+            try:
+                buf = os.read(self.fan_fd, 64 * 1024)
+            except BlockingIOError:
+                return ready
+            for rec in _sys.decode_fanotify(buf):
+                if rec.mask & _sys.FanEvent.Q_OVERFLOW:
+                    self.overflows += 1
+                    ready.extend((d, None) for d in self.expected)
+                    continue
+                if rec.fd < 0:
+                    continue
+                try:
+                    path = os.readlink(f"/proc/self/fd/{rec.fd}").removesuffix(" (deleted)")
+                    state_dir, name = os.path.split(path)
+                    if name.startswith("state") and state_dir in self.expected:
+                        state, _err = read_state_fd(rec.fd, path)
+                        if state is not None:
+                            ready.append((state_dir, state))
+                finally:
+                    os.close(rec.fd)  # every event carries an open fd: never leak it
+
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for fd in self.fds():
+            os.close(fd)
+        self.fd = self.fan_fd = -1
         self._wd_path.clear()
         self._path_wd.clear()
+        self._marked.clear()
 
     def _arm(self, state_dir: str) -> bool:
         """Watch the way down to ``state_dir``; True if ``state_dir`` itself is watched.
@@ -221,7 +303,7 @@ class StateDirWatcher:
         for path in reversed(ancestors[:depth]):
             if not self._watch(path, _IN_PARENT):
                 return False
-        return self._watch(state_dir, _IN_STATE_DIR)
+        return self._watch(state_dir, _IN_STATE_DIR) and self._mark(state_dir)
 
     def _watch(self, path: str, mask: int) -> bool:
         if path in self._path_wd:
@@ -241,6 +323,33 @@ class StateDirWatcher:
         if wd is not None:
             self._wd_path.pop(wd, None)
             _sys.inotify_rm_watch(self.fd, wd)
+
+    _MARK = _sys.FanEvent.CLOSE_WRITE | _sys.FanEvent.EVENT_ON_CHILD
+
+    def _mark(self, state_dir: str) -> bool:
+        if self.fan_fd < 0 or state_dir in self._marked:
+            return True
+        try:
+            _sys.fanotify_mark(
+                self.fan_fd, _sys.FanMark.ADD | _sys.FanMark.DONT_FOLLOW | _sys.FanMark.ONLYDIR, self._MARK, state_dir
+            )
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ENOTDIR):
+                log.warning("runctrace: cannot watch %s: %s", state_dir, err.strerror)
+            return False
+        self._marked.add(state_dir)
+        return True
+
+    def _unmark(self, state_dir: str) -> None:
+        if state_dir in self._marked:
+            self._marked.discard(state_dir)
+            try:
+                _sys.fanotify_mark(
+                    self.fan_fd, _sys.FanMark.REMOVE | _sys.FanMark.DONT_FOLLOW | _sys.FanMark.ONLYDIR,
+                    self._MARK, state_dir,
+                )
+            except OSError:
+                pass  # the directory is gone; the kernel dropped its mark with it
 
 
 Watch = Callable[[Container, Optional[int], Optional[RuncExec]], None]
@@ -284,7 +393,7 @@ class Tracker:
         call = parse_call(argv, cwd, cwd_may_be_bundle)
         if not call.creates_container:
             return None  # start, delete, kill, init, state, a bad command line...
-        rexec = RuncExec(pid, call, runtime, started_ns)
+        rexec = RuncExec(pid, call, runtime, started_ns, caller_comm(pid))
         old = self.calls.get(pid)
         if old is not None:  # the same process exec'd runc again (a wrapper did)
             self._stop_waiting(old)
@@ -299,22 +408,28 @@ class Tracker:
                 self.try_state(call.state_dir)
         return rexec
 
-    def read_states(self) -> None:
-        """The state watcher's fd is readable."""
+    def read_states(self, fd: int) -> None:
+        """One of the state watcher's fds (``states.fds()``) is readable."""
         overflows = self.states.overflows
-        for state_dir in self.states.read():
-            self.try_state(state_dir)
+        for state_dir, state in self.states.read(fd):
+            self.try_state(state_dir, state)
         self._stats.lost += self.states.overflows - overflows
 
-    def try_state(self, state_dir: str) -> None:
+    def try_state(self, state_dir: str, state: Optional[dict] = None) -> None:
         rexec = self.calls.get(self._awaiting.get(state_dir, -1))
         if rexec is None or rexec.resolved:
             return
-        state, _err = read_state(state_dir)
+        if state is None:
+            state, _err = read_state(state_dir)
         if state is None:
             return  # not written yet; the next inotify event or runc's exit will tell
         self._stop_waiting(rexec)
         self._resolve(rexec, state["init_process_pid"], state, None)
+
+    def drain_states(self) -> None:
+        """Handle state-file events already queued (before concluding a runc exit)."""
+        for fd in self.states.fds():
+            self.read_states(fd)
 
     def runc_exited(self, pid: int, status: Optional[int], init_pid: Optional[int] = None) -> None:
         """A runc process ended; ``status`` is its wait(2) status, None if unknown.
@@ -325,7 +440,10 @@ class Tracker:
         (a foreground `runc run` exits with its container's status), and gives the
         PID when state.json was gone before it could be read.
         """
-        rexec = self.calls.pop(pid, None)
+        rexec = self.calls.get(pid)
+        if rexec is not None and not rexec.resolved and rexec.call.state_dir in self._awaiting:
+            self.drain_states()  # the state file's event may be queued behind this exit
+        self.calls.pop(pid, None)
         if rexec is None or rexec.resolved:
             return
         code, sig = _sys.decode_wait_status(status) if status is not None else (None, None)
@@ -382,6 +500,7 @@ class Tracker:
             bundle = state_bundle(found.state)
             config, config_err = read_config(bundle)
             container = Container(found.container_id, found.pid, bundle, config, None, found.root)
+            container.enrich()
             late = "found in runc's state after its runc call was missed" if kind is EventType.ADD else None
             error = "; ".join(e for e in (late, config_err) if e) or None
             self._add(kind, container, error, rfc3339_to_ns(found.state.get("created")))
@@ -406,7 +525,8 @@ class Tracker:
         bundle = rc.bundle or (state_bundle(state) if state else None)
         config, config_err = read_config(bundle)
         errors = [e for e in (error, config_err) if e]
-        container = Container(rc.container_id, pid, bundle, config, rexec.runtime, rc.root, rc.argv)
+        container = Container(rc.container_id, pid, bundle, config, rexec.runtime, rc.root, rc.argv, rexec.caller)
+        container.enrich()
         # Stamped with runc's own creation time (as the fanotify backend does), else
         # with when runc's exec was seen.
         created = rfc3339_to_ns(state.get("created")) if state else None
@@ -434,6 +554,7 @@ class Tracker:
         when_ns = max(when_ns or time.time_ns(), container.added_ns)
         event = self.event(EventType.REMOVE, container, error=error, when_ns=when_ns)
         event.exit_code, event.signal = code, sig
+        event.started_ns = container.added_ns or None
         self._emit(event)
 
     def event(
@@ -451,4 +572,6 @@ class Tracker:
             runtime_root=c.root,
             runtime_args=c.args,
             error=error,
+            caller=c.caller,
+            **c.info,
         )
