@@ -8,6 +8,8 @@ import copy
 import os
 from typing import Any, Optional
 
+from .spec import read_stat
+
 REDACTED = "<redacted>"
 
 # Kubernetes fields, from the CRI annotations each runtime puts in the OCI spec.
@@ -51,13 +53,13 @@ def manager_of(root: Optional[str], caller: Optional[str], annotations: Optional
 
 def caller_comm(pid: int) -> Optional[str]:
     """The command name of ``pid``'s parent: who ran runc."""
+    st = read_stat(pid)
+    if st is None:
+        return None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-        ppid = int(raw[raw.rfind(b")") + 2 :].split()[1])
-        with open(f"/proc/{ppid}/comm", "rb") as f:
+        with open(f"/proc/{st.ppid}/comm", "rb") as f:
             return f.read().strip().decode("utf-8", "replace")
-    except (OSError, ValueError, IndexError):
+    except OSError:
         return None
 
 

@@ -41,7 +41,7 @@ from .enrich import caller_comm, cgroup_of, manager_of, namespaces
 from .events import ContainerEvent, EventType
 from .notifier import Stats, log
 from .runcargs import RuncCall, parse_runc_args
-from .spec import read_config, read_pid_file, read_state, read_state_fd, rfc3339_to_ns, state_bundle
+from .spec import read_config, read_pid_file, read_state, read_state_fd, read_stat, rfc3339_to_ns, state_bundle
 
 # inotify masks. runc writes state.json to a temporary name and renames it
 # (MOVED_TO); CLOSE_WRITE covers a runc that writes it in place. On the root and
@@ -57,28 +57,6 @@ PF_EXITING = 0x4
 def mono_to_wall_ns(mono_ns: int) -> int:
     """A CLOCK_MONOTONIC time (ktime_get_ns, bpf_ktime_get_ns) as wall-clock ns."""
     return time.time_ns() - (time.monotonic_ns() - mono_ns)
-
-
-@dataclass(frozen=True)
-class ProcStat:
-    """The fields of /proc/PID/stat that tell a process's life."""
-
-    state: str  # field 3: R, S, D, Z (zombie), X (dead), ...
-    flags: int  # field 9: PF_* flags
-    start: int  # field 22: start time in clock ticks since boot
-
-
-def read_stat(pid: int) -> Optional[ProcStat]:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    # comm (field 2) may hold spaces and parentheses: split after the last ')'
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    if len(fields) < 20:
-        return None
-    return ProcStat(fields[0].decode(), int(fields[6]), int(fields[19]))
 
 
 def process_alive(pid: int, expected_start: Optional[int] = None) -> bool:

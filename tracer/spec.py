@@ -16,6 +16,7 @@ import os
 import re
 import stat
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 MAX_CONFIG_BYTES = 16 << 20  # OCI specs are a few KiB; 16 MiB is generous
@@ -182,12 +183,17 @@ def state_bundle(state: dict[str, Any]) -> Optional[str]:
     return None
 
 
-def process_start_ticks(pid: int) -> Optional[int]:
-    """Field 22 of /proc/PID/stat (start time in clock ticks); None if gone or a zombie.
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/PID/stat that tell a process's life."""
 
-    runc stores the same number as ``init_process_start``: comparing the two tells
-    the container's init from an unrelated process that reused its PID.
-    """
+    state: str  # field 3: R, S, D, Z (zombie), X (dead), ...
+    ppid: int  # field 4
+    flags: int  # field 9: PF_* flags
+    start: int  # field 22: start time in clock ticks since boot
+
+
+def read_stat(pid: int) -> Optional[ProcStat]:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
@@ -195,9 +201,19 @@ def process_start_ticks(pid: int) -> Optional[int]:
         return None
     # comm (field 2) may hold spaces and parentheses: split after the last ')'
     fields = raw[raw.rfind(b")") + 2 :].split()
-    if not fields or fields[0] in (b"Z", b"X"):
+    if len(fields) < 20:
         return None
-    return int(fields[19])
+    return ProcStat(fields[0].decode(), int(fields[1]), int(fields[6]), int(fields[19]))
+
+
+def process_start_ticks(pid: int) -> Optional[int]:
+    """Field 22 of /proc/PID/stat (start time in clock ticks); None if gone or a zombie.
+
+    runc stores the same number as ``init_process_start``: comparing the two tells
+    the container's init from an unrelated process that reused its PID.
+    """
+    st = read_stat(pid)
+    return None if st is None or st.state in ("Z", "X", "x") else st.start
 
 
 def spec_fields(config: Optional[dict[str, Any]], bundle: Optional[str]) -> dict[str, Any]:
