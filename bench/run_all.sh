@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Reproduce every figure in BENCHMARKS.md (as root, after ./bootstrap.sh setup).
+# Takes about 30 minutes on a 2-core machine; results go to bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+mkdir -p bench/results
+$PY bench/bench_record.py --backends fanotify,bcc --pairs 40 --block 8 --burst 2000 --concurrency 8 | tee bench/results/record.txt
+$PY bench/bench_latency.py --backends fanotify,bcc -n 500 -c 4 --idle 60 --memory 100,10000 | tee bench/results/latency.txt
+$PY bench/bench_scaling.py --backends fanotify,bcc --levels 1,2,4,8,16 | tee bench/results/scaling.txt
+$PY bench/bench_report.py | tee bench/results/report.txt
