@@ -39,6 +39,7 @@ _ffi.cdef(
     struct sock_fprog { unsigned short len; struct sock_filter *filter; };
     int setsockopt(int sockfd, int level, int optname, const void *optval,
                    uint32_t optlen);
+    long syscall(long number, ...);
     """
 )
 _libc = _ffi.dlopen(None)
@@ -197,6 +198,32 @@ def decode_inotify(buf: bytes) -> list[InotifyRecord]:
         off += name_len
         out.append(InotifyRecord(wd, mask, cookie, os.fsdecode(raw.split(b"\0", 1)[0])))
     return out
+
+
+# --------------------------------------------------------------------------- bpf(2)
+
+# bpf(2) has no libc wrapper: its syscall number, per architecture.
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "ppc64": 361, "s390x": 351}
+BPF_MAP_CREATE = 0
+BPF_MAP_TYPE_ARRAY = 2
+
+
+def bpf_map_create_probe() -> None:
+    """Create (and close) a one-entry array map: the smallest real use of bpf(2).
+
+    Raises OSError (ENOSYS: no CONFIG_BPF_SYSCALL; EPERM: no CAP_BPF/CAP_SYS_ADMIN).
+    Returns quietly on an architecture whose syscall number is not known here.
+    """
+    import platform
+
+    nr = _SYS_BPF.get(platform.machine())
+    if nr is None:
+        return
+    attr = _ffi.new("uint32_t[32]")  # union bpf_attr (128 bytes); unused fields must be zero
+    attr[0:4] = [BPF_MAP_TYPE_ARRAY, 4, 4, 1]  # map_type, key_size, value_size, max_entries
+    fd = _check(_libc.syscall(_ffi.cast("long", nr), _ffi.cast("long", BPF_MAP_CREATE),
+                              _ffi.cast("void *", attr), _ffi.cast("long", _ffi.sizeof(attr))))
+    os.close(fd)
 
 
 # ------------------------------------------------------- netlink process-events connector

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Optional
 
+from . import _sys
 from .errors import NotSupported
 from .events import EventType
 from .notifier import Callback, LoopNotifier, Support, log
@@ -150,28 +151,14 @@ TRACEPOINTS = (
 )
 _TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
-# bpf(2)'s syscall number. (It belongs with the other bindings in _sys.py; it is
-# here until that module grows a ``bpf_available()``.)
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "ppc64": 361, "s390x": 351}
-
-
 def _bpf_syscall_problem() -> Optional[str]:
-    """Create (and close) a one-entry array map: the smallest real use of bpf(2)."""
-    nr = _SYS_BPF.get(platform.machine())
-    if nr is None:
-        return None  # unknown architecture: let BCC find out
-    libc = ct.CDLL(None, use_errno=True)
-    libc.syscall.restype = ct.c_long
-    attr = ct.create_string_buffer(128)  # union bpf_attr; unused fields must be zero
-    ct.memmove(attr, (ct.c_uint32 * 4)(2, 4, 4, 1), 16)  # ARRAY, key 4, value 4, 1 entry
-    fd = libc.syscall(ct.c_long(nr), ct.c_int(0), attr, ct.c_uint(len(attr)))  # BPF_MAP_CREATE
-    if fd >= 0:
-        os.close(fd)
-        return None
-    err = ct.get_errno()
-    if err == errno.ENOSYS:
-        return "the kernel has no bpf() syscall (CONFIG_BPF_SYSCALL is off)"
-    return f"bpf() refused to create a map: {os.strerror(err)} (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)"
+    try:
+        _sys.bpf_map_create_probe()
+    except OSError as err:
+        if err.errno == errno.ENOSYS:
+            return "the kernel has no bpf() syscall (CONFIG_BPF_SYSCALL is off)"
+        return f"bpf() refused to create a map: {err.strerror} (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)"
+    return None
 
 
 def _import_bcc() -> Any:
