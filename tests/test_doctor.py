@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from _bcc_helpers import ROOT_ONLY
-from runctrace import backends, bcc, runtimes
+from runctrace import _sys, backends, bcc, runtimes
 from runctrace.cli import app
 from runctrace.cli_doctor import diagnose
 from runctrace.fanotify import FanotifyNotifier
@@ -88,7 +88,7 @@ def test_doctor_prints_the_bpf_program():
 
 
 def test_bcc_reason_no_bpf_syscall(monkeypatch):
-    monkeypatch.setitem(bcc._SYS_BPF, platform.machine(), 100000)  # no such syscall: ENOSYS
+    monkeypatch.setitem(_sys._SYS_BPF, platform.machine(), 100000)  # no such syscall: ENOSYS
     support = bcc.BccNotifier.supported()
     assert not support and "no bpf() syscall" in support.reason
 
