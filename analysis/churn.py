@@ -58,13 +58,13 @@ LIFETIME_COLUMNS = [
     "status", "start_type", "exit_code", "signal",
 ]
 # Columns of an event that describe the event, not the container.
-_EVENT_ONLY = {"time", "time_ns", "type", "exit_code", "signal", "error"}
+_EVENT_ONLY = {"time", "time_ns", "type", "exit_code", "signal", "error", "lifetime_ns"}
 
 # --by choices -> grouping columns.
 BY_COLUMNS = {
-    "image": ["image"],
-    "pod": ["namespace", "pod"],
-    "namespace": ["namespace"],
+    "image": ["image_name"],
+    "pod": ["pod_namespace", "pod_name"],
+    "namespace": ["pod_namespace"],
     "manager": ["manager"],
     "host": ["host"],
     "command": ["command"],
@@ -188,8 +188,9 @@ def lifetimes(events: pd.DataFrame) -> pd.DataFrame:
       still pairs.
 
     Columns: :data:`LIFETIME_COLUMNS` first (``start``/``end`` are UTC timestamps,
-    NaT when unknown; ``lifetime_s`` only for ``ended``), then every other column of
-    the events describing the container (``command``, ``namespace``, ``image``,
+    NaT when unknown; ``lifetime_s`` for ``ended``, and for ``orphan`` when the
+    recorder measured it, ``lifetime_ns``), then every other column of
+    the events describing the container (``command``, ``pod_namespace``, ``image_name``,
     ``manager``, ...), taken from the start event, or from the remove when the start
     lacks it. Rows are grouped by container, not sorted by time.
     """
@@ -202,11 +203,8 @@ def lifetimes(events: pd.DataFrame) -> pd.DataFrame:
         return _empty_lifetimes(events, attrs)
 
     t = _event_ns(events)[keep]
-    host, _ = _codes(events["host"])
-    cid, n_cid = _codes(events["container_id"])
-    key = (host[keep] + 1) * (n_cid + 1) + (cid[keep] + 1)
     rem = is_remove_all[keep]
-    order = np.lexsort((rem, t, key))
+    key, order = _pairing_order(events, keep, t, rem)
     pos, k, t, rem = keep[order], key[order], t[order], rem[order]
     initial = _bools(types == "initial")[pos]
     pid = (
@@ -255,14 +253,23 @@ def lifetimes(events: pd.DataFrame) -> pd.DataFrame:
             continue
         col = events[column]
         value = _take(col, a_idx)
-        need = (value.isna().to_numpy() & (r_idx >= 0))
-        if need.any():
-            value = value.where(~need, _take(col, r_idx))
+        missing = col.isna().to_numpy()
+        # Fill from the remove only where the start lacks a value the remove has
+        # (e.g. the spec was unreadable at start); take just those rows.
+        need = np.flatnonzero(value.isna().to_numpy() & (r_idx >= 0))
+        need = need[~missing[r_idx[need]]]
+        if len(need):
+            value.iloc[need] = _take(col, r_idx[need]).to_numpy()
         out[column] = value
     out["start"] = _datetimes(start_ns)
     out["end"] = _datetimes(end_ns)
-    lifetime = (end_ns - start_ns) / 1e9
-    out["lifetime_s"] = np.where(status == 0, lifetime, np.nan)
+    lifetime = np.where(status == 0, (end_ns - start_ns) / 1e9, np.nan)
+    if "lifetime_ns" in events.columns and len(o_idx):
+        # An orphan's start is not in the data, but the recorder measured its
+        # lifetime (schema v2): keep it, so restart loops and --by tables see it.
+        recorded = events["lifetime_ns"].to_numpy(dtype="float64", na_value=np.nan)[pos[o_idx]] / 1e9
+        lifetime[len(s_idx):] = recorded
+    out["lifetime_s"] = lifetime
     out["status"] = pd.Categorical.from_codes(status, categories=list(STATUSES))
     out["start_type"] = pd.Categorical.from_codes(start_kind, categories=list(START_KINDS))
     for column in ("exit_code", "signal"):
@@ -271,6 +278,65 @@ def lifetimes(events: pd.DataFrame) -> pd.DataFrame:
         )
     frame = pd.DataFrame(out)
     return frame[[c for c in LIFETIME_COLUMNS if c in frame.columns] + [c for c in attrs if c in frame.columns]]
+
+
+_MAX_HOST_RUNS = 10_000
+
+
+def codes_within(values: pd.Series, groups: np.ndarray) -> np.ndarray:
+    """Integer codes of ``values`` that are distinct per (group, value); -1 for missing.
+
+    Values are numbered group by group (groups are hosts here): events and
+    lifetimes come in per-host runs, and a hash table of one host's values stays in
+    cache where one of all hosts' values does not (ten million container IDs: 0.7 s
+    instead of 4 s). All runs of a group share one numbering, so a container added
+    in one file and removed in the next still pairs. When groups are interleaved
+    row by row, one global numbering (combined with the group) is used instead.
+    """
+    n = len(values)
+    groups = np.asarray(groups)
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if n else np.zeros(0, np.int64)
+    if len(starts) > _MAX_HOST_RUNS:
+        codes, uniq = pd.factorize(values)
+        return np.where(codes >= 0, (groups.astype(np.int64) + 1) * (len(uniq) + 1) + codes, -1)
+    ends = np.r_[starts[1:], n]
+    out = np.empty(n, dtype=np.int64)
+    offset = 0
+    runs_of = pd.Series(np.arange(len(starts))).groupby(groups[starts]).indices  # group -> its runs
+    for runs in runs_of.values():  # one pass per host, not per row
+        if len(runs) == 1:
+            idx = slice(starts[runs[0]], ends[runs[0]])
+            codes, uniq = pd.factorize(values.iloc[idx])
+        else:
+            idx = np.concatenate([np.arange(starts[r], ends[r]) for r in runs])
+            codes, uniq = pd.factorize(values.take(idx))
+        out[idx] = np.where(codes >= 0, codes + offset, -1)
+        offset += len(uniq)
+    return out
+
+
+def _container_keys(events: pd.DataFrame) -> np.ndarray:
+    """One int64 per distinct (host, container_id), for every event."""
+    host, _ = _codes(events["host"])
+    return codes_within(events["container_id"], host)
+
+
+def _pairing_order(events: pd.DataFrame, keep: np.ndarray, t: np.ndarray, rem: np.ndarray):
+    """The container key of rows ``keep`` and the order sorting them by (key, time,
+    start before remove).
+
+    Recordings are written in time order, so usually a stable sort on the key alone
+    leaves each container's events in time order already; that is checked (one
+    vectorised comparison) and a full ``lexsort`` runs only when it is not so.
+    """
+    key = _container_keys(events)[keep]
+    t2 = (t - (t.min() if len(t) else 0)) * 2 + rem  # time, then start before remove
+    order = np.argsort(key, kind="stable")
+    k, tt = key[order], t2[order]
+    same = k[1:] == k[:-1]
+    if not np.all(tt[1:][same] >= tt[:-1][same]):
+        order = np.lexsort((t2, key))
+    return key, order
 
 
 def _empty_lifetimes(events: pd.DataFrame, attrs: Sequence[str]) -> pd.DataFrame:
@@ -298,10 +364,11 @@ def orphan_removes(lives: pd.DataFrame) -> pd.DataFrame:
 
 def complete(lives: pd.DataFrame) -> pd.DataFrame:
     """Lifetimes with both ends observed: the only ones lifetime statistics use."""
-    return lives[_complete_mask(lives)]
+    return lives[complete_mask(lives)]
 
 
-def _complete_mask(lives: pd.DataFrame) -> np.ndarray:
+def complete_mask(lives: pd.DataFrame) -> np.ndarray:
+    """Which lifetimes are complete (``ended`` and started by an ``add``), as a bool array."""
     return _bools(lives["status"] == "ended") & _bools(lives["start_type"] == "add")
 
 
@@ -399,17 +466,17 @@ def lifetime_quantiles(
 ) -> pd.DataFrame:
     """Lifetime quantiles in seconds over complete lifetimes: ``containers``, ``p50``,
     ``p90``, ``p99``, ``max`` (one row, or one per group of ``by`` columns)."""
-    done = complete(lives)
+    mask = complete_mask(lives)
     names = [f"p{int(round(q * 100))}" if q * 100 == int(q * 100) else f"p{q * 100:g}" for q in quantiles]
     if by is None:
-        vals = done["lifetime_s"].to_numpy(dtype=float)
+        vals = lives["lifetime_s"].to_numpy(dtype=float)[mask]
         row = {"containers": len(vals)}
         qs = np.quantile(vals, quantiles) if len(vals) else [np.nan] * len(quantiles)
         row.update(dict(zip(names, qs)))
         row["max"] = vals.max() if len(vals) else np.nan
         return pd.DataFrame([row])
     by = list(by)
-    g = done.groupby(by, observed=True, dropna=False)["lifetime_s"]
+    g = lives.loc[mask, by + ["lifetime_s"]].groupby(by, observed=True, dropna=False)["lifetime_s"]
     q = g.quantile(list(quantiles)).unstack()
     q.columns = names
     out = pd.concat([g.size().rename("containers"), q, g.max().rename("max")], axis=1)
@@ -423,7 +490,7 @@ def short_lived(lives: pd.DataFrame, threshold_s: float = 10.0) -> pd.DataFrame:
     crash; thousands of them cost the node (image mounts, cgroups, network setup)
     far more than their run time suggests.
     """
-    mask = _complete_mask(lives) & (lives["lifetime_s"].to_numpy(dtype=float) < float(threshold_s))
+    mask = complete_mask(lives) & (lives["lifetime_s"].to_numpy(dtype=float) < float(threshold_s))
     return lives[mask]
 
 
@@ -450,13 +517,26 @@ def exit_summary(lives: pd.DataFrame) -> pd.DataFrame:
     recorder could not read the exit status), ``exit_code``, ``signal``,
     ``containers``, ``share`` (of all ended containers).
     """
-    ended = lives[_has_remove(lives)]
+    ended = lives.loc[_has_remove(lives), ["exit_code", "signal"]]
     cols = ["outcome", "exit_code", "signal", "containers", "share"]
     if ended.empty:
         return pd.DataFrame({c: [] for c in cols})
-    g = ended.groupby(["exit_code", "signal"], dropna=False, observed=True).size().rename("containers").reset_index()
+    # One int64 per (exit code, signal) and one hash count: a groupby on two nullable
+    # columns is several times slower on millions of rows.
+    code = ended["exit_code"].to_numpy(dtype="float64", na_value=np.nan)
+    sig = ended["signal"].to_numpy(dtype="float64", na_value=np.nan)
+    combined = (np.nan_to_num(code, nan=-(1 << 31)).astype(np.int64) << 32) + np.nan_to_num(sig, nan=-1).astype(np.int64) + 1
+    counts = pd.Series(combined).value_counts()
+    keys = counts.index.to_numpy(dtype=np.int64)
+    code_of, sig_of = keys >> 32, (keys & 0xFFFFFFFF) - 1
+    g = pd.DataFrame({
+        "exit_code": pd.array(np.where(code_of == -(1 << 31), 0, code_of), dtype="Int32"),
+        "signal": pd.array(np.where(sig_of < 0, 0, sig_of), dtype="Int32"),
+        "containers": counts.to_numpy(),
+    })
+    g.loc[code_of == -(1 << 31), "exit_code"] = pd.NA
+    g.loc[sig_of < 0, "signal"] = pd.NA
     g = g.sort_values(["containers", "exit_code"], ascending=[False, True], kind="stable", ignore_index=True)
-    g = g.astype({"exit_code": "Int32", "signal": "Int32"})
     g["outcome"] = [outcome_label(c, s) for c, s in zip(g["exit_code"], g["signal"])]  # one per distinct outcome
     g["share"] = g["containers"] / len(ended)
     return g[cols]
@@ -465,13 +545,17 @@ def exit_summary(lives: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- who
 
 
-def group_label(frame: pd.DataFrame, columns: Sequence[str], missing: str = "(unknown)") -> pd.Series:
-    """``a/b`` labels for grouped rows (small frames: one per group)."""
-    parts = [frame[c].astype(object).where(frame[c].notna(), missing).astype(str) for c in columns]
-    label = parts[0]
-    for p in parts[1:]:
-        label = label + "/" + p
-    return label
+def group_label(frame: pd.DataFrame, columns: Sequence[str], missing: str = "-", none: str = "(none)") -> pd.Series:
+    """``a/b`` labels for grouped rows (small frames: one per group). A missing part
+    shows as ``-``; a group with every part missing (e.g. the pod of a container not
+    started by Kubernetes) as ``(none)``."""
+    parts = [frame[c].astype(object) for c in columns]
+    label = None
+    for p in parts:
+        text = p.where(p.notna(), missing).astype(str)
+        label = text if label is None else label + "/" + text
+    all_missing = np.logical_and.reduce([p.isna().to_numpy() for p in parts]) if parts else np.zeros(len(frame), bool)
+    return label.where(~all_missing, none)
 
 
 def top_churners(
@@ -479,8 +563,8 @@ def top_churners(
 ) -> pd.DataFrame:
     """Who starts and stops the most containers, grouped ``by`` one of :data:`BY_COLUMNS`.
 
-    Columns: ``group`` (label; ``(unknown)`` where the field is unknown, e.g. the image of a
-    container not started by Kubernetes), the grouping columns, ``containers``,
+    Columns: ``group`` (label; ``(none)`` where the field is unknown, e.g. the image
+    of a container not started by Kubernetes), the grouping columns, ``containers``,
     ``starts``, ``stops``, ``running`` (at the end of the data), ``short_lived``,
     ``failed`` (ended with a non-zero exit or a signal), ``p50_lifetime_s``.
     Sorted by starts + stops, highest first; ``n=None`` keeps every group.
@@ -494,7 +578,7 @@ def top_churners(
         if k not in lives.columns:
             lives = lives.assign(**{k: pd.Categorical([None] * len(lives))})
     has_remove = _has_remove(lives)
-    done = _complete_mask(lives)
+    done = complete_mask(lives)
     exit_code = lives["exit_code"].to_numpy(dtype="float64", na_value=np.nan)
     sig = lives["signal"].to_numpy(dtype="float64", na_value=np.nan)
     metrics = pd.DataFrame({
@@ -522,8 +606,40 @@ def top_churners(
 
 # ---------------------------------------------------------------- restart loops
 
-K8S_KEY = ["namespace", "pod", "container_name"]
+K8S_KEY = ["pod_namespace", "pod_name", "container_name"]
 HOST_KEY = ["host", "manager", "hostname", "command"]
+
+
+def _logical_keys(lives: pd.DataFrame, is_k8s: np.ndarray) -> np.ndarray:
+    """An int64 per lifetime naming its logical container (see :func:`restart_loops`).
+
+    Built from per-host codes and category codes by arithmetic, with no global hash
+    table: pods and hostnames are numbered within each host (a pod's restarts all
+    happen on its node), then combined with the small categorical columns. Keys of
+    Kubernetes containers are even, the others odd, so the two kinds never meet.
+    """
+    host, _ = _codes(lives["host"])
+    parts_k8s = [codes_within(lives["pod_name"], host), lives["pod_namespace"], lives["container_name"]]
+    parts_host = [codes_within(lives["hostname"], host) if "hostname" in lives else np.full(len(lives), -1),
+                  host, lives["manager"], lives["command"]]
+
+    def combine(parts) -> np.ndarray:
+        key = np.zeros(len(lives), dtype=np.int64)
+        span = 1
+        for part in parts:
+            if isinstance(part, np.ndarray):
+                c, width = part, int(part.max()) + 2 if len(part) else 1
+            else:
+                c, width = _codes(part)
+                width += 1
+            if span * width >= 1 << 61:  # renumber before the product could overflow
+                key, uniq = pd.factorize(key)
+                key, span = key.astype(np.int64), len(uniq) + 1
+            key = key * width + (c + 1)
+            span *= width
+        return key
+
+    return np.where(is_k8s, combine(parts_k8s) * 2, combine(parts_host) * 2 + 1)
 
 
 def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1h") -> pd.DataFrame:
@@ -532,7 +648,8 @@ def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1
     A *logical* container is what a person would call "the same container":
 
     - with Kubernetes fields: namespace, pod and container name (each restart of a
-      crash-looping container is a new container ID in the same pod);
+      crash-looping container is a new container ID in the same pod; a pod runs on
+      one node, so its host is part of the key too, at no cost in meaning);
     - without: host, manager, hostname and command (``docker run --restart``,
       systemd units, scripts running runc in a loop).
 
@@ -540,7 +657,7 @@ def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1
     (sliding, found with one ``searchsorted`` over all candidates at once).
 
     Columns: ``logical_container`` (label), ``kind`` (``kubernetes`` | ``host``),
-    the key columns, ``image``, ``restarts`` (starts - 1 over all the data),
+    the key columns, ``image_name``, ``restarts`` (starts - 1 over all the data),
     ``max_restarts_in_window``, ``window_start``/``window_end`` (the densest window),
     ``first_start``, ``last_start``, ``p50_lifetime_s`` (its typical lifetime),
     ``last_exit_code``, ``last_signal``, ``last_outcome`` (how its latest ended run
@@ -550,23 +667,19 @@ def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1
     win = parse_duration(window)
     if "manager" not in lives.columns:
         lives = fields.with_manager(lives)
-    for c in K8S_KEY + HOST_KEY + ["image"]:
+    for c in K8S_KEY + HOST_KEY + ["image_name"]:
         if c not in lives.columns:
             lives = lives.assign(**{c: pd.Categorical([None] * len(lives))})
-    st = lives[_bools(lives["start_type"].notna())]
-    cols = ["logical_container", "kind", *K8S_KEY, *HOST_KEY, "image", "restarts", "max_restarts_in_window",
+    cols = ["logical_container", "kind", *K8S_KEY, *HOST_KEY, "image_name", "restarts", "max_restarts_in_window",
             "window_start", "window_end", "first_start", "last_start", "p50_lifetime_s",
             "last_exit_code", "last_signal", "last_outcome", "last_status"]
-    if len(st) <= threshold:
+    started = np.flatnonzero(_bools(lives["start_type"].notna()))
+    if len(started) <= threshold:
         return pd.DataFrame({c: [] for c in cols})
-
-    is_k8s = _bools(st["namespace"].notna() & st["pod"].notna())
-    key = np.empty(len(st), np.int64)
-    kc, ku = fields.combined_codes(st[is_k8s], K8S_KEY)
-    hc, _ = fields.combined_codes(st[~is_k8s], HOST_KEY)
-    key[is_k8s] = kc
-    key[~is_k8s] = hc + len(ku)
-    t = _asi8(st["start"])
+    is_k8s_all = _bools(lives["pod_namespace"].notna() & lives["pod_name"].notna())
+    key_all = _logical_keys(lives, is_k8s_all)
+    is_k8s, key = is_k8s_all[started], key_all[started]
+    t = _asi8(lives["start"])[started]
     order = np.lexsort((t, key))
     k, t = key[order], t[order]
     first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
@@ -576,7 +689,7 @@ def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1
     if not cand.any():
         return pd.DataFrame({c: [] for c in cols})
     row_cand = np.repeat(cand, counts)
-    k_c, t_c, order_c = k[row_cand], t[row_cand], order[row_cand]
+    t_c, order_c = t[row_cand], order[row_cand]
     counts_c = counts[cand]
     first_c = np.r_[0, np.cumsum(counts_c)[:-1]]
     # Sliding window over all candidates at once: shift each group onto its own
@@ -600,15 +713,16 @@ def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1
 
     loop_groups = np.flatnonzero(looping)
     rows = np.repeat(looping, counts_c)
-    sel = st.iloc[order_c[rows]].reset_index(drop=True)
+    used = list(dict.fromkeys(K8S_KEY + HOST_KEY + ["image_name", "start", "lifetime_s", "status", "start_type", "exit_code", "signal"]))
+    sel = lives[used].iloc[started[order_c[rows]]].reset_index(drop=True)
     sel["_g"] = gid[rows]
     g = sel.groupby("_g", sort=True)
     last = sel.drop_duplicates("_g", keep="last").set_index("_g")
     ended = sel[_bools(sel["status"].isin(["ended", "orphan"]))].drop_duplicates("_g", keep="last").set_index("_g")
-    done = sel[_complete_mask(sel)]
+    done = sel[complete_mask(sel)]
     idx = pd.Index(loop_groups, name="_g")
     out = pd.DataFrame(index=idx)
-    for c in K8S_KEY + HOST_KEY + ["image"]:
+    for c in K8S_KEY + HOST_KEY + ["image_name"]:
         out[c] = last[c].reindex(idx).astype(object)
     out["kind"] = np.where(is_k8s[order_c][first_c][loop_groups], "kubernetes", "host")
     out["restarts"] = counts_c[loop_groups] - 1
@@ -627,7 +741,7 @@ def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1
     ]  # one per loop found, not per event
     out["last_status"] = last["status"].reindex(out.index).astype(str).to_numpy()
     k8s_label = group_label(out, K8S_KEY)
-    host_label = out["host"].astype(str) + ": " + group_label(out, ["manager", "hostname"], "-") + " " + out["command"].fillna("").astype(str)
+    host_label = out["host"].astype(str) + ": " + group_label(out, ["manager", "hostname"], none="-/-") + " " + out["command"].astype(object).fillna("").astype(str)
     out["logical_container"] = np.where(out["kind"] == "kubernetes", k8s_label, host_label)
     out = out.sort_values(["max_restarts_in_window", "restarts"], ascending=False, kind="stable")
     return out[cols].reset_index(drop=True)

@@ -1,14 +1,16 @@
-"""Columns derived from the raw recording: Kubernetes names, the manager, the command.
+"""Columns the analysis groups by: Kubernetes names, the manager, the command line.
 
-Why these exist: the recording keeps what runc saw (the OCI spec's annotations map,
-runc's ``--root``, the init's argv). People ask about pods, images and "which tool
-started this". The answers are *derived*, so they live here, once, and both the file
-reader (:mod:`runctrace.analysis.io`, which derives them batch by batch so the large
-annotations map never has to sit in memory whole) and the pandas functions below use
-the same definitions.
+Since schema version 2 the recorder writes the Kubernetes fields (``pod_namespace``,
+``pod_name``, ``container_name``, ``image_name``, ``is_sandbox``) and ``manager``
+itself, and those typed columns are used as they are. Version-1 recordings have
+only the raw material (the spec's ``annotations`` map, runc's ``--root``); for them
+the same columns are derived here, with the recorder's own definitions
+(:data:`runctrace.enrich.K8S_ANNOTATIONS`, :func:`runctrace.enrich.manager_of`), so
+a dataset mixing both versions groups consistently.
 
-Everything is vectorised: Arrow compute on the map column, or a Python function
-applied to each *distinct* value (a few hundred runtime roots, not millions of rows).
+Everything is vectorised: the annotations map is read through its dictionary codes
+with numpy (:func:`annotation_arrays`), and per-value Python runs once per
+*distinct* value (a few hundred runtime roots), never per row.
 """
 
 from __future__ import annotations
@@ -20,42 +22,34 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runctrace.enrich import K8S_ANNOTATIONS, manager_of
+
 MAP_TYPE = pa.map_(pa.string(), pa.string())
+DICT_TYPE = pa.dictionary(pa.int32(), pa.string())
 
-# Derived column -> annotation keys, first found wins. containerd's CRI plugin writes
-# io.kubernetes.cri.*; CRI-O writes io.kubernetes.cri-o.* and copies the kubelet's
-# io.kubernetes.pod.* / io.kubernetes.container.name labels into the spec.
-KUBERNETES_ANNOTATIONS: Dict[str, tuple] = {
-    "namespace": ("io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"),
-    "pod": ("io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"),
-    "container_name": ("io.kubernetes.cri.container-name", "io.kubernetes.container.name"),
-    "image": ("io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName"),
-    "container_type": ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"),
-}
-KUBERNETES_COLUMNS = tuple(KUBERNETES_ANNOTATIONS)
+# Typed columns of schema v2 that version-1 files lack, derived from annotations.
+KUBERNETES_COLUMNS = ("pod_namespace", "pod_name", "container_name", "image_name", "is_sandbox")
+_STRING_KEYS = {c: K8S_ANNOTATIONS[c] for c in KUBERNETES_COLUMNS if c in K8S_ANNOTATIONS}
+_TYPE_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
 
-# The manager named by the spec itself, when it names one: podman and CRI-O write
-# io.container.manager ("libpod", "cri-o"); CRI-O also leaves its own keys. This
-# matters because CRI-O and podman both default to runc's own root, /run/runc, so
-# the root alone would call their containers "runc (by hand)".
+# The manager a version-1 spec names: podman and CRI-O write io.container.manager
+# ("libpod", "cri-o"); CRI-O also leaves io.kubernetes.cri-o.* keys. Needed because
+# CRI-O and podman both default to runc's own root (/run/runc), where the root alone
+# would say "by-hand".
 ANNOTATED_MANAGER = "annotated_manager"
 _MANAGER_ANNOTATION = "io.container.manager"
-_MANAGER_NAMES = {"libpod": "podman", "cri-o": "cri-o", "crio": "cri-o"}
+_MANAGER_NAMES = {"libpod": "conmon", "cri-o": "cri-o", "crio": "cri-o"}  # enrich.py's vocabulary
 _CRIO_MARKERS = ("io.kubernetes.cri-o.ContainerType", "io.kubernetes.cri-o.SandboxID")
-_CONTAINERD_CRI_MARKER = "io.kubernetes.cri.container-type"
 
 DERIVED_FROM_ANNOTATIONS = KUBERNETES_COLUMNS + (ANNOTATED_MANAGER,)
 
-
-# ---------------------------------------------------------------- Arrow level
-
-
 _WANTED = tuple(dict.fromkeys(
-    [k for keys in KUBERNETES_ANNOTATIONS.values() for k in keys]
-    + [_MANAGER_ANNOTATION, *_CRIO_MARKERS, _CONTAINERD_CRI_MARKER]
+    [k for keys in _STRING_KEYS.values() for k in keys] + [*_TYPE_KEYS, _MANAGER_ANNOTATION, *_CRIO_MARKERS]
 ))
 _SLOT = {k: i for i, k in enumerate(_WANTED)}
-DICT_TYPE = pa.dictionary(pa.int32(), pa.string())
+
+
+# ---------------------------------------------------------------- Arrow level
 
 
 def _dictionary(arr: pa.Array) -> pa.DictionaryArray:
@@ -77,15 +71,16 @@ def _compact(codes: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray:
 
 
 def _chunk_columns(chunk: pa.MapArray) -> Dict[str, pa.Array]:
-    """The derived columns of one map chunk, as dictionary arrays.
+    """The derived columns of one map chunk: dictionary arrays, and a bool array
+    for ``is_sandbox``.
 
     ``map_lookup`` costs ~150 ns per row per key and CRI specs carry a dozen keys,
-    so instead: tag every entry with the wanted key it is (``index_in``, on the
-    keys' dictionary when the reader decoded them as one, see
-    :mod:`runctrace.analysis.io`), find each entry's row from the offsets, build a
-    (key, row) -> entry table with one fancy assignment, and pick each column's
-    entry with integer operations. Values are read through their dictionary, so no
-    string is copied or hashed per row.
+    so instead, in one pass over the flattened entries: tag each entry with the
+    wanted key it is (``index_in`` on the keys' dictionary: the reader decodes keys
+    as one, see :mod:`runctrace.analysis.io`), group the tagged entries by key (a
+    radix sort of small ints), find each entry's row from the offsets, and write
+    each column's value codes with one slice assignment per key. Values stay
+    dictionary codes throughout: no string is copied or hashed per row.
 
     Keys are unique within a map: the recorder builds it from the spec's JSON object
     (were one repeated, one of its values would be taken).
@@ -95,50 +90,61 @@ def _chunk_columns(chunk: pa.MapArray) -> Dict[str, pa.Array]:
     lo, hi = int(offsets[0]), int(offsets[-1])
     keys = _dictionary(chunk.keys.slice(lo, hi - lo))  # .keys/.items ignore the slice
     items = _dictionary(chunk.items.slice(lo, hi - lo))
-    tag_of = pc.index_in(keys.dictionary, value_set=pa.array(_WANTED)).fill_null(-1).to_numpy()
-    which = tag_of[keys.indices.to_numpy()] if hi > lo else np.zeros(0, np.int64)
-    value = items.indices.fill_null(-1).to_numpy().astype(np.int64) if hi > lo else np.zeros(0, np.int64)
+    tag_of = pc.index_in(keys.dictionary, value_set=pa.array(_WANTED)).fill_null(-1).to_numpy().astype(np.int8)
+    which = tag_of[keys.indices.to_numpy()] if hi > lo else np.zeros(0, np.int8)
     hits = np.flatnonzero(which >= 0)
-    entry = np.full((len(_WANTED), n), -1, dtype=np.int64)
-    if len(hits):
-        rows = np.repeat(np.arange(n), np.diff(offsets))
-        entry[which[hits], rows[hits]] = hits
+    tag = which[hits]
+    order = np.argsort(tag, kind="stable")
+    hits, tag = hits[order], tag[order]
+    bounds = np.searchsorted(tag, np.arange(len(_WANTED) + 1))
+    rows = np.repeat(np.arange(n), np.diff(offsets))[hits] if len(hits) else hits
+    value = items.indices.take(pa.array(hits)).fill_null(-1).to_numpy().astype(np.int32) if len(hits) else np.zeros(0, np.int32)
+
+    def span(key):
+        j = _SLOT[key]
+        return slice(bounds[j], bounds[j + 1])
 
     def code(key_names) -> np.ndarray:
-        e = entry[_SLOT[key_names[0]]]
-        for k in key_names[1:]:
-            e = np.where(e >= 0, e, entry[_SLOT[k]])
-        return np.where(e >= 0, value[np.maximum(e, 0)] if len(value) else -1, -1)
+        out = np.full(n, -1, dtype=np.int32)
+        for k in reversed(key_names):  # the first key is written last, so it wins
+            sl = span(k)
+            out[rows[sl]] = value[sl]
+        return out
 
-    out = {c: _compact(code(keys_), items.dictionary) for c, keys_ in KUBERNETES_ANNOTATIONS.items()}
+    out: Dict[str, pa.Array] = {c: _compact(code(keys_), items.dictionary) for c, keys_ in _STRING_KEYS.items()}
 
-    # The manager the spec names (io.container.manager), else what the CRI keys imply.
+    kind = _compact(code(_TYPE_KEYS), items.dictionary)
+    sandbox = np.array([v == "sandbox" for v in kind.dictionary.to_pylist()] + [False], dtype=bool)
+    kind_codes = kind.indices.fill_null(-1).to_numpy()
+    out["is_sandbox"] = pa.array(sandbox[kind_codes], mask=kind_codes < 0)
+
+    # The manager the spec names (io.container.manager), else what CRI-O's keys imply.
     named = _compact(code([_MANAGER_ANNOTATION]), items.dictionary)
     names = [_MANAGER_NAMES.get(v, v) for v in named.dictionary.to_pylist()]
-    crio = np.zeros(n, bool)
+    categories = list(dict.fromkeys(names + ["cri-o"]))
+    hint = np.full(n, -1, dtype=np.int64)
     for k in _CRIO_MARKERS:
-        crio |= entry[_SLOT[k]] >= 0
-    containerd = entry[_SLOT[_CONTAINERD_CRI_MARKER]] >= 0
-    categories = list(dict.fromkeys(names + ["cri-o", "containerd"]))
+        hint[rows[span(k)]] = categories.index("cri-o")
     lookup = np.array([categories.index(x) for x in names] + [-1], dtype=np.int64)
     named_codes = named.indices.fill_null(-1).to_numpy().astype(np.int64)
-    hint = np.where(crio, categories.index("cri-o"), np.where(containerd, categories.index("containerd"), -1))
     codes = np.where(named_codes >= 0, lookup[named_codes], hint).astype(np.int32)
     out[ANNOTATED_MANAGER] = pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), pa.array(categories, pa.string()))
     return out
 
 
 def annotation_arrays(annotations) -> Dict[str, pa.ChunkedArray]:
-    """The Kubernetes columns and the annotated manager, from a map<string,string>
-    array (keys/values may be dictionary-encoded), as dictionary-encoded arrays.
+    """The Kubernetes columns and the annotated manager from a map<string,string>
+    array (keys/values may be dictionary-encoded). Strings come back
+    dictionary-encoded, ``is_sandbox`` as bool.
 
     Arrow and numpy only (see :func:`_chunk_columns`); no per-row Python. Used by
-    the file reader on each chunk, and by :func:`with_kubernetes` on a DataFrame.
+    the file reader on each chunk of a version-1 file, and by
+    :func:`with_kubernetes` on a DataFrame.
     """
     chunks = annotations.chunks if isinstance(annotations, pa.ChunkedArray) else [annotations]
     found = [_chunk_columns(c) for c in chunks if len(c)]
     return {
-        column: pa.chunked_array([f[column] for f in found], type=DICT_TYPE)
+        column: pa.chunked_array([f[column] for f in found], type=pa.bool_() if column == "is_sandbox" else DICT_TYPE)
         for column in DERIVED_FROM_ANNOTATIONS
     }
 
@@ -159,30 +165,54 @@ def _arrow(series: pd.Series, type_: pa.DataType) -> pa.ChunkedArray:
     return arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])
 
 
-def _category(arr: pa.ChunkedArray, index: pd.Index) -> pd.Series:
-    if not pa.types.is_dictionary(arr.type):
-        arr = pc.dictionary_encode(arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0))
-    out = pa.table({"c": arr}).to_pandas()["c"]
-    if not isinstance(out.dtype, pd.CategoricalDtype):  # all-null input comes back as object
-        out = out.astype("category")
-    return pd.Series(out.values, index=index)
+def _to_series(arr: pa.ChunkedArray, index: pd.Index) -> pd.Series:
+    if pa.types.is_boolean(arr.type):
+        out = pd.Series(pd.array(arr.to_pylist() if arr.null_count else arr.to_numpy(zero_copy_only=False), dtype="boolean"))
+    else:
+        if not pa.types.is_dictionary(arr.type):
+            arr = pc.dictionary_encode(arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0))
+        out = pa.table({"c": arr}).to_pandas()["c"]
+        if not isinstance(out.dtype, pd.CategoricalDtype):  # all-null input comes back as object
+            out = out.astype("category")
+    return pd.Series(out.array, index=index)
+
+
+def _null_column(name: str, n: int, index: pd.Index) -> pd.Series:
+    if name == "is_sandbox":
+        return pd.Series(pd.array([pd.NA] * n, dtype="boolean"), index=index)
+    return pd.Series(pd.Categorical([None] * n), index=index)
 
 
 def with_kubernetes(events: pd.DataFrame) -> pd.DataFrame:
-    """Add ``namespace``, ``pod``, ``container_name``, ``image``, ``container_type``.
+    """Make sure ``pod_namespace``, ``pod_name``, ``container_name``, ``image_name``
+    and ``is_sandbox`` are there and filled.
 
-    Also ``annotated_manager`` (see :func:`with_manager`). A frame that already has
-    them (the file reader derives them while reading) is returned unchanged; a frame
-    with no ``annotations`` column gets empty ones, so later steps need not check.
+    Values already in those columns (schema v2, or the file reader, which derives
+    them while reading) are kept; missing ones are derived from ``annotations``
+    when the frame has that column (hand-made frames, version-1 files). Also adds
+    ``annotated_manager`` (see :func:`with_manager`) when it derives.
     """
-    missing = [c for c in DERIVED_FROM_ANNOTATIONS if c not in events.columns]
-    if not missing:
+    n = len(events)
+    present = {c: events[c] for c in KUBERNETES_COLUMNS if c in events.columns}
+    need = [c for c in KUBERNETES_COLUMNS if c not in present or present[c].isna().any()]
+    if not need:
         return events
-    if "annotations" in events.columns and len(events):
-        derived = annotation_arrays(_arrow(events["annotations"], MAP_TYPE))
-        new = {c: _category(derived[c], events.index) for c in missing}
-    else:
-        new = {c: pd.Series(pd.Categorical([None] * len(events)), index=events.index) for c in missing}
+    if "annotations" not in events.columns or not n or events["annotations"].isna().all():
+        return events.assign(**{c: _null_column(c, n, events.index) for c in KUBERNETES_COLUMNS if c not in present})
+    derived = annotation_arrays(_arrow(events["annotations"], MAP_TYPE))
+    new = {}
+    for c in need + ([ANNOTATED_MANAGER] if ANNOTATED_MANAGER not in events.columns else []):
+        value = _to_series(derived[c], events.index)
+        if c in present:
+            old = present[c]
+            if isinstance(old.dtype, pd.CategoricalDtype) or isinstance(value.dtype, pd.CategoricalDtype):
+                old, value = old.astype(object), value.astype(object)
+            value = old.where(old.notna(), value)
+            if c != "is_sandbox":
+                value = value.astype("category")
+            else:
+                value = value.astype("boolean")
+        new[c] = value
     return events.assign(**new)
 
 
@@ -192,42 +222,24 @@ def with_command(events: pd.DataFrame) -> pd.DataFrame:
         return events
     if "process_args" in events.columns and len(events):
         arr = joined_args(_arrow(events["process_args"], pa.list_(pa.string())))
-        return events.assign(command=_category(arr, events.index))
+        return events.assign(command=_to_series(arr, events.index))
     return events.assign(command=pd.Categorical([None] * len(events)))
 
 
-def manager_from_root(root: Optional[str]) -> str:
-    """Who called runc, judged from runc's ``--root`` (its state directory).
+def manager_from_root(root: Optional[str], annotated: Optional[str] = None) -> str:
+    """Who called runc, for a recording that did not say (schema version 1).
 
-    Each manager keeps runc's state under its own root:
-
-    - ``/run/containerd/runc/<namespace>``: containerd's runc shim. Namespace ``moby``
-      is Docker (Docker >= 20.10 runs containers through containerd).
-    - ``/run/docker/runtime-runc/<namespace>``: Docker's own runtime configuration.
-    - a path with ``crio``/``cri-o`` in it: CRI-O (through conmon).
-    - a path with ``libpod``/``podman`` in it: podman.
-    - no ``--root``, ``/run/runc``, or ``$XDG_RUNTIME_DIR/runc``: runc's default, so a
-      person or a script ran runc by hand (CRI-O and podman also default here; their
-      annotations tell them apart, see :func:`with_manager`).
+    The recorder's own rule (:func:`runctrace.enrich.manager_of`: ``/run/docker/``
+    is docker, a ``/containerd/`` root is containerd, anything else by hand), after
+    two things only a version-1 reader has to look at: the manager a spec's
+    annotations name (``cri-o``; podman's ``libpod`` is ``conmon``, as the recorder
+    calls podman's containers) and a root with ``crio`` in its path.
     """
-    if not root or not isinstance(root, str):
-        return "runc"
-    r = root.rstrip("/")
-    parts = r.split("/")
-    if r.startswith(("/run/containerd/runc", "/var/run/containerd/runc")):
-        namespace = parts[-1] if parts[-1] != "runc" else ""
-        return "docker" if namespace == "moby" else "containerd"
-    if "/docker/" in r + "/" or r.startswith(("/run/docker", "/var/run/docker")):
-        return "docker"
-    if "crio" in r or "cri-o" in r or "conmon" in r:
+    if annotated:
+        return annotated
+    if root and ("crio" in root or "cri-o" in root):
         return "cri-o"
-    if "libpod" in r or "podman" in r:
-        return "podman"
-    if r in ("/run/runc", "/var/run/runc") or (r.startswith("/run/user/") and parts[-1] == "runc"):
-        return "runc"
-    if "containerd" in r:
-        return "containerd"
-    return "other"
+    return manager_of(root, None, None)
 
 
 def map_distinct(frame: pd.DataFrame, columns: Sequence[str], func: Callable[..., object]) -> pd.Series:
@@ -255,8 +267,9 @@ def combined_codes(frame: pd.DataFrame, columns: Sequence[str]):
     Returns ``(codes, uniques)``: ``codes[i]`` numbers row ``i``'s combination
     (0, 1, ... in order of first appearance) and row ``c`` of the ``uniques`` frame
     holds combination ``c``. Missing values are a value of their own. Works on
-    category codes, so it is one int64 hash whatever the strings are; the running
-    code is re-numbered whenever the next multiplication could overflow int64.
+    category codes (or one hash per non-categorical column), then int64
+    arithmetic; the running code is renumbered whenever the next multiplication
+    could overflow.
     """
     n = len(frame)
     combined = np.zeros(n, dtype=np.int64)
@@ -283,24 +296,25 @@ def combined_codes(frame: pd.DataFrame, columns: Sequence[str]):
 
 
 def with_manager(events: pd.DataFrame) -> pd.DataFrame:
-    """Add ``manager``: containerd, docker, cri-o, podman, runc (by hand) or other.
+    """Make sure ``manager`` is filled: containerd, docker, cri-o, conmon or by-hand.
 
-    A ``manager`` column already in the data (a later recorder may record it) wins
-    where it is set; then the manager the annotations name; then the runtime root
-    (:func:`manager_from_root`).
+    The recorder's ``manager`` column (schema v2) wins where it is set; elsewhere
+    :func:`manager_from_root` decides, once per distinct (root, annotated manager).
     """
+    if "manager" in events.columns and not events["manager"].isna().any():
+        return events
+    if not len(events):
+        return events if "manager" in events.columns else events.assign(manager=pd.Categorical([]))
     events = with_kubernetes(events)
     cols = [c for c in ("manager", ANNOTATED_MANAGER, "runtime_root") if c in events.columns]
-    if not len(events):
-        return events.assign(manager=pd.Categorical([]))
 
     def decide(*values):
         given = dict(zip(cols, values))
-        return given.get("manager") or given.get(ANNOTATED_MANAGER) or manager_from_root(given.get("runtime_root"))
+        return given.get("manager") or manager_from_root(given.get("runtime_root"), given.get(ANNOTATED_MANAGER))
 
     return events.assign(manager=map_distinct(events, cols, decide))
 
 
 def derive_all(events: pd.DataFrame) -> pd.DataFrame:
-    """Every derived column: Kubernetes fields, ``command`` and ``manager``."""
+    """Every column the churn functions group by: Kubernetes fields, ``command``, ``manager``."""
     return events.pipe(with_kubernetes).pipe(with_command).pipe(with_manager)

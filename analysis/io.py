@@ -3,33 +3,42 @@
 A *recording* is one or more Parquet files in the schema of :mod:`runctrace.schema`.
 Accepted paths, mixed freely:
 
-- a file (what ``runctrace record`` writes);
-- a directory of Parquet files, searched recursively, read as one
-  ``pyarrow.dataset``. Hive-style directories (``host=<name>/date=<YYYY-MM-DD>/``)
-  are understood: ``--host`` and the time range prune whole directories before any
-  file is opened;
+- a file (``runctrace record -o FILE.parquet``);
+- a directory of Parquet files, searched recursively and read as one
+  ``pyarrow.dataset``: the recorder's dataset layout
+  ``DIR/host=<name>/date=<YYYY-MM-DD>/part-*.parquet`` (``host`` lives in the path
+  only), or any other tree of recordings;
 - several of either, e.g. one per host.
 
 What is pushed down to the Parquet reader, and what is not:
 
-- time (``since``/``until``) and ``host`` are Arrow dataset filters: row groups whose
-  statistics fall outside are skipped, and partition directories are pruned.
-- namespace and image come from the ``annotations`` MAP column. Parquet keeps no
-  usable statistics for map values and Arrow cannot push a predicate on a map key
-  into the scan, so those filters run *right after* each batch is decoded, on the
-  columns derived from the map; the map itself is then dropped so it never sits in
-  memory whole.
+- time (``since``/``until``) and ``host`` are Arrow dataset filters: row groups
+  whose statistics fall outside are skipped, and ``host=``/``date=`` directories
+  are pruned before any file in them is opened.
+- namespace and image: for schema-version-2 files they are typed columns
+  (``pod_namespace``, ``image_name``) and are pushed down too. Version-1 files
+  only have them inside the ``annotations`` MAP column; Parquet keeps no usable
+  statistics for map values and Arrow cannot push a predicate on a map key into the
+  scan, so for those files the filter runs *right after* each chunk is decoded, on
+  the columns derived from the map, and the map is then dropped so it never sits
+  in memory whole.
 
-Small reads are batched: a live recording writes one row group per second, so a
-day of a quiet host is thousands of tiny row groups. Batches are gathered into
-chunks of :data:`CHUNK_ROWS` before the derived columns are computed, so the cost
-per row group is a list append, not a dozen Arrow calls.
+Small reads are batched: a live recording writes one small file or row group per
+second, so a day of a quiet host is thousands of tiny pieces. Batches are gathered
+into chunks of :data:`CHUNK_ROWS` before anything is derived, so the cost per row
+group is a list append, not a dozen Arrow calls.
 
-Schema versions: the Arrow schema metadata key ``runctrace.schema_version`` says
-which schema wrote a file (the current one is :data:`runctrace.schema.SCHEMA_VERSION`).
-Files without the key (written before it existed) and files from a newer version are
-read as long as they have the columns the analysis needs; what was assumed is
-returned as notes (``Recordings.notes``). Columns a file lacks are read as nulls.
+Schema versions: the key ``runctrace.schema_version`` says which schema wrote a
+file (the current one is :data:`runctrace.schema.SCHEMA_VERSION`). Version-1 files
+lack the enrichment columns: they are read as nulls, and the Kubernetes fields are
+derived from the annotations instead (:mod:`runctrace.analysis.fields`). Files
+without the key (written before it existed) and files from a newer version are read
+as long as they have the columns the analysis needs; what was assumed is returned
+as notes (``Recordings.notes``).
+
+Compaction (``record --compact``) merges a partition's files into one
+``compact-*.parquet`` that lists its sources (``runctrace.compacted_from``); if a
+crash left sources behind, they are skipped here so no event is counted twice.
 """
 
 from __future__ import annotations
@@ -59,29 +68,33 @@ SYNTHETIC_KEY = b"runctrace.synthetic"
 STATS_KEY = b"runctrace.stats"
 HOST_KEY = b"runctrace.host"
 BACKEND_KEY = b"runctrace.backend"
+COMPACTED_KEY = b"runctrace.compacted_from"
 
 REQUIRED = ("type", "container_id")  # plus one of time / time_ns
 CHUNK_ROWS = 1 << 18
+# How far the scanner reads ahead of the derivation. Arrow's defaults (16 batches,
+# 4 files) keep more decoded batches in flight with no gain in speed here.
+BATCH_READAHEAD = 4
+FRAGMENT_READAHEAD = 1
 
 # What the churn analysis reads by default: small columns only (config_json is KiB
-# per event), plus the derived ones. Ask for more with ``columns=``.
+# per event). Ask for more with ``columns=``.
 RAW_COLUMNS = (
-    "time", "time_ns", "type", "container_id", "container_pid", "host",
-    "runtime_root", "exit_code", "signal", "hostname",
+    "time", "time_ns", "type", "container_id", "container_pid", "host", "runtime_root",
+    "exit_code", "signal", "hostname", "manager", "lifetime_ns", *fields.KUBERNETES_COLUMNS,
 )
-DERIVED_COLUMNS = ("command",) + fields.DERIVED_FROM_ANNOTATIONS
-FUTURE_COLUMNS = ("manager",)  # read when a newer recorder writes it
-DEFAULT_COLUMNS = RAW_COLUMNS + DERIVED_COLUMNS
+DERIVED_COLUMNS = ("command", fields.ANNOTATED_MANAGER)
+DEFAULT_COLUMNS = RAW_COLUMNS + ("command",)
 
 # Repeating strings become pandas categoricals: a tenth of the memory, faster groupby.
-# Not hostname and pod: one value per pod, so a categorical saves little and pandas
-# spends ~0.1 s per 400k categories checking they are unique.
+# Not hostname and pod_name: one value per pod, so a categorical saves little and
+# pandas spends ~0.1 s per 400k categories checking they are unique.
 _CATEGORICAL = {
-    "type", "host", "backend", "runtime", "runtime_root", "cwd", "command",
-    "manager", *(set(fields.DERIVED_FROM_ANNOTATIONS) - {"pod"}),
+    "type", "host", "backend", "runtime", "runtime_root", "cwd", "command", "manager", "caller",
+    "pod_namespace", "container_name", "image_name", fields.ANNOTATED_MANAGER,
 }
 # Decoded through the Parquet dictionary even when returned as plain strings.
-_READ_AS_DICTIONARY = _CATEGORICAL | {"hostname"}
+_READ_AS_DICTIONARY = _CATEGORICAL | {"hostname", "pod_name"}
 _ALWAYS_SCANNED = ("time", "time_ns", "type", "container_id", "host")
 
 
@@ -98,6 +111,12 @@ class FileInfo:
     host: Optional[str]
     backend: Optional[str]
     stats: dict = field(default_factory=dict)
+    compacted_from: List[str] = field(default_factory=list)
+
+    @property
+    def enriched(self) -> bool:
+        """Has the typed Kubernetes columns (schema >= 2): no need to parse annotations."""
+        return all(c in self.schema.names for c in fields.KUBERNETES_COLUMNS)
 
 
 def _read_footer(path: str, source: str) -> FileInfo:
@@ -118,10 +137,14 @@ def _read_footer(path: str, source: str) -> FileInfo:
             f"{path} is a Parquet file but not a runctrace recording: it has no column "
             f"{', '.join(missing)} (it has {', '.join(schema.names[:8])}{', ...' if len(names) > 8 else ''})"
         )
-    try:
-        stats = json.loads(kv.get(STATS_KEY, b"{}") or b"{}")
-    except ValueError:
-        stats = {}
+
+    def load_json(key, default):
+        try:
+            value = json.loads(kv.get(key) or b"null")
+        except ValueError:
+            return default
+        return value if isinstance(value, type(default)) else default
+
     decode = lambda key: kv[key].decode("utf-8", "replace") if key in kv else None  # noqa: E731
     return FileInfo(
         path=path,
@@ -132,13 +155,27 @@ def _read_footer(path: str, source: str) -> FileInfo:
         synthetic=kv.get(SYNTHETIC_KEY, b"").lower() in (b"true", b"1", b"yes"),
         host=decode(HOST_KEY),
         backend=decode(BACKEND_KEY),
-        stats=stats if isinstance(stats, dict) else {},
+        stats=load_json(STATS_KEY, {}),
+        compacted_from=[s for s in load_json(COMPACTED_KEY, []) if isinstance(s, str)],
     )
+
+
+COUNTERS = ("adds", "removes", "lost", "missed")
+_SESSION_FILE = re.compile(r"^(?:part|compact)-\d+-(\d+)-\d+\.parquet$")
+
+
+def _session(info: FileInfo) -> str:
+    """Which recorder run wrote a file: host and recorder PID for the dataset layout
+    (``part-<first ns>-<pid>-<seq>.parquet``); otherwise the file is its own run."""
+    m = _SESSION_FILE.match(os.path.basename(info.path))
+    host = info.host or os.path.dirname(info.path)
+    return f"{host}:{m.group(1)}" if m else info.path
 
 
 def _parquet_files(directory: str) -> List[str]:
     """Every ``*.parquet`` under ``directory``, skipping hidden and ``_``-prefixed
-    entries (Spark's ``_SUCCESS``, editors' ``.swp``), in a stable order."""
+    entries (the recorder's ``.part-*.tmp`` files in flight, Spark's ``_SUCCESS``),
+    in a stable order."""
     out = []
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
@@ -172,6 +209,21 @@ def _glob_regex(patterns: Sequence[str]) -> str:
     return "^(?:" + "|".join(one(p) for p in patterns) + ")$"
 
 
+def _name_filter(column: str, patterns: Sequence[str]) -> ds.Expression:
+    """Exact names as ``isin`` (row-group statistics can prune), patterns as a regex."""
+    exact = [p for p in patterns if not any(ch in p for ch in "*?")]
+    globs = [p for p in patterns if p not in exact]
+    parts = []
+    if exact:
+        parts.append(ds.field(column).isin(exact))
+    if globs:
+        parts.append(pc.match_substring_regex(ds.field(column).cast(pa.string()), pattern=_glob_regex(globs)))
+    expr = parts[0]
+    for p in parts[1:]:
+        expr = expr | p
+    return expr
+
+
 def _to_timestamp(value) -> pd.Timestamp:
     ts = pd.Timestamp(value)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
@@ -190,22 +242,31 @@ class Recordings:
             paths = [paths]
         self.paths = [os.fspath(p) for p in paths]
         self.notes: List[str] = []
-        self._sources = []  # (source path, [files], hive base or None)
+        found = []  # (source path, [files], hive base or None)
         todo = []
         for path in self.paths:
             if os.path.isdir(path):
                 files = _parquet_files(path)
                 if not files:
                     self.notes.append(f"{path}: no .parquet files in this directory")
-                self._sources.append((path, files, path))
+                found.append((path, files, path))
             elif os.path.exists(path):
-                files = [path]
-                self._sources.append((path, files, None))
+                found.append((path, [path], None))
             else:
                 raise RunctraceError(f"{path}: no such file or directory")
-            todo.extend((f, path) for f in files)
+            todo.extend((f, path) for f in found[-1][1])
         with ThreadPoolExecutor(max_workers=8) as pool:
-            self._infos = list(pool.map(lambda a: _read_footer(*a), todo))
+            infos = list(pool.map(lambda a: _read_footer(*a), todo))
+        # A compacted file replaces the files it lists (same directory); after a
+        # crash they can still be there: read each event once.
+        replaced = {
+            os.path.join(os.path.dirname(i.path), name)
+            for i in infos for name in i.compacted_from if "/" not in name and name != os.path.basename(i.path)
+        }
+        self._infos = [i for i in infos if i.path not in replaced]
+        self._sources = [(src, [f for f in files if f not in replaced], base) for src, files, base in found]
+        if replaced & {i.path for i in infos}:
+            self.notes.append(f"skipped {len(replaced & {i.path for i in infos})} file(s) already merged into a compact-*.parquet")
         self._check_versions()
 
     def _check_versions(self) -> None:
@@ -213,8 +274,13 @@ class Recordings:
         if unversioned:
             self.notes.append(
                 f"{len(unversioned)} file(s) carry no schema version (written before runctrace "
-                f"recorded one, e.g. {unversioned[0]}); read as version {SCHEMA_VERSION}, "
-                "columns they lack are empty"
+                f"recorded one, e.g. {unversioned[0]}); read as version 1"
+            )
+        old = [i.path for i in self._infos if not i.enriched]
+        if old:
+            self.notes.append(
+                f"{len(old)} file(s) predate schema version 2 (e.g. {old[0]}): Kubernetes fields and "
+                "the manager are derived from their annotations and runc root; they have no 'initial' events"
             )
         newer = sorted({i.schema_version for i in self._infos if i.schema_version and _newer(i.schema_version)})
         if newer:
@@ -229,19 +295,35 @@ class Recordings:
 
     @property
     def files(self) -> pd.DataFrame:
-        """One row per file: path, host, rows, schema version, synthetic, and the
-        recorder's own counters from the footer (adds, removes, lost, missed)."""
+        """One row per file: path, host, rows, schema version, synthetic, the
+        recorder session that wrote it, and that recorder's counters from the footer
+        (adds, removes, lost, missed) as they stood when the file was written."""
         rows = []
         for i in self._infos:
             s = i.stats
             rows.append({
                 "path": i.path, "source": i.source, "host": i.host, "rows": i.rows,
                 "schema_version": i.schema_version, "synthetic": i.synthetic, "backend": i.backend,
-                **{k: s.get(k) for k in ("adds", "removes", "lost", "missed")},
+                "session": _session(i),
+                **{k: s.get(k) for k in COUNTERS},
             })
-        cols = ["path", "source", "host", "rows", "schema_version", "synthetic", "backend",
-                "adds", "removes", "lost", "missed"]
+        cols = ["path", "source", "host", "rows", "schema_version", "synthetic", "backend", "session", *COUNTERS]
         return pd.DataFrame(rows, columns=cols)
+
+    def recorder_counters(self) -> dict:
+        """The recorders' own counters over the whole dataset (None if no file has them).
+
+        A recorder writes its counters *so far* into every file it flushes, so per
+        recorder session the latest (largest) value is the total; sessions are then
+        added up. Adding every file's counters instead would count a loss once per
+        file written after it.
+        """
+        files = self.files
+        out = {}
+        for k in COUNTERS:
+            values = pd.to_numeric(files[k], errors="coerce")
+            out[k] = None if values.isna().all() else int(values.groupby(files["session"]).max().fillna(0).sum())
+        return out
 
     @property
     def rows(self) -> int:
@@ -250,13 +332,14 @@ class Recordings:
     # ------------------------------------------------------------------ data
 
     def events(self, *, sort: bool = True, **filters) -> pd.DataFrame:
-        """The events as a pandas DataFrame, one row each, filtered, with derived columns.
+        """The events as a pandas DataFrame, one row each, filtered.
 
         Filters and ``columns`` as for :meth:`table`. ``sort``: by time; the churn
         functions do not need it, so ``runctrace report`` skips it.
 
-        Repeating strings (type, host, runtime_root, image, ...) are categoricals;
-        ``container_id`` is a string column; int32 columns are nullable ``Int32``.
+        Repeating strings (type, host, runtime_root, image_name, ...) are
+        categoricals; ``container_id``, ``hostname`` and ``pod_name`` are strings;
+        int32 columns are nullable ``Int32``, ``is_sandbox`` nullable ``boolean``.
         """
         df = to_pandas(self.table(**filters))
         if sort and len(df) and not df["time_ns"].is_monotonic_increasing:
@@ -277,28 +360,29 @@ class Recordings:
 
         ``since``/``until``: anything ``pandas.Timestamp`` reads; naive times are UTC;
         ``since`` is inclusive, ``until`` exclusive. ``hosts``: exact names.
-        ``namespaces``/``images``: exact names or shell patterns (``nginx*``).
+        ``namespaces``/``images``: exact names or shell patterns (``nginx*``),
+        matched against ``pod_namespace`` / ``image_name``.
         ``columns``: which columns to return (default :data:`DEFAULT_COLUMNS`); any
-        schema column (e.g. ``config_json``, ``annotations``) or derived column.
+        schema column (e.g. ``config_json``, ``annotations``) or ``command``.
         """
         columns = list(DEFAULT_COLUMNS if columns is None else columns)
-        for c in ("time", "time_ns", "type", "container_id", "host"):
+        for c in _ALWAYS_SCANNED:
             if c not in columns:
                 columns.append(c)
+        if not all(i.enriched for i in self._infos) and fields.ANNOTATED_MANAGER not in columns:
+            columns.append(fields.ANNOTATED_MANAGER)  # version-1 files: see fields.with_manager
         since = _to_timestamp(since) if since is not None else None
         until = _to_timestamp(until) if until is not None else None
-        ns_regex = _glob_regex(namespaces) if namespaces else None
-        img_regex = _glob_regex(images) if images else None
         out_schema = _output_schema(columns, self._infos)
         chunks: List[pa.Table] = []
         for source, files, base in self._sources:
             if not files:
                 continue
             infos = [i for i in self._infos if i.source == source]
-            chunks.extend(self._scan(files, base, infos, columns, out_schema, since, until, hosts, ns_regex, img_regex))
+            chunks.extend(self._scan(files, base, infos, columns, out_schema, since, until, hosts, namespaces, images))
         return pa.concat_tables(chunks) if chunks else out_schema.empty_table()
 
-    def _scan(self, files, base, infos, columns, out_schema, since, until, hosts, ns_regex, img_regex):
+    def _scan(self, files, base, infos, columns, out_schema, since, until, hosts, namespaces, images):
         schema = pa.unify_schemas([i.schema for i in infos], promote_options="permissive")
         partitioning = None
         if base is not None:
@@ -307,7 +391,8 @@ class Recordings:
                 part_schema = pa.schema([pa.field(k, pa.string()) for k in keys])
                 partitioning = ds.partitioning(part_schema, flavor="hive")
                 schema = pa.unify_schemas([schema, pa.schema([f for f in part_schema if f.name not in schema.names])])
-        schema, fmt = _dictionary_reads(schema, set(partitioning.schema.names) if partitioning else set())
+        enriched = all(i.enriched for i in infos)
+        schema, fmt = _dictionary_reads(schema, set(partitioning.schema.names) if partitioning else set(), enriched)
         dataset = ds.dataset(files, schema=schema, format=fmt, partitioning=partitioning,
                              partition_base_dir=base if partitioning else None)
         names = set(schema.names)
@@ -345,53 +430,80 @@ class Recordings:
                 if not files:
                     return []
                 dataset = ds.dataset(files, schema=schema, format=fmt)
+        # Namespace and image: typed columns in version-2 files, pushed down. In
+        # version-1 files they exist only inside the annotations map, which Arrow
+        # cannot filter in the scan: _finish filters right after deriving them.
+        late_names = {}
+        for column, patterns in (("pod_namespace", namespaces), ("image_name", images)):
+            if not patterns:
+                continue
+            if enriched:
+                both(_name_filter(column, patterns))
+            else:
+                late_names[column] = _glob_regex(patterns)
 
         wanted_raw = set(columns) | set(_ALWAYS_SCANNED)
-        if set(columns) & {"command"}:
+        if "command" in columns:
             wanted_raw.add("process_args")
-        if set(columns) & set(fields.DERIVED_FROM_ANNOTATIONS) or ns_regex or img_regex:
+        if not enriched and (set(columns) & set(fields.DERIVED_FROM_ANNOTATIONS) or late_names):
             wanted_raw.add("annotations")
         scan_cols = [c for c in schema.names if c in wanted_raw]
         missing_host = "host" not in names
         host_of = {i.path: (i.host or "unknown") for i in infos}
 
-        scanner = dataset.scanner(columns=scan_cols, filter=expr, batch_size=CHUNK_ROWS, use_threads=True)
-        out, buffer, buffered = [], [], 0
+        scanner = dataset.scanner(
+            columns=scan_cols, filter=expr, batch_size=CHUNK_ROWS, use_threads=True,
+            batch_readahead=BATCH_READAHEAD, fragment_readahead=FRAGMENT_READAHEAD,
+        )
+        # Small batches are gathered into chunks of CHUNK_ROWS; a big one (a large row
+        # group) goes alone, so its dictionaries need no unifying with others.
+        out, buffer = [], []
+        buffered = 0
+
+        def flush():
+            nonlocal buffer, buffered
+            if buffer:
+                out.append(_finish(buffer, out_schema, late_names, late_range))
+            buffer, buffered = [], 0
+
         for tagged in scanner.scan_batches():
             batch = tagged.record_batch
             if batch.num_rows == 0:
                 continue
             if missing_host:
                 batch = batch.append_column("host", pa.array([host_of.get(tagged.fragment.path, "unknown")] * batch.num_rows))
+            if batch.num_rows >= CHUNK_ROWS // 8:
+                flush()
+                buffer, buffered = [batch], batch.num_rows
+                flush()
+                continue
             buffer.append(batch)
             buffered += batch.num_rows
             if buffered >= CHUNK_ROWS:
-                out.append(_finish(pa.Table.from_batches(buffer), out_schema, ns_regex, img_regex, late_range))
-                buffer, buffered = [], 0
-        if buffer:
-            out.append(_finish(pa.Table.from_batches(buffer), out_schema, ns_regex, img_regex, late_range))
+                flush()
+        flush()
         return [t for t in out if t.num_rows]
 
 
-def _dictionary_reads(schema: pa.Schema, partition_keys: set):
+def _dictionary_reads(schema: pa.Schema, partition_keys: set, enriched: bool):
     """Decode repeating strings as dictionaries straight from Parquet.
 
-    The recorder's writer dictionary-encodes these columns in the file, so reading
-    them as dictionaries skips materialising (then re-hashing) one string per row.
-    The annotations map matters most: its keys repeat on every row and its values
-    (namespaces, pod names, images) repeat a lot; the derived columns are then built
-    from dictionary codes (:func:`runctrace.analysis.fields.annotation_arrays`).
+    The writer dictionary-encodes these columns in the file, so reading them as
+    dictionaries skips materialising (then re-hashing) one string per row. For
+    version-1 files the annotations map matters most: its keys repeat on every row
+    and its values (namespaces, pod names, images) repeat a lot; the derived
+    columns are then built from dictionary codes
+    (:func:`runctrace.analysis.fields.annotation_arrays`).
     """
-    dict_type = pa.dictionary(pa.int32(), pa.string())
     read_as_dict = []
     for name in sorted(_READ_AS_DICTIONARY):
         if name in schema.names and name not in partition_keys and schema.field(name).type == pa.string():
             read_as_dict.append(name)
-            schema = schema.set(schema.get_field_index(name), schema.field(name).with_type(dict_type))
-    if "annotations" in schema.names and schema.field("annotations").type == fields.MAP_TYPE:
+            schema = schema.set(schema.get_field_index(name), schema.field(name).with_type(fields.DICT_TYPE))
+    if not enriched and "annotations" in schema.names and schema.field("annotations").type == fields.MAP_TYPE:
         read_as_dict += ["annotations.key_value.key", "annotations.key_value.value"]
         i = schema.get_field_index("annotations")
-        schema = schema.set(i, schema.field(i).with_type(pa.map_(dict_type, dict_type)))
+        schema = schema.set(i, schema.field(i).with_type(pa.map_(fields.DICT_TYPE, fields.DICT_TYPE)))
     fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=read_as_dict))
     return schema, fmt
 
@@ -404,7 +516,8 @@ def _newer(version: str) -> bool:
 
 
 def _output_schema(columns: Sequence[str], infos: Sequence[FileInfo]) -> pa.Schema:
-    """The Arrow schema of what ``events()`` returns: known types, strings as dictionaries."""
+    """The Arrow schema of what ``table()`` returns: known types, repeating strings
+    as dictionaries (pandas categoricals)."""
     file_types = {}
     for i in infos:
         for f in i.schema:
@@ -413,24 +526,30 @@ def _output_schema(columns: Sequence[str], infos: Sequence[FileInfo]) -> pa.Sche
     for name in columns:
         if name in SCHEMA.names:
             t = SCHEMA.field(name).type
-        elif name in DERIVED_COLUMNS or name in FUTURE_COLUMNS:
+        elif name in DERIVED_COLUMNS:
             t = pa.string()
         elif name in file_types:
             t = file_types[name]
         else:
             raise RunctraceError(
-                f"no column {name!r}: columns are {', '.join(SCHEMA.names)} and derived {', '.join(DERIVED_COLUMNS)}"
+                f"no column {name!r}: columns are {', '.join(SCHEMA.names)} and command"
             )
         if name in _CATEGORICAL and pa.types.is_string(t):
-            t = pa.dictionary(pa.int32(), pa.string())
+            t = fields.DICT_TYPE
         out.append(pa.field(name, t))
-    if "manager" not in columns and any("manager" in i.schema.names for i in infos):
-        out.append(pa.field("manager", pa.dictionary(pa.int32(), pa.string())))
     return pa.schema(out)
 
 
-def _finish(table: pa.Table, out_schema: pa.Schema, ns_regex, img_regex, late_range=None) -> pa.Table:
-    """One chunk of scanned rows -> output rows: derive, filter, conform types."""
+def _finish(batches: List[pa.RecordBatch], out_schema: pa.Schema, late_names=None, late_range=None) -> pa.Table:
+    """Scanned batches -> output rows: derive, filter, conform types.
+
+    Several (small) batches are first made one Arrow chunk per column: concatenation
+    unifies their dictionaries, so what follows runs once per :data:`CHUNK_ROWS`
+    rows however small the row groups are (a live recording writes one a second).
+    """
+    table = pa.Table.from_batches(batches)
+    if len(batches) > 1:
+        table = table.combine_chunks()
     n = table.num_rows
     cols = {name: table.column(name) for name in table.column_names}
     # Older files may have only one of the two time columns.
@@ -440,21 +559,29 @@ def _finish(table: pa.Table, out_schema: pa.Schema, ns_regex, img_regex, late_ra
         cols["time_ns"] = pc.multiply(cols["time"].cast(pa.timestamp("us", "UTC")).cast(pa.int64()), 1000)
     if "process_args" in cols:
         cols["command"] = fields.joined_args(cols["process_args"])
-    if "annotations" in cols:
-        cols.update(fields.annotation_arrays(cols["annotations"]))
+    if "annotations" in cols:  # version-1 rows: derive what version 2 records
+        for name, derived in fields.annotation_arrays(cols["annotations"]).items():
+            typed = cols.get(name)
+            if typed is None or typed.null_count == len(typed):
+                cols[name] = derived
+            elif typed.null_count:
+                target = pa.bool_() if name == "is_sandbox" else pa.string()
+                cols[name] = pc.coalesce(typed.cast(target), derived.cast(target))
     mask = None
+
+    def narrow(m):
+        nonlocal mask
+        m = pc.fill_null(m, False)
+        mask = m if mask is None else pc.and_(mask, m)
+
     if late_range is not None:
         lo, hi = late_range
-        t = cols["time_ns"]
-        for bound, fn in ((lo, pc.greater_equal), (hi, pc.less)):
-            if bound is not None:
-                m = pc.fill_null(fn(t, bound.value), False)
-                mask = m if mask is None else pc.and_(mask, m)
-    for regex, column in ((ns_regex, "namespace"), (img_regex, "image")):
-        if regex is None:
-            continue
-        m = pc.fill_null(pc.match_substring_regex(cols.get(column, pa.nulls(n, pa.string())), regex), False)
-        mask = m if mask is None else pc.and_(mask, m)
+        if lo is not None:
+            narrow(pc.greater_equal(cols["time_ns"], lo.value))
+        if hi is not None:
+            narrow(pc.less(cols["time_ns"], hi.value))
+    for column, regex in (late_names or {}).items():
+        narrow(pc.match_substring_regex(cols.get(column, pa.nulls(n, pa.string())).cast(pa.string()), regex))
     arrays = []
     for f in out_schema:
         arr = cols.get(f.name)
@@ -463,31 +590,50 @@ def _finish(table: pa.Table, out_schema: pa.Schema, ns_regex, img_regex, late_ra
             continue
         if pa.types.is_dictionary(f.type):
             if not pa.types.is_dictionary(arr.type):
-                # One chunk first: on a chunked array each chunk would get the
-                # cumulative dictionary (quadratic in memory for unique-ish values).
-                if isinstance(arr, pa.ChunkedArray):
-                    arr = arr.combine_chunks()
-                arr = pc.dictionary_encode(arr.cast(pa.string()))
+                # One chunk at a time: on a many-chunk array each chunk would get
+                # the cumulative dictionary (quadratic for unique-ish values).
+                arr = pc.dictionary_encode(arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr)
             arr = arr.cast(f.type)
         elif arr.type != f.type:
             try:
                 arr = arr.cast(f.type, safe=False)
-            except pa.ArrowInvalid as err:
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
                 raise RunctraceError(f"column {f.name} has type {arr.type}, which cannot be read as {f.type}") from err
         arrays.append(arr)
     out = pa.table(arrays, schema=out_schema)
     return out.filter(mask) if mask is not None else out
 
 
+_OFFSET_LIMIT = (1 << 31) - 1
+
+
 def to_pandas(table: pa.Table) -> pd.DataFrame:
-    """An events table as pandas (frees the table's buffers as it goes: do not reuse it)."""
+    """An events table as pandas (frees the table's buffers as it goes: do not reuse it).
+
+    String columns are handed over as one chunk each: pandas keeps Arrow's chunking,
+    and both ``factorize`` (a dictionary per chunk, each holding all values seen so
+    far) and ``take`` with random indices slow down with the number of chunks. A
+    column too big for 32-bit offsets becomes ``large_string``.
+    """
+    arrays = []
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_string(col.type) and col.num_chunks > 1:
+            if col.nbytes > _OFFSET_LIMIT:
+                col = col.cast(pa.large_string())
+            col = pa.chunked_array([col.combine_chunks()])
+        arrays.append(col)
+    table = pa.table(arrays, names=table.column_names)
     return table.to_pandas(types_mapper=_types_mapper, split_blocks=True, self_destruct=True)
 
 
 def _types_mapper(t: pa.DataType):
-    # Nullable integers stay integers (an exit code of 1.0 helps nobody).
+    # Nullable integers stay integers (an exit code of 1.0 helps nobody); a bool
+    # column with nulls stays bool (not object).
     if t == pa.int32():
         return pd.Int32Dtype()
+    if t == pa.bool_():
+        return pd.BooleanDtype()
     return None
 
 
@@ -501,19 +647,4 @@ def load_events(paths: Union[PathLike, Iterable[PathLike]], **filters) -> pd.Dat
     return open_recordings(paths).events(**filters)
 
 
-def write_events(table_or_frame, path: PathLike, *, metadata: Optional[dict] = None) -> None:
-    """Write events in the recording schema (for tests, notebooks and the synthetic
-    generator; the recorder itself writes through :mod:`runctrace.recording`)."""
-    if isinstance(table_or_frame, pd.DataFrame):
-        table = pa.Table.from_pandas(table_or_frame, schema=SCHEMA, preserve_index=False)
-    else:
-        table = table_or_frame.cast(SCHEMA)
-    with pq.ParquetWriter(os.fspath(path), SCHEMA, compression="zstd") as w:
-        w.write_table(table)
-        if metadata:
-            w.add_key_value_metadata({k: v for k, v in metadata.items()})
-
-
-__all__ = [
-    "DEFAULT_COLUMNS", "FileInfo", "Recordings", "load_events", "open_recordings", "write_events",
-]
+__all__ = ["DEFAULT_COLUMNS", "FileInfo", "Recordings", "load_events", "open_recordings", "to_pandas"]

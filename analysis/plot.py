@@ -4,7 +4,9 @@ Each ``plot_*`` function draws on a matplotlib ``Axes`` from a report table, so 
 notebook can use them one by one; :func:`figure` puts them together with the
 restart loops highlighted, and :func:`save` writes ``.png`` or a self-contained
 ``.html`` (the PNG inlined as base64: one file to attach or mail, nothing else to
-install). matplotlib is imported lazily: it is the optional ``plot`` extra.
+install). matplotlib is imported lazily (it is the optional ``plot`` extra), and
+pyplot never: figures are plain ``matplotlib.figure.Figure`` objects, so nothing
+global (the backend) is touched.
 """
 
 from __future__ import annotations
@@ -24,16 +26,14 @@ from .report import Report
 LOOP_COLOR = "#d62728"
 
 
-def _pyplot():
+def _figure(**kw):
+    """A matplotlib Figure made without pyplot: no global backend is chosen or
+    changed, so the CLI needs no display and a notebook keeps its inline backend."""
     try:
-        import matplotlib
-
-        if not os.environ.get("MPLBACKEND"):
-            matplotlib.use("Agg")  # files only: never needs a display
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError as err:  # pragma: no cover - depends on the install
         raise RunctraceError("plots need matplotlib: pip install 'runctrace[plot]'") from err
-    return plt
+    return Figure(**kw)
 
 
 def _naive(index: pd.DatetimeIndex):
@@ -48,6 +48,9 @@ def _naive_ts(value) -> pd.Timestamp:
 
 def plot_rates(ax, timeline: pd.DataFrame, loops: Optional[pd.DataFrame] = None, max_loops: int = 3):
     """Starts and stops per interval; the densest window of each top restart loop shaded."""
+    if timeline.empty:
+        ax.set_title("Starts and stops: no events")
+        return
     x = _naive(timeline.index)
     width = (x[1] - x[0]) if len(x) > 1 else pd.Timedelta(seconds=1)
     ax.bar(x, timeline["starts"], width=width, align="edge", color="#1f77b4", alpha=0.8, label="starts")
@@ -69,17 +72,24 @@ def plot_rates(ax, timeline: pd.DataFrame, loops: Optional[pd.DataFrame] = None,
 
 def plot_concurrency(ax, timeline: pd.DataFrame):
     """Containers running: the band is min..max within each interval, the line the end."""
+    if timeline.empty:
+        ax.set_title("Containers running: no events")
+        return
     x = _naive(timeline.index)
     ax.fill_between(x, timeline["running_min"], timeline["running_max"], step="post", color="#2ca02c", alpha=0.25,
                     label="min..max in interval")
     ax.step(x, timeline["running_end"], where="post", color="#2ca02c", label="at interval end")
     ax.set_ylabel("running")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title("Containers running")
     ax.legend(loc="upper left", fontsize=8)
 
 
 def plot_lifetimes(ax, histogram: pd.DataFrame):
     """Distribution of complete lifetimes on a log scale; restart-loop ones in red."""
+    if histogram.empty or not histogram["containers"].any():
+        ax.set_title("Lifetime distribution: no complete lifetimes")
+        return
     h = histogram[histogram["hi_s"] > 0]
     lo = h["lo_s"].where(h["lo_s"] > 0, h["hi_s"] / 10 ** 0.25)
     widths = h["hi_s"] - lo
@@ -98,12 +108,13 @@ def plot_lifetimes(ax, histogram: pd.DataFrame):
 
 
 def figure(report: Report):
-    """The three panels in one figure (returns the matplotlib Figure)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(3, 1, figsize=(11, 10), constrained_layout=True)
+    """The three panels in one matplotlib Figure (shows inline in a notebook)."""
+    fig = _figure(figsize=(11, 10), layout="constrained")
+    axes = fig.subplots(3, 1)
     plot_rates(axes[0], report.timeline, report.restart_loops)
     plot_concurrency(axes[1], report.timeline)
-    axes[1].sharex(axes[0])
+    if len(report.timeline):
+        axes[1].sharex(axes[0])
     plot_lifetimes(axes[2], report.lifetime_histogram)
     title = f"runctrace: {report.dataset['events']:,} events, {len(report.dataset['hosts'])} host(s)"
     if report.dataset.get("synthetic"):
@@ -113,13 +124,8 @@ def figure(report: Report):
 
 
 def png_bytes(report: Report, dpi: int = 110) -> bytes:
-    plt = _pyplot()
-    fig = figure(report)
     buf = _io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
+    figure(report).savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 

@@ -61,11 +61,6 @@ def _time(ts) -> str:
     return "-" if ts is None or pd.isna(ts) else pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _short(text, width: int = 48) -> str:
-    text = "-" if text is None or pd.isna(text) else str(text)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _short_outcome(text: str) -> str:
     """``signal 9 (SIGKILL)`` -> ``SIGKILL`` for narrow tables."""
     return text[text.index("(") + 1 : -1] if text.startswith("signal") and "(" in text else text

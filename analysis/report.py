@@ -83,9 +83,11 @@ class Report:
 
 def build_report(
     events: pd.DataFrame, options: Optional[ReportOptions] = None, files: Optional[pd.DataFrame] = None,
-    paths: Sequence[str] = (), notes: Sequence[str] = (),
+    paths: Sequence[str] = (), notes: Sequence[str] = (), counters: Optional[dict] = None,
 ) -> Report:
-    """Everything ``runctrace report`` shows, from events (and the files' footers)."""
+    """Everything ``runctrace report`` shows, from events, plus what the files' footers
+    say (``files``: :attr:`Recordings.files`, ``counters``:
+    :meth:`Recordings.recorder_counters`)."""
     options = options or ReportOptions()
     events = fields.derive_all(events)
     lives = churn.lifetimes(events)
@@ -95,7 +97,7 @@ def build_report(
     loops = churn.restart_loops(lives, options.restart_threshold, options.window)
     q = churn.lifetime_quantiles(lives).iloc[0].to_dict()
     status = lives["status"].value_counts()
-    n_short = len(churn.short_lived(lives, options.short_lived_s))
+    n_short = int((churn.complete_mask(lives) & (lives["lifetime_s"].to_numpy(dtype=float) < options.short_lived_s)).sum())
     n_complete = int(q["containers"])
     t = events["time"] if len(events) else None
 
@@ -108,8 +110,8 @@ def build_report(
         "last_event": _iso(t.max()) if t is not None else None,
         "synthetic": bool(files["synthetic"].any()) if files is not None and len(files) else False,
         "schema_versions": sorted({str(v) for v in files["schema_version"]}) if files is not None and len(files) else [],
-        "recorder_lost": _sum(files, "lost"),
-        "recorder_missed": _sum(files, "missed"),
+        "recorder_lost": (counters or {}).get("lost"),
+        "recorder_missed": (counters or {}).get("missed"),
     }
     summary = {
         "containers": int(len(lives)),
@@ -131,7 +133,7 @@ def build_report(
         interval=interval,
         dataset=dataset,
         summary=summary,
-        lifetime={k: _num(v) for k, v in q.items()},
+        lifetime={k: (int(v) if k == "containers" else _num(v)) for k, v in q.items()},
         timeline=timeline,
         exits=churn.exit_summary(lives),
         top=churn.top_churners(lives, options.by, options.top, options.short_lived_s),
@@ -144,13 +146,13 @@ def build_report(
 def lifetime_histogram(lives: pd.DataFrame, loops: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """Complete lifetimes counted in log-spaced bins (``lo_s`` <= lifetime < ``hi_s``),
     with how many of them belong to a restart loop (so a plot can colour them)."""
-    done = churn.complete(lives)
-    vals = done["lifetime_s"].to_numpy(dtype=float)
+    done = churn.complete_mask(lives)
+    vals = lives["lifetime_s"].to_numpy(dtype=float)[done]
     edges = np.r_[HIST_EDGES_S, max(HIST_EDGES_S[-1] * 10, vals.max() + 1 if len(vals) else 0)]
     counts, _ = np.histogram(vals, bins=edges)
     in_loops = np.zeros_like(counts)
-    if loops is not None and len(loops) and len(done):
-        mask = _in_loops(done, loops)
+    if loops is not None and len(loops) and len(vals):
+        mask = _in_loops(lives, loops)[done]
         in_loops, _ = np.histogram(vals[mask], bins=edges)
     return pd.DataFrame({"lo_s": edges[:-1], "hi_s": edges[1:], "containers": counts, "in_restart_loops": in_loops})
 
@@ -162,7 +164,7 @@ def _in_loops(lives: pd.DataFrame, loops: pd.DataFrame) -> np.ndarray:
     whole key runs on a few thousand rows, not millions.
     """
     mask = np.zeros(len(lives), bool)
-    for kind, key, narrow in (("kubernetes", churn.K8S_KEY, "pod"), ("host", churn.HOST_KEY, "hostname")):
+    for kind, key, narrow in (("kubernetes", churn.K8S_KEY, "pod_name"), ("host", churn.HOST_KEY, "hostname")):
         part = loops[loops["kind"] == kind]
         if part.empty or not all(c in lives.columns for c in key):
             continue
@@ -176,12 +178,6 @@ def _in_loops(lives: pd.DataFrame, loops: pd.DataFrame) -> np.ndarray:
         hit = sub.merge(right.assign(_hit=True), on=key, how="left")["_hit"].notna().to_numpy()
         mask[candidates[hit]] = True
     return mask
-
-
-def _sum(files: Optional[pd.DataFrame], column: str) -> Optional[int]:
-    if files is None or column not in files or files[column].isna().all():
-        return None
-    return int(pd.to_numeric(files[column], errors="coerce").fillna(0).sum())
 
 
 def _iso(ts) -> Optional[str]:
@@ -227,8 +223,8 @@ def _records(frame: pd.DataFrame, columns: Optional[Sequence[str]] = None) -> Li
 
 TOP_FIELDS = ["group", "containers", "starts", "stops", "running", "short_lived", "failed", "p50_lifetime_s"]
 LOOP_FIELDS = [
-    "logical_container", "kind", "namespace", "pod", "container_name", "host", "manager", "hostname", "command",
-    "image", "restarts", "max_restarts_in_window", "window_start", "window_end", "first_start", "last_start",
+    "logical_container", "kind", "pod_namespace", "pod_name", "container_name", "host", "manager", "hostname", "command",
+    "image_name", "restarts", "max_restarts_in_window", "window_start", "window_end", "first_start", "last_start",
     "p50_lifetime_s", "last_exit_code", "last_signal", "last_outcome", "last_status",
 ]
 EXIT_FIELDS = ["outcome", "exit_code", "signal", "containers", "share"]

@@ -10,7 +10,9 @@ peak memory is measured per engine:
    exits, top churners by image, restart loops (plus the histogram and summary).
 2. **DuckDB**: the same aggregates in SQL over the same Parquet files (pairing with
    window functions, the concurrency as a running sum, restart loops as a RANGE
-   window), all threads.
+   window), all threads. Both read the recorder's schema-v2 columns (manager,
+   pod_namespace, pod_name, container_name, image_name) and take ``host`` from the
+   ``host=<name>`` directories.
 
 Prints wall time, peak RSS and, for runctrace, a per-phase breakdown and the
 in-memory size of the loaded events; then the ratio runctrace / DuckDB (target
@@ -61,7 +63,7 @@ def run_runctrace(data: str) -> dict:
     t1 = time.perf_counter()
     opts = ReportOptions(interval=pd.Timedelta(seconds=INTERVAL_S), by="image", short_lived_s=SHORT_S,
                          restart_threshold=THRESHOLD, window=f"{WINDOW_S}s")
-    report = build_report(events, opts, files=rec.files, paths=[data], notes=rec.notes)
+    report = build_report(events, opts, files=rec.files, paths=[data], notes=rec.notes, counters=rec.recorder_counters())
     phases["report"] = time.perf_counter() - t1
     total = time.perf_counter() - t0
     peak = _peak_rss_mib()
@@ -98,30 +100,14 @@ def run_runctrace(data: str) -> dict:
 DUCKDB_SQL = """
 CREATE TEMP TABLE lv AS
 WITH ev AS (
-    SELECT time_ns, type, container_id, host, runtime_root, exit_code, signal, hostname,
+    -- schema v2: the recorder's typed columns; host from the host=<name> directory
+    SELECT time_ns, type, container_id, host, exit_code, signal, hostname, manager,
            array_to_string(process_args, ' ') AS command,
-           coalesce(map_extract_value(annotations, 'io.kubernetes.cri.sandbox-namespace'),
-                    map_extract_value(annotations, 'io.kubernetes.pod.namespace')) AS namespace,
-           coalesce(map_extract_value(annotations, 'io.kubernetes.cri.sandbox-name'),
-                    map_extract_value(annotations, 'io.kubernetes.pod.name')) AS pod,
-           coalesce(map_extract_value(annotations, 'io.kubernetes.cri.container-name'),
-                    map_extract_value(annotations, 'io.kubernetes.container.name')) AS container_name,
-           coalesce(map_extract_value(annotations, 'io.kubernetes.cri.image-name'),
-                    map_extract_value(annotations, 'io.kubernetes.cri-o.ImageName')) AS image,
-           coalesce(map_extract_value(annotations, 'io.container.manager'),
-                    CASE WHEN map_extract_value(annotations, 'io.kubernetes.cri-o.ContainerType') IS NOT NULL THEN 'cri-o'
-                         WHEN map_extract_value(annotations, 'io.kubernetes.cri.container-type') IS NOT NULL THEN 'containerd' END
-           ) AS hint
-    FROM read_parquet('{files}', hive_partitioning = false)
+           pod_namespace AS namespace, pod_name AS pod, container_name, image_name AS image
+    FROM read_parquet('{files}', hive_partitioning = true)
     WHERE type IN ('add', 'initial', 'remove')
 ), s AS (
     SELECT *,
-        CASE WHEN hint IS NOT NULL THEN hint
-             WHEN runtime_root LIKE '/run/containerd/runc/moby%' THEN 'docker'
-             WHEN runtime_root LIKE '/run/containerd/runc%' THEN 'containerd'
-             WHEN runtime_root LIKE '%/docker/%' OR runtime_root LIKE '/run/docker%' THEN 'docker'
-             WHEN runtime_root LIKE '%crio%' THEN 'cri-o'
-             ELSE 'runc' END AS manager,
         lag(type) OVER w AS prev_type, lead(type) OVER w AS next_type, lead(time_ns) OVER w AS next_t,
         lead(exit_code) OVER w AS next_exit, lead(signal) OVER w AS next_sig
     FROM ev
@@ -171,8 +157,7 @@ DUCKDB_AGGREGATES = {
     "restart_loops": """
         WITH st AS (
             SELECT (namespace IS NOT NULL AND pod IS NOT NULL) AS k8s,
-                   namespace, pod, container_name,
-                   CASE WHEN namespace IS NULL OR pod IS NULL THEN host END AS h,
+                   namespace, pod, container_name, host AS h,
                    CASE WHEN namespace IS NULL OR pod IS NULL THEN manager END AS m,
                    CASE WHEN namespace IS NULL OR pod IS NULL THEN hostname END AS hn,
                    CASE WHEN namespace IS NULL OR pod IS NULL THEN command END AS c,
@@ -208,7 +193,7 @@ def run_duckdb(data: str) -> dict:
         results[name] = con.execute(sql.format(**params)).fetchall()
         phases["  " + name] = time.perf_counter() - t
     total = time.perf_counter() - t0
-    n_events = con.execute(f"SELECT count(*) FROM read_parquet('{files}')").fetchone()[0]
+    n_events = con.execute(f"SELECT count(*) FROM read_parquet('{files}', hive_partitioning = true)").fetchone()[0]
     q = results["quantiles"][0]
     return {
         "engine": "duckdb", "seconds": total, "peak_rss_mib": _peak_rss_mib(), "events": n_events,

@@ -3,7 +3,9 @@
 Every file written here says so in its footer (``runctrace.synthetic = true``, and
 ``runctrace.backend = synthetic``), and ``runctrace report`` prints a warning when
 it reads one. Files use the real schema (:data:`runctrace.schema.SCHEMA`), one file
-per host, hive-style: ``OUT/host=<name>/date=<YYYY-MM-DD>/synthetic.parquet``.
+per host, in the recorder's dataset layout:
+``OUT/host=<name>/date=<YYYY-MM-DD>/part-<first time_ns>-<pid>-<seq>.parquet``
+(schema version 2, ``host`` in the path only, as ``runctrace record -o DIR`` writes).
 
 The mix per host, so the analysis meets every case it handles on real nodes:
 
@@ -47,7 +49,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from runctrace.schema import SCHEMA, SCHEMA_VERSION
+from runctrace.enrich import manager_of
+from runctrace.schema import DATASET_SCHEMA, SCHEMA, SCHEMA_VERSION
 
 START = np.datetime64("2026-01-01T00:00:00", "ns").astype(np.int64)
 SECOND = 1_000_000_000
@@ -113,7 +116,7 @@ def _list_of(columns: List[pa.Array], valid: Optional[np.ndarray] = None) -> pa.
 
 
 def _map_of(keys: List[str], columns: List[pa.Array], valid: np.ndarray) -> pa.Array:
-    n, k = len(columns[0]), len(columns)
+    k = len(columns)
     counts = np.where(valid, k, 0)
     offsets = np.r_[0, np.cumsum(counts)].astype(np.int32)
     rows = np.flatnonzero(valid)
@@ -279,6 +282,24 @@ def host_table(host: str, flavour: str, events: int, span_ns: int, seed: int) ->
     ec = exit_code[rows]
     sg = sig[rows]
     pid = rng.integers(1000, 4_000_000, n)[rows]
+    # Enrichment as the recorder writes it (schema v2): manager by enrich.manager_of's
+    # rule, the caller, namespace inodes, cgroup, the Kubernetes fields, lifetime_ns.
+    caller_of = {"containerd": "containerd-shim", "cri-o": "conmon", "docker": "containerd-shim"}[flavour]
+    callers = np.where(by_hand, "bash", caller_of).astype(object)
+    # The recorder's manager rule, applied once per distinct (root, caller).
+    roots = np.asarray(root.to_numpy(zero_copy_only=False), dtype=object)
+    pairs, inverse = np.unique(np.char.add(np.char.add(roots.astype(str), "|"), callers.astype(str)), return_inverse=True)
+    crio_ann = {"io.kubernetes.cri-o.ContainerType": "container"} if flavour == "cri-o" else None
+    decided = np.array([manager_of(p.split("|")[0], p.split("|")[1], crio_ann if not p.endswith("bash") else None)
+                        for p in pairs], dtype=object)
+    manager = decided[inverse.ravel()]
+    none = pa.scalar(None, pa.string())
+    k8s = pa.array(annotated)
+    first_ns = np.where(initial, START, start)
+    lifetime_ns = np.where(is_remove, end[rows] - first_ns[rows], -1)
+    ns_base = np.int64(4026531840)
+    cgroup_prefix = {"containerd": "/kubepods.slice/cri-containerd-", "cri-o": "/kubepods.slice/crio-",
+                     "docker": "/system.slice/docker-"}[flavour]
     columns: Dict[str, pa.Array] = {
         "time": pa.array(t // 1000, type=pa.timestamp("us", tz="UTC")),
         "time_ns": pa.array(t, type=pa.int64()),
@@ -300,6 +321,20 @@ def host_table(host: str, flavour: str, events: int, span_ns: int, seed: int) ->
         "cwd": pa.array(["/"] * m, type=pa.string()),
         "root_path": pc.binary_join_element_wise(bundle, pa.array(["/rootfs"] * m), ""),
         "annotations": annotations.take(take),
+        "manager": pa.array(manager[rows], type=pa.string()),
+        "caller": pa.array(callers[rows], type=pa.string()),
+        "mntns": pa.array(ns_base + rng.integers(1, 1 << 20, n)[rows]),
+        "pidns": pa.array(ns_base + rng.integers(1, 1 << 20, n)[rows]),
+        "netns": pa.array(ns_base + rng.integers(1, 1 << 20, n)[rows]),
+        "cgroup": pc.binary_join_element_wise(pa.array([cgroup_prefix] * m), ev_ids, pa.array([".scope"] * m), ""),
+        "lifetime_ns": pa.array(lifetime_ns, mask=lifetime_ns < 0),
+        "pod_name": pc.if_else(k8s, pod, none).take(take),
+        "pod_namespace": pc.if_else(k8s, namespace, none).take(take),
+        "pod_uid": pc.if_else(k8s, _hex_ids(rng, n, 16), none).take(take),
+        "container_name": pc.if_else(k8s, cname, none).take(take),
+        "sandbox_id": pc.if_else(k8s, _hex_ids(rng, n), none).take(take),
+        "image_name": pc.if_else(k8s, image, none).take(take),
+        "is_sandbox": pc.if_else(k8s, pa.array(is_sandbox), pa.scalar(None, pa.bool_())).take(take),
     }
     return pa.table([columns[f.name].cast(f.type) for f in SCHEMA], schema=SCHEMA)
 
@@ -314,7 +349,9 @@ def write_host(out_dir: str, i: int, events: int, span_ns: int, seed: int, row_g
     day = np.datetime_as_string(np.datetime64(int(START), "ns"), unit="D")
     directory = os.path.join(out_dir, f"host={host}", f"date={day}")
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "synthetic.parquet")
+    # The recorder's file name (part-<first time_ns>-<pid>-<seq>), with host in the path only.
+    first_ns = int(table.column("time_ns")[0].as_py()) if table.num_rows else int(START)
+    path = os.path.join(directory, f"part-{first_ns}-{os.getpid()}-{i + 1:06d}.parquet")
     types = table.column("type")
     stats = {
         "adds": int(pc.sum(pc.equal(types, "add")).as_py() or 0),
@@ -330,7 +367,8 @@ def write_host(out_dir: str, i: int, events: int, span_ns: int, seed: int, row_g
         "runctrace.backend": "synthetic",
         "runctrace.stats": json.dumps(stats),
     }
-    with pq.ParquetWriter(path, SCHEMA, compression="zstd") as w:
+    table = table.drop_columns(["host"]).cast(DATASET_SCHEMA)
+    with pq.ParquetWriter(path, DATASET_SCHEMA, compression="zstd") as w:
         w.write_table(table, row_group_size=row_group)
         w.add_key_value_metadata(meta)
     assert pq.read_schema(path).metadata[b"runctrace.schema_version"] == SCHEMA_VERSION.encode()

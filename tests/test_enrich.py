@@ -40,6 +40,7 @@ def test_k8s_fields_crio_and_none():
 @pytest.mark.parametrize("root,caller,ann,expected", [
     ("/run/containerd/runc/k8s.io", "containerd-shim", None, "containerd"),
     ("/run/docker/runtime-runc/moby", "containerd-shim", None, "docker"),
+    ("/run/containerd/runc/moby", "containerd-shim", None, "docker"),
     ("/run/runc", "conmon", CRIO_ANN, "cri-o"),
     ("/run/runc", "conmon", None, "conmon"),
     ("/run/runc", "bash", None, "by-hand"),

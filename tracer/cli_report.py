@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from .analysis import io
+from .analysis import io, render
 from .analysis.churn import BY_COLUMNS, parse_duration
 from .analysis.report import ReportOptions, build_report, parse_time
 from .cli import _one_line_errors, app
@@ -93,14 +93,17 @@ def report(
     plot: Optional[str] = typer.Option(None, "--plot", metavar="FILE.png|FILE.html", help="Also draw the plots to this file."),
 ) -> None:
     """Summarise container churn in recordings: lifetimes, rates, exits, top churners, restart loops."""
+    if plot and os.path.splitext(plot)[1].lower() not in (".png", ".html", ".htm"):
+        raise RunctraceError(f"--plot {plot}: the file name must end in .png or .html")  # before any work
     try:
+        parse_duration(window)  # checked now; the text is kept as typed, for display
         options = ReportOptions(
             interval=None if interval == "auto" else parse_duration(interval),
             by=by.value,
             top=top,
             short_lived_s=short_lived,
             restart_threshold=restart_threshold,
-            window=window.strip() if parse_duration(window) else window,
+            window=window.strip(),
             since=parse_time(since, "--since") if since else None,
             until=parse_time(until, "--until") if until else None,
         )
@@ -113,7 +116,8 @@ def report(
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        result = build_report(events, options, files=recordings.files, paths=paths, notes=recordings.notes)
+        result = build_report(events, options, files=recordings.files, paths=paths, notes=recordings.notes,
+                              counters=recordings.recorder_counters())
     except ValueError as e:  # e.g. an interval far too small for the data's span
         raise RunctraceError(str(e)) from e
     del events
@@ -128,8 +132,6 @@ def report(
                 err.print(f"runctrace: note: {note}")
             Console(highlight=False, soft_wrap=True).print(f"runctrace: {message}")
             return
-
-    from .analysis import render
 
     if fmt is Format.table:
         # Piped to a file or a pager: wide enough that tables do not wrap ($COLUMNS wins).

@@ -40,7 +40,8 @@ def manager_of(root: Optional[str], caller: Optional[str], annotations: Optional
     root = root or ""
     caller = caller or ""
     ann = annotations if isinstance(annotations, dict) else {}
-    if root.startswith("/run/docker/") or caller == "dockerd":
+    # Docker >= 20.10 runs containers through containerd in its "moby" namespace
+    if root.startswith("/run/docker/") or root.rstrip("/").endswith("/containerd/runc/moby") or caller == "dockerd":
         return "docker"
     if any(k.startswith("io.kubernetes.cri-o.") for k in ann) or caller == "crio":
         return "cri-o"
