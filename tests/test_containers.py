@@ -313,3 +313,64 @@ def test_replaced_runc_binary_is_still_watched(backend, bundles, container_ids, 
         assert add.runtime == str(runc_copy)
     finally:
         notifier.close()
+
+
+def test_run_on_a_stopped_containers_id_is_not_a_new_container(log, bundles, container_ids):
+    """`runc run X` fails while a stopped X's state.json is still there: no fake add."""
+    b = bundles.make(["true"])
+    cid = container_ids()
+    runc("run", "-d", cid, cwd=b)
+    log.wait_removed(cid)
+    again = runc("run", "-d", cid, cwd=b, check=False)
+    assert again.returncode != 0 and "exists" in again.stderr
+    runc("delete", cid)
+    log.settle(0.5)
+    log.assert_one_lifecycle(cid)
+
+
+def test_relative_bundle_and_pid_file_when_the_recorder_is_late(monkeypatch, bundles, container_ids, tmp_path):
+    """runc chdirs into --bundle a few ms after it starts: a late reader must not
+    resolve relative paths inside the bundle."""
+    from runctrace.fanotify import FanotifyNotifier
+
+    original = FanotifyNotifier._resolve_exec
+
+    def late(self, *args):
+        time.sleep(0.02)  # the recorder is behind by 20 ms
+        return original(self, *args)
+
+    monkeypatch.setattr(FanotifyNotifier, "_resolve_exec", late)
+    b = bundles.make(["sleep", "0.3"], name="relbundle")
+    notifier = FanotifyNotifier()
+    log = EventLog(notifier)
+    try:
+        cid = container_ids()
+        runc("run", "-d", "--pid-file", "pf", "-b", "relbundle", cid, cwd=b.parent)
+        pid = int((b.parent / "pf").read_text())
+        log.wait_removed(cid)
+        runc("delete", cid)
+        log.settle()
+        add, _ = log.assert_one_lifecycle(cid, pid)
+        assert add.bundle == str(b) and add.error is None, add.describe()
+        assert add.container_config["process"]["args"] == ["sleep", "0.3"]
+    finally:
+        notifier.close()
+
+
+def test_a_failed_event_loop_is_reported_and_released(monkeypatch, bundles, container_ids):
+    from runctrace.fanotify import FanotifyNotifier
+
+    def broken(self):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(FanotifyNotifier, "_read_fanotify", broken)
+    fds, threads = fd_count(), thread_count()
+    notifier = FanotifyNotifier()
+    runc("run", container_ids(), cwd=bundles.make(["true"]))
+    deadline = time.monotonic() + 5
+    while not notifier.finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert notifier.finished and "injected" in notifier.failure
+    assert notifier.get(timeout=0.1) is None  # returns, does not block or spin
+    notifier.close()
+    assert fd_count() == fds and thread_count() == threads

@@ -456,16 +456,15 @@ class BccNotifier(LoopNotifier):
                     # The kernel dropped records: a runc call may have gone unseen.
                     # What it started and still runs is on disk (runc's state).
                     self._resync = False
+                    self._tracker.sweep()
                     self._tracker.discover(EventType.ADD)
                 self._finish_endings()
             # Exits that happened before close() was called are still delivered.
             self._drain_ring()
             self._read_counters()
             self._finish_endings(flush=True)
-        except Exception:  # never die silently: log, and let iteration end
-            log.exception("runctrace: bcc event loop failed")
-            self._closed.set()
-            self._finish_iteration()
+        except Exception as err:  # never die silently; close() still releases the fds
+            self._loop_failed(err)
 
     def _on_record(self, _ctx, data, size) -> int:
         # Called by libbpf inside ring_buffer_consume: copy and return at once; the

@@ -91,16 +91,17 @@ def record(
 
     status_console = (out if out.is_terminal else err) if err.is_terminal else None
     session = Session(notifier, on_event, on_idle=recorder.flush, duration=duration, status_console=status_console)
-    if initial and hasattr(notifier, "discover_running"):
-        notifier.discover_running()
     try:
+        if initial and hasattr(notifier, "discover_running"):
+            notifier.discover_running()
         session.run()
     finally:
         stats = notifier.stats.as_dict()
         recorder.close(stats=stats, backend=notifier.name, compact=compact)
     err.print(
         f"runctrace: wrote {recorder.rows_written} events to {output} "
-        f"({stats['adds']} add, {stats['removes']} remove, {stats['lost']} lost, {stats['missed']} missed)"
+        f"({stats['adds']} add, {stats['initial']} initial, {stats['removes']} remove, "
+        f"{stats['lost']} lost, {stats['missed']} missed)"
     )
 
 

@@ -123,7 +123,8 @@ class FanotifyNotifier(LoopNotifier):
             self._release()
             raise
 
-        self._pending_exec: dict[int, tuple[float, str]] = {}  # pid -> (when, runtime)
+        self._pending_exec: dict[int, tuple[float, str, Optional[str]]] = {}  # pid -> (when, runtime, cwd)
+        self._unsure: set[int] = set()  # watched inits that looked gone: settled after each wakeup
         self._recent_exec: collections.OrderedDict[int, float] = collections.OrderedDict()
         self._recent_exit: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._resync = False
@@ -199,11 +200,11 @@ class FanotifyNotifier(LoopNotifier):
                     # (the recorder fell behind, or was stopped). Whatever it started
                     # and still runs is on disk: runc's state.
                     self._resync = False
+                    self._tracker.sweep()
                     self._tracker.discover(EventType.ADD)
-        except Exception:  # never die silently: log, and let iteration end
-            log.exception("runctrace: fanotify event loop failed")
-            self._closed.set()
-            self._finish_iteration()
+                self._settle()
+        except Exception as err:  # never die silently; close() still releases the fds
+            self._loop_failed(err)
 
     def _read_fanotify(self) -> None:
         while True:
@@ -212,14 +213,15 @@ class FanotifyNotifier(LoopNotifier):
             except BlockingIOError:
                 return
             for rec in _sys.decode_fanotify(buf):
+                runtime = "runc"
                 if rec.fd != _sys.FAN_NOFD:
                     try:
                         st = os.fstat(rec.fd)
                         runtime = self._by_inode.get((st.st_dev, st.st_ino), "runc")
+                    except OSError:
+                        pass
                     finally:
                         os.close(rec.fd)  # every event carries an open fd: never leak it
-                else:
-                    runtime = "runc"
                 if rec.mask & _sys.FanEvent.Q_OVERFLOW:
                     self.stats.lost += 1
                     self._resync = True
@@ -233,9 +235,16 @@ class FanotifyNotifier(LoopNotifier):
         # runs runc, the arguments are readable; otherwise wait for PROC_EVENT_EXEC.
         if pid in self._recent_exec and self._exec_done(pid):
             self._recent_exec.pop(pid, None)
-            self._resolve_exec(pid, runtime)
-        else:
-            self._pending_exec[pid] = (time.monotonic(), runtime)
+            self._resolve_exec(pid, runtime, None)
+            return
+        # runc chdirs into --bundle a few ms after it starts, so read the working
+        # directory now, while the exec is still under way: it is the caller's, which
+        # runc inherits and resolves a relative --bundle or --pid-file against.
+        try:
+            cwd: Optional[str] = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = None
+        self._pending_exec[pid] = (time.monotonic(), runtime, cwd)
 
     def _exec_done(self, pid: int) -> bool:
         """True if ``pid`` now runs a watched runc (or runc's memfd copy of itself)."""
@@ -269,7 +278,10 @@ class FanotifyNotifier(LoopNotifier):
     def _on_exec(self, pid: int) -> None:
         pending = self._pending_exec.pop(pid, None)
         if pending is not None:
-            self._resolve_exec(pid, pending[1])
+            if self._exec_done(pid):
+                self._resolve_exec(pid, pending[1], pending[2])
+            # else: that runc exec failed after the open (E2BIG, ...) and the process
+            # now runs something else, whose arguments are not runc's
             return
         self._recent_exec[pid] = time.monotonic()
         if len(self._recent_exec) > _RECENT:
@@ -286,13 +298,19 @@ class FanotifyNotifier(LoopNotifier):
         if pid in self._tracker.calls:
             self._tracker.runc_exited(pid, status)
 
-    def _resolve_exec(self, pid: int, runtime: str) -> None:
+    def _resolve_exec(self, pid: int, runtime: str, cwd: Optional[str]) -> None:
+        """runc's exec is done: read its arguments. ``cwd``: read before the exec, or None."""
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 raw = f.read()
-            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             raw = b""
+        late = cwd is None
+        if late:  # runc may have chdir'd into its bundle by now: the tracker allows for that
+            try:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            except OSError:
+                pass
         argv = [os.fsdecode(a) for a in raw.split(b"\0")[:-1]] if raw else []
         if not argv:
             # runc exited before we could read its arguments (the recorder fell
@@ -300,26 +318,40 @@ class FanotifyNotifier(LoopNotifier):
             self.stats.missed += 1
             self._resync = True
             return
-        self._tracker.runc_started(pid, argv, cwd, runtime, started_ns=time.monotonic_ns())
+        self._tracker.runc_started(pid, argv, cwd, runtime, started_ns=time.monotonic_ns(), cwd_may_be_bundle=late)
 
     def _watch(self, container: Container, expected_start: Optional[int], rexec: Optional[RuncExec]) -> None:
         """The connector reports every exit: just make sure this one has not passed.
 
-        Called right after the tracker registered ``container``. If its init is
-        already gone, its exit is in the recent-exit cache, or still queued on the
-        connector socket: drain that before deciding.
+        Called right after the tracker registered ``container``. If its init looks
+        gone, its EXIT is in the recent-exit cache or still queued on the socket:
+        :meth:`_settle` decides once this wakeup's messages are read. (Not here:
+        reading the socket from inside its own handler would recurse once per
+        queued container, and a backlog of hundreds would overflow the stack.)
         """
-        pid = container.pid
-        stat = read_stat(pid)
+        stat = read_stat(container.pid)
         if stat is not None and stat.state not in ("Z", "X", "x") and (
             expected_start is None or stat.start == expected_start
         ):
             return  # running (or exiting right now: its EXIT message is on the way)
-        self._read_connector()
-        if pid in self._tracker.containers:  # not among the queued exits either
-            status = self._recent_exit.get(pid)
-            error = None if status is not None else "exited before it was watched; exit status unknown"
-            self._tracker.pid_exited(pid, status, error=error)
+        self._unsure.add(container.pid)
+
+    def _settle(self) -> None:
+        while self._unsure:
+            self._read_connector()  # may resolve some, and add more
+            for pid in list(self._unsure):
+                self._unsure.discard(pid)
+                if pid not in self._tracker.containers:
+                    continue  # its EXIT was among the queued messages
+                status = self._recent_exit.get(pid)
+                if status is None:
+                    stat = read_stat(pid)
+                    if stat is not None and stat.state == "Z":
+                        # exit_notify() has run but the connector message may not be
+                        # sent yet: it will come, and end the container then
+                        continue
+                error = None if status is not None else "exited before it was watched; exit status unknown"
+                self._tracker.pid_exited(pid, status, error=error)
 
     # ------------------------------------------------------------ runc binaries
 
@@ -363,7 +395,7 @@ class FanotifyNotifier(LoopNotifier):
         if not self._pending_exec:
             return
         deadline = time.monotonic() - _PENDING_EXEC_TIMEOUT_S
-        for pid, (when, _rt) in list(self._pending_exec.items()):
+        for pid, (when, _rt, _cwd) in list(self._pending_exec.items()):
             if when < deadline:
                 del self._pending_exec[pid]
                 self.stats.missed += 1

@@ -48,6 +48,7 @@ class Stats:
     """Counters a notifier keeps; ``lost`` must never be silently non-zero."""
 
     adds: int = 0
+    initial: int = 0  # containers found already running
     removes: int = 0
     lost: int = 0  # kernel queue overflows / dropped messages
     missed: int = 0  # runc execs seen whose arguments could not be read in time
@@ -92,8 +93,11 @@ class Notifier(abc.ABC):
     # ------------------------------------------------------------ delivery of events
 
     def _emit(self, event: ContainerEvent) -> None:
-        if event.type.value != "remove":
+        kind = event.type.value
+        if kind == "add":
             self.stats.adds += 1
+        elif kind == "initial":
+            self.stats.initial += 1
         else:
             self.stats.removes += 1
         if self._callback is None:
@@ -106,6 +110,19 @@ class Notifier(abc.ABC):
 
     def _finish_iteration(self) -> None:
         self._queue.put(_CLOSED)
+
+    def _loop_failed(self, err: BaseException) -> None:
+        """The event loop died: say so to consumers. ``close()`` still releases everything."""
+        log.error("runctrace: %s event loop failed: %r", self.name, err, exc_info=err)
+        self.failure = f"{self.name} event loop failed: {err!r}"
+        self._finish_iteration()
+
+    failure: Optional[str] = None  # why the event loop stopped by itself, if it did
+
+    @property
+    def finished(self) -> bool:
+        """No event will come any more: closed, or the event loop stopped."""
+        return self._closed.is_set() or self.failure is not None
 
     def get(self, timeout: Optional[float] = None) -> Optional[ContainerEvent]:
         """The next event, or None after ``timeout`` seconds or once closed."""

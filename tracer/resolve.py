@@ -92,6 +92,7 @@ class RuncExec:
     runtime: str  # path of the runc binary
     started_ns: Optional[int] = None  # CLOCK_MONOTONIC when its exec was seen
     caller: Optional[str] = None  # who ran runc (its parent's command name)
+    start_ticks: Optional[int] = None  # runc's start time (clock ticks), from /proc/PID/stat
     resolved: bool = False
 
 
@@ -107,6 +108,7 @@ class Container:
     caller: Optional[str] = None
     added_ns: int = 0  # time_ns of its ADD (or INITIAL) event
     info: dict[str, Any] = field(default_factory=dict)  # manager, namespaces, cgroup
+    start_ticks: Optional[int] = None  # its init's start time, to tell it from a reused PID
 
     def enrich(self) -> None:
         """Read what only the living init can tell: call while it still runs."""
@@ -142,6 +144,19 @@ def parse_call(argv: list[str], cwd: Optional[str], cwd_may_be_bundle: bool = Fa
             "cwd could be read; its state directory may be wrong", call.container_id, root_flag,
         )
     return call
+
+
+def _state_of(state: dict, rexec: RuncExec) -> bool:
+    """Is ``state`` this runc call's, not a stopped container's left under the same ID?
+
+    ``runc run ID`` fails ("ID already exists") while the old container's
+    state.json is still there; taking it would report a container that never ran.
+    The container this call makes has an init that started after runc itself.
+    """
+    init_start = state.get("init_process_start")
+    if not isinstance(init_start, int) or rexec.start_ticks is None:
+        return True
+    return init_start >= rexec.start_ticks
 
 
 class StateDirWatcher:
@@ -371,7 +386,8 @@ class Tracker:
         call = parse_call(argv, cwd, cwd_may_be_bundle)
         if not call.creates_container:
             return None  # start, delete, kill, init, state, a bad command line...
-        rexec = RuncExec(pid, call, runtime, started_ns, caller_comm(pid))
+        st = read_stat(pid)
+        rexec = RuncExec(pid, call, runtime, started_ns, caller_comm(pid), st.start if st else None)
         old = self.calls.get(pid)
         if old is not None:  # the same process exec'd runc again (a wrapper did)
             self._stop_waiting(old)
@@ -399,8 +415,8 @@ class Tracker:
             return
         if state is None:
             state, _err = read_state(state_dir)
-        if state is None:
-            return  # not written yet; the next inotify event or runc's exit will tell
+        if state is None or not _state_of(state, rexec):
+            return  # not written yet (or a stale one); the next event or runc's exit will tell
         self._stop_waiting(rexec)
         self._resolve(rexec, state["init_process_pid"], state, None)
 
@@ -431,12 +447,14 @@ class Tracker:
             self._stats.failed_creates += 1
             return
         state, state_err = read_state(rexec.call.state_dir)
+        if state is not None and not _state_of(state, rexec):
+            state, state_err = None, "state.json is an older container's"
         self._stop_waiting(rexec)
         pid_, err = None, None
         if rexec.call.pid_file:
             pid_, err = read_pid_file(rexec.call.pid_file)
         if pid_ is None and state is not None:
-            pid_ = state["init_process_pid"]
+            pid_, err = state["init_process_pid"], None  # the runtime's other record has it
         if pid_ is None and init_pid is not None:
             pid_, err = init_pid, None
         if pid_ is None:
@@ -463,6 +481,20 @@ class Tracker:
     def watch_pid(self, container_id: str, pid: int) -> None:
         """A container found by other means (``add_watch_container_termination``)."""
         self._track(Container(container_id, pid, None, None, None, None), None, None)
+
+    def sweep(self) -> None:
+        """After the kernel dropped events: end what ended unseen.
+
+        A container whose exit message was lost would otherwise stay "running"
+        forever, and a runc call whose exit was lost would keep its watches and,
+        once its PID is reused, take another process's exit for its own.
+        """
+        for pid, container in list(self.containers.items()):
+            if process_ended(pid, container.start_ticks):
+                self.pid_exited(pid, None, error="its exit was lost (kernel queue overflow); exit status unknown")
+        for pid, rexec in list(self.calls.items()):
+            if process_ended(pid, rexec.start_ticks):
+                self.runc_exited(pid, None)
 
     def discover(self, kind: EventType = EventType.INITIAL) -> None:
         """Emit ``kind`` for each container runc runs now that is not known yet, and watch it.
@@ -517,6 +549,10 @@ class Tracker:
         self._track(container, expected_start if isinstance(expected_start, int) else None, rexec)
 
     def _track(self, container: Container, expected_start: Optional[int], rexec: Optional[RuncExec]) -> None:
+        if expected_start is None:
+            st = read_stat(container.pid)
+            expected_start = st.start if st is not None and st.state not in ("Z", "X", "x") else None
+        container.start_ticks = expected_start
         self.containers[container.pid] = container
         self._watch(container, expected_start, rexec)
 

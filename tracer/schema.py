@@ -81,7 +81,7 @@ class _SpecCache:
     while cached. Bounded, oldest out first.
     """
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = 256) -> None:
         self._size = size
         self._items: "OrderedDict[tuple[int, bool], tuple[Any, str, dict[str, Any]]]" = OrderedDict()
 
@@ -101,6 +101,10 @@ class _SpecCache:
                 self._items.popitem(last=False)
         return hit[1], hit[2]
 
+    def forget(self, config: Any) -> None:
+        for keep_env in (False, True):
+            self._items.pop((id(config), keep_env), None)
+
 
 _spec_cache = _SpecCache()
 
@@ -108,6 +112,8 @@ _spec_cache = _SpecCache()
 def event_to_row(event: ContainerEvent, host: str | None = None, keep_env: bool = False) -> dict[str, Any]:
     """One Parquet row. Environment values in the spec are redacted unless ``keep_env``."""
     config_json, fields = _spec_cache.get(event.container_config, event.bundle, keep_env)
+    if event.type.value == "remove":
+        _spec_cache.forget(event.container_config)
     row = {
         "time": event.time_ns // 1000,
         "time_ns": event.time_ns,

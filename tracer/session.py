@@ -74,6 +74,10 @@ class Session:
                 event = self.notifier.get(timeout=min(0.25, remaining) if remaining else 0.25)
                 if event is not None:
                     self._handle(event)
+                elif self.notifier.finished:
+                    # the event loop stopped by itself: report it, never spin on it
+                    self.failure = self.notifier.failure or f"{self.notifier.name} notifier closed"
+                    break
                 else:
                     self.on_idle()
                 if status:
@@ -86,6 +90,10 @@ class Session:
             self.notifier.close()
         while (event := self.notifier.get(timeout=0)) is not None:
             self._handle(event)
+        if self.failure:
+            raise RunctraceError(self.failure)
+
+    failure: Optional[str] = None
 
 
 def print_event(console: Console) -> Callable[[ContainerEvent], None]:
