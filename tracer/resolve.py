@@ -193,7 +193,9 @@ class StateDirWatcher:
         self.overflows = 0
 
     def fds(self) -> list[int]:
-        return [fd for fd in (self.fd, self.fan_fd) if fd >= 0]
+        # fanotify's first: when both report the same state file in one wakeup, the
+        # open fd resolves it and inotify's event finds nothing left to read
+        return [fd for fd in (self.fan_fd, self.fd) if fd >= 0]
 
     def expect(self, state_dir: str) -> bool:
         """Start waiting for ``state_dir/state.json``; True if it may exist already."""
