@@ -26,8 +26,6 @@ from runctrace.resolve import parse_call, process_alive
 
 @pytest.fixture(scope="module")
 def notifier():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: loads BPF programs and runs runc")
     support = BccNotifier.supported()
     assert support, f"the bcc backend should run on this machine: {support.reason}"
     n = BccNotifier()
@@ -294,7 +292,6 @@ class TestWatchByPid:
 
 
 @pytest.mark.root
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_same_events_as_fanotify(notifier, bcct_runc, tmp_path):
     """Both backends at once, on the same containers: the same facts."""
     bcc_seen = Seen(notifier)
@@ -323,7 +320,6 @@ def test_same_events_as_fanotify(notifier, bcct_runc, tmp_path):
 
 
 @pytest.mark.root
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_close_is_prompt_and_leaks_nothing():
     BccNotifier().close()  # BCC's one-time set-up (LLVM) stays loaded: not a leak
     fd_before, threads_before = fds(), threads()

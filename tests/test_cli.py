@@ -122,7 +122,8 @@ def test_record_real_containers(tmp_path, bundles, container_ids, sig):
 
 @pytest.mark.root
 def test_duckdb_reads_the_recording(tmp_path, bundles, container_ids):
-    duckdb = pytest.importorskip("duckdb")
+    import duckdb
+
     out = tmp_path / "rec.parquet"
     rec = Recorder(out)
     cid = container_ids()
