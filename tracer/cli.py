@@ -15,7 +15,7 @@ from rich.console import Console
 from .backends import CHOICES, open_notifier
 from .errors import RunctraceError
 from .recording import default_output, open_recorder
-from .session import Session, print_event
+from .session import Session, print_event, stop_signals
 from .views import EVENT_TABLE_HEADER, event_json, event_table_row
 
 app = typer.Typer(
@@ -71,38 +71,41 @@ def record(
     initial: bool = typer.Option(True, "--initial/--no-initial", help="Report containers already running at start as 'initial' events."),
 ) -> None:
     """Record containers that runc creates and ends, to Parquet."""
-    notifier, why = open_notifier(backend, runc_paths=tuple(runc_path))
-    try:
-        recorder = open_recorder(output, keep_env=keep_env, flush_interval=flush_interval)
-    except RunctraceError:
-        notifier.close()
-        raise
-    recorder.stats_source = notifier.stats.as_dict
-    recorder.backend = notifier.name
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print(f"runctrace: {why}; recording to {output}" + (f" for {duration:g}s" if duration else "; Ctrl-C to stop"))
-    show = print_event(out)
+    with stop_signals() as stop:
+        notifier, why = open_notifier(backend, runc_paths=tuple(runc_path))
+        try:
+            recorder = open_recorder(output, keep_env=keep_env, flush_interval=flush_interval)
+        except RunctraceError:
+            notifier.close()
+            raise
+        recorder.stats_source = notifier.stats.as_dict
+        recorder.backend = notifier.name
+        out = Console(highlight=False, soft_wrap=True)
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        show = print_event(out)
 
-    def on_event(event):
-        recorder.write(event)
-        if not quiet:
-            show(event)
+        def on_event(event):
+            recorder.write(event)
+            if not quiet:
+                show(event)
 
-    status_console = (out if out.is_terminal else err) if err.is_terminal else None
-    session = Session(notifier, on_event, on_idle=recorder.flush, duration=duration, status_console=status_console)
-    try:
-        if initial and hasattr(notifier, "discover_running"):
-            notifier.discover_running()
-        session.run()
-    finally:
-        stats = notifier.stats.as_dict()
-        recorder.close(stats=stats, backend=notifier.name, compact=compact)
-    err.print(
-        f"runctrace: wrote {recorder.rows_written} events to {output} "
-        f"({stats['adds']} add, {stats['initial']} initial, {stats['removes']} remove, "
-        f"{stats['lost']} lost, {stats['missed']} missed)"
-    )
+        status_console = (out if out.is_terminal else err) if err.is_terminal else None
+        session = Session(notifier, on_event, on_idle=recorder.flush, duration=duration,
+                          status_console=status_console, stop=stop)
+        try:
+            if initial:  # before announcing: what runs now is "initial", anything later an "add"
+                notifier.discover_running()
+            err.print(f"runctrace: {why}; recording to {output}" + (f" for {duration:g}s" if duration else "; Ctrl-C to stop"))
+            session.run()
+        finally:
+            stats = notifier.stats.as_dict()
+            recorder.close(stats=stats, backend=notifier.name, compact=compact)
+        err.print(
+            f"runctrace: wrote {recorder.rows_written} events to {output} "
+            f"({stats['adds']} add, {stats['initial']} initial, {stats['removes']} remove, "
+            f"{stats['lost']} lost, {stats['missed']} missed)"
+        )
+
 
 
 WATCH_EXAMPLES = """
@@ -125,19 +128,21 @@ def watch(
     keep_env: bool = typer.Option(False, "--keep-env", help="Show environment values in --json output."),
 ) -> None:
     """Show container events live, as they happen."""
-    notifier, why = open_notifier(backend, runc_paths=tuple(runc_path))
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print(f"runctrace: {why}")
-    if as_json:
-        on_event = lambda event: out.print(event_json(event, keep_env), markup=False)  # noqa: E731
-    else:
-        out.print(EVENT_TABLE_HEADER, markup=False)
-        on_event = lambda event: out.print(event_table_row(event), markup=False)  # noqa: E731
-    status_console = err if err.is_terminal else None
-    if initial and hasattr(notifier, "discover_running"):
-        notifier.discover_running()
-    Session(notifier, on_event, duration=duration, status_console=status_console).run()
+    with stop_signals() as stop:
+        notifier, why = open_notifier(backend, runc_paths=tuple(runc_path))
+        out = Console(highlight=False, soft_wrap=True)
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        err.print(f"runctrace: {why}")
+        if as_json:
+            on_event = lambda event: out.print(event_json(event, keep_env), markup=False)  # noqa: E731
+        else:
+            out.print(EVENT_TABLE_HEADER, markup=False)
+            on_event = lambda event: out.print(event_table_row(event), markup=False)  # noqa: E731
+        status_console = err if err.is_terminal else None
+        if initial:
+            notifier.discover_running()
+        Session(notifier, on_event, duration=duration, status_console=status_console, stop=stop).run()
+
 
 
 def main() -> None:

@@ -278,7 +278,8 @@ class FanotifyNotifier(LoopNotifier):
     def _on_exec(self, pid: int) -> None:
         pending = self._pending_exec.pop(pid, None)
         if pending is not None:
-            if self._exec_done(pid):
+            if self._exec_done(pid) or not os.path.exists(f"/proc/{pid}"):
+                # runc, or gone already (then _resolve_exec counts it as missed)
                 self._resolve_exec(pid, pending[1], pending[2])
             # else: that runc exec failed after the open (E2BIG, ...) and the process
             # now runs something else, whose arguments are not runc's

@@ -67,7 +67,11 @@ class Notifier(abc.ABC):
 
     def __init__(self, callback: Optional[Callback] = None) -> None:
         self._callback = callback
-        self._queue: "queue.SimpleQueue[object]" = queue.SimpleQueue()
+        # queue.Queue, not SimpleQueue: in CPython 3.11 a signal arriving near the end
+        # of SimpleQueue.get(timeout) can leave it waiting forever (a negative
+        # remaining timeout becomes "no timeout"), and the main thread's get() is
+        # exactly where SIGINT lands. Seen here: `watch` ignoring every Ctrl-C.
+        self._queue: "queue.Queue[object]" = queue.Queue()
         self.stats = Stats()
         self._closed = threading.Event()
 
@@ -85,6 +89,9 @@ class Notifier(abc.ABC):
         For containers found by other means (e.g. already running at start). If the
         process is already gone, the REMOVE event is emitted at once.
         """
+
+    def discover_running(self, timeout: float = 5.0) -> None:
+        """Emit an INITIAL event for each container already running (if the backend can)."""
 
     @abc.abstractmethod
     def close(self) -> None:

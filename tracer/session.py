@@ -7,16 +7,35 @@ notifier queued before it closed. The commands only say what to do with an event
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from rich.console import Console
 
 from .errors import RunctraceError
 from .events import ContainerEvent
 from .notifier import Notifier
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """An Event set by SIGINT or SIGTERM, installed for the whole command.
+
+    Installed before anything slow starts (BCC compiling, the first scan of runc's
+    state): a signal that arrives then must stop the command cleanly, not raise
+    KeyboardInterrupt at a random point (inside a finalizer it is even swallowed,
+    and the command would then never stop).
+    """
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Session:
@@ -28,6 +47,7 @@ class Session:
         on_idle: Callable[[], None] = lambda: None,
         duration: Optional[float] = None,
         status_console: Optional[Console] = None,
+        stop: Optional[threading.Event] = None,
     ) -> None:
         self.notifier = notifier
         self.on_event = on_event
@@ -36,7 +56,7 @@ class Session:
         self.events = 0
         self.running: set[tuple[str, Optional[int]]] = set()
         self._console = status_console
-        self._stop = threading.Event()
+        self._stop = stop if stop is not None else threading.Event()
 
     def stop(self) -> None:
         self._stop.set()
@@ -56,12 +76,12 @@ class Session:
         self.on_event(event)
 
     def run(self) -> None:
-        """Until the deadline, SIGINT or SIGTERM; then close the notifier and drain it.
+        """Until the deadline or ``stop`` (see :func:`stop_signals`); then close the
+        notifier and drain it.
 
         A RunctraceError from ``on_event`` (a full disk) ends the loop and is raised
         after the notifier is closed.
         """
-        previous = {s: signal.signal(s, lambda *_: self._stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
         deadline = time.monotonic() + self.duration if self.duration else None
         status = self._console.status(self.status_text()) if self._console else None
         try:
@@ -85,8 +105,6 @@ class Session:
         finally:
             if status:
                 status.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self.notifier.close()
         while (event := self.notifier.get(timeout=0)) is not None:
             self._handle(event)
@@ -100,4 +118,4 @@ def print_event(console: Console) -> Callable[[ContainerEvent], None]:
     return lambda event: console.print(event.describe(), markup=False, highlight=False)
 
 
-__all__ = ["Session", "print_event", "RunctraceError"]
+__all__ = ["Session", "print_event", "stop_signals", "RunctraceError"]
