@@ -87,6 +87,17 @@ class Recorder:
         return self.proc.returncode, out, err
 
 
+def record_one_container(tmp_path, bundles, container_ids) -> tuple[Path, str]:
+    """A recording (one file) of one `true` container; returns its path and the ID."""
+    out = tmp_path / "rec.parquet"
+    rec = Recorder(out)
+    cid = container_ids()
+    runc("run", cid, cwd=bundles.make(["true"]))
+    time.sleep(0.3)
+    assert rec.stop()[0] == 0
+    return out, cid
+
+
 @pytest.mark.root
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_record_real_containers(tmp_path, bundles, container_ids, sig):
@@ -124,12 +135,7 @@ def test_record_real_containers(tmp_path, bundles, container_ids, sig):
 def test_duckdb_reads_the_recording(tmp_path, bundles, container_ids):
     import duckdb
 
-    out = tmp_path / "rec.parquet"
-    rec = Recorder(out)
-    cid = container_ids()
-    runc("run", cid, cwd=bundles.make(["true"]))
-    time.sleep(0.3)
-    assert rec.stop()[0] == 0
+    out, cid = record_one_container(tmp_path, bundles, container_ids)
     con = duckdb.connect()
     rows = con.execute(
         "SELECT type, container_pid, process_args[1], annotations, epoch_ns(time) <= time_ns + 1000 "
@@ -191,12 +197,7 @@ def test_frozen_or_killed_recorder_never_delays_containers(tmp_path, bundles, co
 
 @pytest.mark.root
 def test_report_on_a_recording(tmp_path, bundles, container_ids):
-    out = tmp_path / "rec.parquet"
-    rec = Recorder(out)
-    cid = container_ids()
-    runc("run", cid, cwd=bundles.make(["true"]))
-    time.sleep(0.3)
-    assert rec.stop()[0] == 0
+    out, _ = record_one_container(tmp_path, bundles, container_ids)
     res = cli("report", str(out))
     assert res.returncode == 0, res.stderr
     assert "events" in res.stdout
