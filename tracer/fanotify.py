@@ -162,10 +162,11 @@ class FanotifyNotifier(LoopNotifier):
 
     def _run(self) -> None:
         # `runc run` of a short-lived container deletes its state.json a few ms after
-        # writing it. On a busy host a normal-priority reader loses that race (seen:
-        # 7 of 80 PIDs lost at concurrency 4 on 2 cores; 0 of 80 at nice -15). The
-        # loop sleeps in epoll and does microseconds of work per event, so a high
-        # priority costs the host nothing while idle. Per-thread: only this thread.
+        # writing it. On a busy host a normal-priority reader lost that race (seen,
+        # before state files came as fanotify fds: 7 of 80 PIDs lost at concurrency 4
+        # on 2 cores; 0 of 80 at nice -15). The loop sleeps in epoll, so a high
+        # priority costs nothing while idle; under churn it takes its ~3-6 ms per
+        # container from runc first (BENCHMARKS.md). Per-thread: only this thread.
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOOP_NICE)
         except OSError:

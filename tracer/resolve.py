@@ -17,9 +17,12 @@ Where the container's PID comes from (the same for every backend):
 
 * the ``--pid-file``, read when ``runc create`` exits (what containerd's shim
   reads); runc writes it before it exits, and only on success;
-* otherwise ``<root>/<id>/state.json``'s ``init_process_pid``: watched with inotify
-  so that a foreground ``runc run``, which keeps running as long as its container,
-  is resolved as soon as runc writes the file; read at runc's exit as a fallback.
+* otherwise ``<root>/<id>/state.json``'s ``init_process_pid``, taken as soon as runc
+  writes the file (see :class:`StateDirWatcher`: inotify, and fanotify events that
+  hand over the file open), so that a foreground ``runc run``, which keeps running
+  as long as its container, is resolved at once; read at runc's exit as a fallback.
+  A state.json whose init started before this runc did is a stopped container's
+  leftover under the same ID, and is not taken.
 
 ``init_process_start`` from state.json is compared with ``/proc/PID/stat`` so a
 reused PID is never taken for the container. An ADD is stamped with runc's own
