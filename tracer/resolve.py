@@ -185,7 +185,9 @@ class StateDirWatcher:
         try:
             self.fan_fd = _sys.fanotify_init(
                 _sys.FanInit.CLASS_NOTIF | _sys.FanInit.CLOEXEC | _sys.FanInit.NONBLOCK,
-                os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE | os.O_NOATIME,
+                # NONBLOCK: should a FIFO in a state dir ever be reported, opening it
+                # for the event must not wait for a writer
+                os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE | os.O_NOATIME | os.O_NONBLOCK,
             )
         except OSError:
             self.fan_fd = -1  # no fanotify: inotify alone still works, with a narrower window
