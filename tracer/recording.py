@@ -206,15 +206,18 @@ class DatasetRecorder(_Buffered):
             table = rows_to_table(date_rows).drop_columns(["host"])
             self._write_file(self._date_fd(date), table.cast(DATASET_SCHEMA), date_rows[0]["time_ns"])
 
-    def _write_file(self, dir_fd: int, table: pa.Table, first_ns: int, prefix: str = "part") -> str:
+    def _write_file(
+        self, dir_fd: int, table: pa.Table, first_ns: int, prefix: str = "part", extra_meta: Optional[dict] = None
+    ) -> str:
         """Write ``table`` as a complete file: temp name, fsync, rename, fsync the dir."""
+        meta = {**self._metadata(), **(extra_meta or {})}
         self._seq += 1
         name = f"{prefix}-{first_ns}-{os.getpid()}-{self._seq:06d}.parquet"
         tmp = f".{name}.tmp"  # a leading dot: pyarrow, DuckDB and Spark skip it
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
             with os.fdopen(fd, "wb") as f:
-                pq.write_table(table.replace_schema_metadata(self._metadata()), f, compression="zstd")
+                pq.write_table(table.replace_schema_metadata(meta), f, compression="zstd")
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -268,19 +271,10 @@ class DatasetRecorder(_Buffered):
                 with open(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd), "rb") as f:
                     tables.append(pq.read_table(f, schema=DATASET_SCHEMA))
             merged = pa.concat_tables(tables).sort_by("time_ns")
-            meta = self._metadata()
-            meta[b"runctrace.compacted_from"] = json.dumps(sources).encode()
-            merged = merged.replace_schema_metadata(meta)
-            self._seq += 1
-            name = f"compact-{merged['time_ns'][0].as_py()}-{os.getpid()}-{self._seq:06d}.parquet"
-            tmp = f".{name}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-            with os.fdopen(fd, "wb") as f:
-                pq.write_table(merged, f, compression="zstd")
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            os.fsync(dfd)
+            name = self._write_file(
+                dfd, merged, merged["time_ns"][0].as_py(), prefix="compact",
+                extra_meta={b"runctrace.compacted_from": json.dumps(sources).encode()},
+            )
             removed += self._drop_sources(dfd, name)
         return removed
 
