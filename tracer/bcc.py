@@ -58,7 +58,6 @@ from typing import Any, Optional
 
 from . import _sys
 from .errors import NotSupported
-from .events import EventType
 from .notifier import Callback, LoopNotifier, Support, log
 from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, process_alive, process_ended, read_stat
 from .runtimes import RuncBinary, find_runc
@@ -456,8 +455,7 @@ class BccNotifier(LoopNotifier):
                     # The kernel dropped records: a runc call may have gone unseen.
                     # What it started and still runs is on disk (runc's state).
                     self._resync = False
-                    self._tracker.sweep()
-                    self._tracker.discover(EventType.ADD)
+                    self._tracker.resync()
                 self._finish_endings()
             # Exits that happened before close() was called are still delivered.
             self._drain_ring()

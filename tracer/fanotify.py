@@ -33,7 +33,6 @@ from typing import Optional
 
 from . import _sys
 from .errors import NotSupported
-from .events import EventType
 from .notifier import Callback, LoopNotifier, Support, log
 from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, read_stat
 from .runtimes import RuncBinary, find_runc
@@ -201,8 +200,7 @@ class FanotifyNotifier(LoopNotifier):
                     # (the recorder fell behind, or was stopped). Whatever it started
                     # and still runs is on disk: runc's state.
                     self._resync = False
-                    self._tracker.sweep()
-                    self._tracker.discover(EventType.ADD)
+                    self._tracker.resync()
                 self._settle()
         except Exception as err:  # never die silently; close() still releases the fds
             self._loop_failed(err)

@@ -503,6 +503,12 @@ class Tracker:
             if process_ended(pid, rexec.start_ticks):
                 self.runc_exited(pid, None)
 
+    def resync(self) -> None:
+        """After the kernel dropped events or a runc call went unread: end what ended
+        unseen, then report what runs and is not known yet (as late ADDs)."""
+        self.sweep()
+        self.discover(EventType.ADD)
+
     def discover(self, kind: EventType = EventType.INITIAL) -> None:
         """Emit ``kind`` for each container runc runs now that is not known yet, and watch it.
 
