@@ -119,6 +119,27 @@ def fanotify_mark(fd: int, flags: int, mask: int, path: str, dirfd: int = AT_FDC
     _retry(_libc.fanotify_mark, fd, int(flags), int(mask), dirfd, os.fsencode(path))
 
 
+def read_available(fd: int, size: int = 64 * 1024) -> Iterator[bytes]:
+    """Every read() a non-blocking fd has ready, until EAGAIN."""
+    while True:
+        try:
+            yield os.read(fd, size)
+        except BlockingIOError:
+            return
+
+
+def read_fanotify(fd: int) -> Iterator[FanotifyRecord]:
+    """The records a non-blocking fanotify fd has ready. Each open ``fd`` is the caller's to close."""
+    for buf in read_available(fd):
+        yield from decode_fanotify(buf)
+
+
+def read_inotify(fd: int) -> Iterator["InotifyRecord"]:
+    """The records a non-blocking inotify fd has ready."""
+    for buf in read_available(fd):
+        yield from decode_inotify(buf)
+
+
 def decode_fanotify(buf: bytes) -> list[FanotifyRecord]:
     """Split a ``read()`` of a fanotify fd into records.
 

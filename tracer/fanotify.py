@@ -206,28 +206,23 @@ class FanotifyNotifier(LoopNotifier):
             self._loop_failed(err)
 
     def _read_fanotify(self) -> None:
-        while True:
-            try:
-                buf = os.read(self._fan, 64 * 1024)
-            except BlockingIOError:
-                return
-            for rec in _sys.decode_fanotify(buf):
-                runtime = "runc"
-                if rec.fd != _sys.FAN_NOFD:
-                    try:
-                        st = os.fstat(rec.fd)
-                        runtime = self._by_inode.get((st.st_dev, st.st_ino), "runc")
-                    except OSError:
-                        pass
-                    finally:
-                        os.close(rec.fd)  # every event carries an open fd: never leak it
-                if rec.mask & _sys.FanEvent.Q_OVERFLOW:
-                    self.stats.lost += 1
-                    self._resync = True
-                    log.warning("runctrace: fanotify queue overflowed; runc execs were lost")
-                    continue
-                if rec.mask & _sys.FanEvent.OPEN_EXEC:
-                    self._on_runc_exec(rec.pid, runtime)
+        for rec in _sys.read_fanotify(self._fan):
+            runtime = "runc"
+            if rec.fd != _sys.FAN_NOFD:
+                try:
+                    st = os.fstat(rec.fd)
+                    runtime = self._by_inode.get((st.st_dev, st.st_ino), "runc")
+                except OSError:
+                    pass
+                finally:
+                    os.close(rec.fd)  # every event carries an open fd: never leak it
+            if rec.mask & _sys.FanEvent.Q_OVERFLOW:
+                self.stats.lost += 1
+                self._resync = True
+                log.warning("runctrace: fanotify queue overflowed; runc execs were lost")
+                continue
+            if rec.mask & _sys.FanEvent.OPEN_EXEC:
+                self._on_runc_exec(rec.pid, runtime)
 
     def _on_runc_exec(self, pid: int, runtime: str) -> None:
         # If the connector already reported this pid's exec, and the process now
@@ -361,14 +356,9 @@ class FanotifyNotifier(LoopNotifier):
 
     def _read_bin_dirs(self) -> None:
         changed = False
-        while True:
-            try:
-                buf = os.read(self._bin_ino, 64 * 1024)
-            except BlockingIOError:
-                break
-            for rec in _sys.decode_inotify(buf):
-                if rec.name in self._bin_dirs.get(self._bin_wds.get(rec.wd, ""), ()):
-                    changed = True
+        for rec in _sys.read_inotify(self._bin_ino):
+            if rec.name in self._bin_dirs.get(self._bin_wds.get(rec.wd, ""), ()):
+                changed = True
         if changed:
             self._refresh_binaries()
 

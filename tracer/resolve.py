@@ -219,58 +219,50 @@ class StateDirWatcher:
 
     def _read_inotify(self) -> list[str]:
         ready: list[str] = []
-        while True:
-            try:
-                buf = os.read(self.fd, 64 * 1024)
-            except BlockingIOError:
-                return ready
-            for rec in _sys.decode_inotify(buf):
-                if rec.mask & _sys.In.Q_OVERFLOW:
-                    self.overflows += 1  # events were lost: look at everything
-                    ready.extend(self.expected)
-                    continue
-                if rec.mask & _sys.In.IGNORED:  # the directory is gone (runc delete)
-                    path = self._wd_path.pop(rec.wd, None)
-                    if path is not None:
-                        self._path_wd.pop(path, None)
-                    continue
-                base = self._wd_path.get(rec.wd)
-                if base is None:
-                    continue
-                if base in self.expected:
-                    if rec.name == "state.json":
-                        ready.append(base)
-                    continue
-                if rec.mask & (_sys.In.CREATE | _sys.In.MOVED_TO):
-                    # a container's state dir, a runc root, or a level above it appeared
-                    path = os.path.join(base, rec.name)
-                    for state_dir in [d for d in self.expected if d == path or d.startswith(path + "/")]:
-                        if self._arm(state_dir):
-                            ready.append(state_dir)
+        for rec in _sys.read_inotify(self.fd):
+            if rec.mask & _sys.In.Q_OVERFLOW:
+                self.overflows += 1  # events were lost: look at everything
+                ready.extend(self.expected)
+                continue
+            if rec.mask & _sys.In.IGNORED:  # the directory is gone (runc delete)
+                path = self._wd_path.pop(rec.wd, None)
+                if path is not None:
+                    self._path_wd.pop(path, None)
+                continue
+            base = self._wd_path.get(rec.wd)
+            if base is None:
+                continue
+            if base in self.expected:
+                if rec.name == "state.json":
+                    ready.append(base)
+                continue
+            if rec.mask & (_sys.In.CREATE | _sys.In.MOVED_TO):
+                # a container's state dir, a runc root, or a level above it appeared
+                path = os.path.join(base, rec.name)
+                for state_dir in [d for d in self.expected if d == path or d.startswith(path + "/")]:
+                    if self._arm(state_dir):
+                        ready.append(state_dir)
+        return ready
 
     def _read_fanotify(self) -> list[tuple[str, Optional[dict]]]:
         ready: list[tuple[str, Optional[dict]]] = []
-        while True:
+        for rec in _sys.read_fanotify(self.fan_fd):
+            if rec.mask & _sys.FanEvent.Q_OVERFLOW:
+                self.overflows += 1
+                ready.extend((d, None) for d in self.expected)
+                continue
+            if rec.fd < 0:
+                continue
             try:
-                buf = os.read(self.fan_fd, 64 * 1024)
-            except BlockingIOError:
-                return ready
-            for rec in _sys.decode_fanotify(buf):
-                if rec.mask & _sys.FanEvent.Q_OVERFLOW:
-                    self.overflows += 1
-                    ready.extend((d, None) for d in self.expected)
-                    continue
-                if rec.fd < 0:
-                    continue
-                try:
-                    path = os.readlink(f"/proc/self/fd/{rec.fd}").removesuffix(" (deleted)")
-                    state_dir, name = os.path.split(path)
-                    if name.startswith("state") and state_dir in self.expected:
-                        state, _err = read_state_fd(rec.fd, path)
-                        if state is not None:
-                            ready.append((state_dir, state))
-                finally:
-                    os.close(rec.fd)  # every event carries an open fd: never leak it
+                path = os.readlink(f"/proc/self/fd/{rec.fd}").removesuffix(" (deleted)")
+                state_dir, name = os.path.split(path)
+                if name.startswith("state") and state_dir in self.expected:
+                    state, _err = read_state_fd(rec.fd, path)
+                    if state is not None:
+                        ready.append((state_dir, state))
+            finally:
+                os.close(rec.fd)  # every event carries an open fd: never leak it
+        return ready
 
     def close(self) -> None:
         for fd in self.fds():
