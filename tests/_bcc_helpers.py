@@ -8,8 +8,6 @@ clash: every fixture here starts with ``bcct_`` and every container ID with
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -19,27 +17,18 @@ from typing import Optional
 
 import pytest
 
+from conftest import fd_count as fds, thread_count as threads  # noqa: F401 (re-exported)
+from runctrace import workload
 from runctrace.events import ContainerEvent, EventType
 
-IS_ROOT = os.geteuid() == 0
 # Root tests fail without root, they are not skipped: the project's machines have it.
 ROOT_ONLY = [pytest.mark.root]
 
 
 def make_bundle(path: Path, args: list[str]) -> Path:
-    """An OCI bundle at ``path``: static busybox in ``rootfs/bin`` and runc's default spec."""
-    bin_dir = path / "rootfs" / "bin"
-    bin_dir.mkdir(parents=True)
-    shutil.copy2("/bin/busybox", bin_dir / "busybox")
-    for applet in ("sh", "true", "sleep"):
-        (bin_dir / applet).symlink_to("busybox")
-    subprocess.run(["runc", "spec", "--bundle", str(path)], check=True)
-    config_path = path / "config.json"
-    config = json.loads(config_path.read_text())
-    config["process"]["terminal"] = False  # no console socket in tests
-    config["process"]["args"] = args
-    config_path.write_text(json.dumps(config, indent=1))
-    return path
+    """An OCI bundle at ``path`` running ``args`` in a static busybox root (runctrace.workload)."""
+    rootfs = workload.make_rootfs(path.parent / f"{path.name}-rootfs")
+    return workload.make_bundle(path.parent, rootfs, args, name=path.name)
 
 
 class Runc:
@@ -124,11 +113,3 @@ def bcct_runc():
         yield runc
     finally:
         runc.cleanup()
-
-
-def fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def threads() -> int:
-    return len(os.listdir("/proc/self/task"))

@@ -23,7 +23,6 @@ from runctrace.errors import RunctraceError
 from runctrace.events import ContainerEvent, EventType
 from runctrace.workload import PrivateContainerd, make_bundle, make_rootfs
 
-IS_ROOT = os.geteuid() == 0
 
 
 @pytest.fixture(scope="session")
