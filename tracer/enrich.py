@@ -8,7 +8,6 @@ import copy
 import os
 from typing import Any, Optional
 
-from .spec import read_stat
 
 REDACTED = "<redacted>"
 
@@ -52,13 +51,10 @@ def manager_of(root: Optional[str], caller: Optional[str], annotations: Optional
     return "by-hand"
 
 
-def caller_comm(pid: int) -> Optional[str]:
-    """The command name of ``pid``'s parent: who ran runc."""
-    st = read_stat(pid)
-    if st is None:
-        return None
+def comm(pid: int) -> Optional[str]:
+    """The command name of ``pid`` (who ran runc, when given runc's parent)."""
     try:
-        with open(f"/proc/{st.ppid}/comm", "rb") as f:
+        with open(f"/proc/{pid}/comm", "rb") as f:
             return f.read().strip().decode("utf-8", "replace")
     except OSError:
         return None

@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional
 
 from . import _sys
 from .discovery import expand_roots, running_containers
-from .enrich import caller_comm, cgroup_of, manager_of, namespaces
+from .enrich import cgroup_of, comm, manager_of, namespaces
 from .events import ContainerEvent, EventType
 from .notifier import Stats, log
 from .runcargs import RuncCall, parse_runc_args
@@ -386,7 +386,8 @@ class Tracker:
         if not call.creates_container:
             return None  # start, delete, kill, init, state, a bad command line...
         st = read_stat(pid)
-        rexec = RuncExec(pid, call, runtime, started_ns, caller_comm(pid), st.start if st else None)
+        # one read of /proc/PID/stat gives both runc's start time and its caller
+        rexec = RuncExec(pid, call, runtime, started_ns, comm(st.ppid) if st else None, st.start if st else None)
         old = self.calls.get(pid)
         if old is not None:  # the same process exec'd runc again (a wrapper did)
             self._stop_waiting(old)
