@@ -6,7 +6,6 @@ itself reports and the spec that was in the bundle.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
