@@ -4,6 +4,8 @@ import json
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runctrace import spec
 
@@ -111,3 +113,56 @@ def test_huge_state_is_read_from_its_head(tmp_path, monkeypatch):
     assert state == {"id": "big", "init_process_pid": 4242, "init_process_start": 99, "created": "2026-11-28T10:02:13.9Z"}
     (tmp_path / "state.json").write_text('{"config":"' + "x" * 5000 + '"}')
     assert "no init_process_pid" in spec.read_state(str(tmp_path))[1]
+
+
+def _go_json(value) -> bytes:
+    """JSON as runc's Go encoder writes it: compact, with <, > and & escaped."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
+
+
+_ids = st.text(st.sampled_from("abcdefXYZ0189_.-+"), min_size=1, max_size=64)
+_bundles = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cid=_ids, pid=st.integers(1, 2**22), start=st.integers(0, 2**40), bundle=_bundles,
+       extra=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4))
+def test_state_projection_matches_the_full_parse(cid, pid, start, bundle, extra):
+    full = {
+        "id": cid, "init_process_pid": pid, "init_process_start": start, "created": "2026-11-28T10:02:13.913754346Z",
+        "config": {"rootfs": "/r", "mounts": [{"source": "labels", "destination": '"labels":["bundle=/evil"]'}],
+                   "sysctl": extra, "labels": [f"bundle={bundle}", "x=y"]},
+    }
+    state, err = spec.parse_state(_go_json(full), "state.json")
+    assert err is None
+    assert "mounts" not in state["config"]  # the projection, not the full parse
+    for key in ("id", "init_process_pid", "init_process_start", "created"):
+        assert state[key] == full[key]
+    assert spec.state_bundle(state) == bundle
+
+
+def test_state_not_written_by_runc_is_parsed_whole():
+    data = json.dumps({"init_process_pid": 7, "id": "x", "config": {"labels": ["bundle=/b"], "hostname": "h"}}).encode()
+    state, err = spec.parse_state(data, "state.json")
+    assert err is None and state["config"]["hostname"] == "h" and spec.state_bundle(state) == "/b"
+
+
+def test_state_with_a_lone_surrogate_in_its_bundle_is_an_error():
+    data = b'{"id":"x","init_process_pid":7,"init_process_start":1,"created":"2026-11-28T10:02:13Z",' \
+           b'"config":{"labels":["bundle=/b\\ud800"]}}'
+    state, err = spec.parse_state(data, "state.json")
+    assert state is None and "surrogate" in err
+
+
+@pytest.mark.parametrize("text, ns", [
+    ("2026-11-28T10:02:13.913754346Z", 1795860133913754346),
+    ("1970-01-01T00:00:01.5Z", 1_500_000_000),
+    ("1970-01-01T00:00:01Z", 1_000_000_000),
+    ("2026-02-30T00:00:00Z", None),
+    ("2026-11-28T10:02:13+01:00", None),
+    ("2026-11-28T10:02:13.1234567891Z", None),
+    (None, None),
+])
+def test_rfc3339(text, ns):
+    assert spec.rfc3339_to_ns(text) == ns

@@ -20,8 +20,7 @@ import errno
 import os
 import socket
 import struct
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import cffi
 
@@ -96,6 +95,8 @@ class FanEvent(enum.IntFlag):
 
 
 FAN_NOFD = -1
+# plain ints for the event loop (see PROC_EXEC below)
+FAN_Q_OVERFLOW, FAN_OPEN_EXEC = int(FanEvent.Q_OVERFLOW), int(FanEvent.OPEN_EXEC)
 FANOTIFY_METADATA_VERSION = 3
 AT_FDCWD = -100
 
@@ -104,8 +105,10 @@ AT_FDCWD = -100
 _FAN_META = struct.Struct("=IBBHQii")
 
 
-@dataclass(frozen=True)
-class FanotifyRecord:
+# The decoded records are NamedTuples, not dataclasses: a burst of containers means
+# thousands of them, and a tuple is several times cheaper to build than a frozen
+# dataclass.
+class FanotifyRecord(NamedTuple):
     mask: int
     fd: int
     pid: int
@@ -155,7 +158,7 @@ def decode_fanotify(buf: bytes) -> list[FanotifyRecord]:
             raise ValueError(f"fanotify metadata version {vers}, expected {FANOTIFY_METADATA_VERSION}")
         if event_len < _FAN_META.size or off + event_len > len(buf):
             raise ValueError(f"truncated fanotify record (event_len={event_len})")
-        out.append(FanotifyRecord(mask=mask, fd=fd, pid=pid))
+        out.append(FanotifyRecord(mask, fd, pid))
         off += event_len
     return out
 
@@ -180,13 +183,14 @@ class In(enum.IntFlag):
     ISDIR = 0x40000000
 
 
+IN_Q_OVERFLOW, IN_IGNORED = int(In.Q_OVERFLOW), int(In.IGNORED)
+IN_CREATE_OR_MOVED_TO = int(In.CREATE | In.MOVED_TO)
 IN_CLOEXEC = os.O_CLOEXEC
 IN_NONBLOCK = os.O_NONBLOCK
 _IN_EVENT = struct.Struct("=iIII")
 
 
-@dataclass(frozen=True)
-class InotifyRecord:
+class InotifyRecord(NamedTuple):
     wd: int
     mask: int
     cookie: int
@@ -271,6 +275,10 @@ class ProcWhat(enum.IntFlag):
     EXIT = 0x80000000
 
 
+# Plain ints for the event loop: `x & SomeIntFlag.MEMBER` dispatches to the enum's
+# Python-level __rand__, which costs microseconds per record in a burst.
+PROC_EXEC, PROC_EXIT, PROC_FORK = int(ProcWhat.EXEC), int(ProcWhat.EXIT), int(ProcWhat.FORK)
+
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
 # struct proc_event { what; cpu; __aligned_u64 timestamp_ns; union event_data }
@@ -280,8 +288,7 @@ _PROC_EXIT = struct.Struct("=iiII")  # process_pid, process_tgid, exit_code, exi
 _PROC_FORK = struct.Struct("=iiii")  # parent_pid, parent_tgid, child_pid, child_tgid
 
 
-@dataclass(frozen=True)
-class ProcEvent:
+class ProcEvent(NamedTuple):
     """One record of the process-events connector.
 
     ``pid`` is the *thread* id and ``tgid`` the process id, as the kernel names them.
@@ -313,15 +320,15 @@ def decode_proc_events(buf: bytes) -> Iterator[ProcEvent]:
         ev = body + _CN_MSG.size
         what, _cpu, ts = _PROC_EVENT_HDR.unpack_from(buf, ev)
         data = ev + _PROC_EVENT_HDR.size
-        if what == ProcWhat.EXEC:
+        if what == PROC_EXEC:
             pid, tgid = _PROC_EXEC.unpack_from(buf, data)
             yield ProcEvent(what, ts, pid, tgid)
-        elif what == ProcWhat.EXIT:
+        elif what == PROC_EXIT:
             pid, tgid, code, _sig = _PROC_EXIT.unpack_from(buf, data)
-            yield ProcEvent(what, ts, pid, tgid, exit_status=code)
-        elif what == ProcWhat.FORK:
+            yield ProcEvent(what, ts, pid, tgid, code)
+        elif what == PROC_FORK:
             ppid, ptgid, cpid, ctgid = _PROC_FORK.unpack_from(buf, data)
-            yield ProcEvent(what, ts, cpid, ctgid, parent_tgid=ptgid)
+            yield ProcEvent(what, ts, cpid, ctgid, 0, ptgid)
 
 
 def decode_wait_status(status: int) -> tuple[int | None, int | None]:

@@ -216,12 +216,12 @@ class FanotifyNotifier(LoopNotifier):
                     pass
                 finally:
                     os.close(rec.fd)  # every event carries an open fd: never leak it
-            if rec.mask & _sys.FanEvent.Q_OVERFLOW:
+            if rec.mask & _sys.FAN_Q_OVERFLOW:
                 self.stats.lost += 1
                 self._resync = True
                 log.warning("runctrace: fanotify queue overflowed; runc execs were lost")
                 continue
-            if rec.mask & _sys.FanEvent.OPEN_EXEC:
+            if rec.mask & _sys.FAN_OPEN_EXEC:
                 self._on_runc_exec(rec.pid, runtime)
 
     def _on_runc_exec(self, pid: int, runtime: str) -> None:
@@ -264,9 +264,9 @@ class FanotifyNotifier(LoopNotifier):
                     continue
                 raise
             for ev in _sys.decode_proc_events(buf):
-                if ev.what == _sys.ProcWhat.EXEC:
+                if ev.what == _sys.PROC_EXEC:
                     self._on_exec(ev.tgid)
-                elif ev.what == _sys.ProcWhat.EXIT:  # of whole processes: threads are filtered out
+                elif ev.what == _sys.PROC_EXIT:  # of whole processes: threads are filtered out
                     self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns)
 
     def _on_exec(self, pid: int) -> None:

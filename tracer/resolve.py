@@ -220,11 +220,11 @@ class StateDirWatcher:
     def _read_inotify(self) -> list[str]:
         ready: list[str] = []
         for rec in _sys.read_inotify(self.fd):
-            if rec.mask & _sys.In.Q_OVERFLOW:
+            if rec.mask & _sys.IN_Q_OVERFLOW:
                 self.overflows += 1  # events were lost: look at everything
                 ready.extend(self.expected)
                 continue
-            if rec.mask & _sys.In.IGNORED:  # the directory is gone (runc delete)
+            if rec.mask & _sys.IN_IGNORED:  # the directory is gone (runc delete)
                 path = self._wd_path.pop(rec.wd, None)
                 if path is not None:
                     self._path_wd.pop(path, None)
@@ -236,7 +236,7 @@ class StateDirWatcher:
                 if rec.name == "state.json":
                     ready.append(base)
                 continue
-            if rec.mask & (_sys.In.CREATE | _sys.In.MOVED_TO):
+            if rec.mask & _sys.IN_CREATE_OR_MOVED_TO:
                 # a container's state dir, a runc root, or a level above it appeared
                 path = os.path.join(base, rec.name)
                 for state_dir in [d for d in self.expected if d == path or d.startswith(path + "/")]:
@@ -247,7 +247,7 @@ class StateDirWatcher:
     def _read_fanotify(self) -> list[tuple[str, Optional[dict]]]:
         ready: list[tuple[str, Optional[dict]]] = []
         for rec in _sys.read_fanotify(self.fan_fd):
-            if rec.mask & _sys.FanEvent.Q_OVERFLOW:
+            if rec.mask & _sys.FAN_Q_OVERFLOW:
                 self.overflows += 1
                 ready.extend((d, None) for d in self.expected)
                 continue
