@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """What recording costs a host, measured side by side in one run.
 
-    sudo .venv/bin/python bench/bench_record.py [--backends fanotify,bcc] [--pairs 40] [--block 8]
+    sudo .venv/bin/python bench/bench_record.py [--backends fanotify,bcc] [--rounds 40] [--block 8]
                                                  [--burst 500] [--concurrency 8]
 
-1. Start overhead: latency of `runc run` of /bin/true (a busybox container) with a
-   recorder attached (`runctrace record`, a separate process, as operators run it)
-   and with none, in interleaved blocks A B A B ... so drift hits both sides alike.
-   Prints the ratio of medians with a 95% bootstrap confidence interval over pairs,
-   sequentially and with 4 runc's at once (2 cores: a recorder that burns CPU during
-   a burst slows runc itself).
+1. Start overhead: latency of `runc run` of /bin/true (a busybox container) with no
+   recorder, and with each backend's recorder attached (`runctrace record`, a separate
+   process, as operators run it), in interleaved blocks so drift hits all sides alike.
+   Every block follows a few untimed warm-up runs. Prints each backend's ratio of
+   medians to the no-recorder side with a 95% bootstrap confidence interval over
+   rounds, sequentially and with 4 runc's at once (2 cores: a recorder that burns CPU
+   during a burst slows runc itself).
 2. Completeness: a burst of N containers at concurrency C; how many were recorded
    with an add and a remove carrying the right PID.
 3. Recorder CPU: its user+system time during the burst, per container, and while idle.
@@ -54,6 +55,17 @@ class Recorder:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
+    def wait_idle(self, quiet_s: float = 0.3, limit_s: float = 10.0) -> None:
+        """Until the recorder has used no CPU for ``quiet_s`` (start-up work done)."""
+        deadline = time.monotonic() + limit_s
+        last = self.cpu_seconds()
+        while time.monotonic() < deadline:
+            time.sleep(quiet_s)
+            now = self.cpu_seconds()
+            if now == last:
+                return
+            last = now
+
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -79,6 +91,19 @@ def timed_runs(bundle: Path, n: int, concurrency: int = 1) -> list[float]:
         return list(pool.map(one, range(n)))
 
 
+# Untimed runs before every timed block, on every side. Without them the first side
+# measured after any pause is slower: on this VM, runs after 1.5 s of idle take 10-12%
+# longer (cold vCPUs, caches). Starting a recorder is such a pause, so an early
+# version of this benchmark charged ~8% "overhead" even to a recorder that was
+# SIGSTOPped, and to a do-nothing Python process (see BENCHMARKS.md).
+WARM_RUNS = 3
+
+
+def block(bundle: Path, n: int, concurrency: int = 1) -> list[float]:
+    timed_runs(bundle, WARM_RUNS * concurrency, concurrency)
+    return timed_runs(bundle, n, concurrency)
+
+
 def bootstrap_ratio(pairs: list[tuple[list[float], list[float]]], rounds: int = 2000) -> tuple[float, float, float]:
     """Ratio of medians (with / without) and its 95% CI, resampling whole pairs of blocks."""
     def ratio(sample):
@@ -91,31 +116,47 @@ def bootstrap_ratio(pairs: list[tuple[list[float], list[float]]], rounds: int = 
     return ratio(pairs), boots[int(0.025 * rounds)], boots[int(0.975 * rounds)]
 
 
-def overhead(backend: str, bundle: Path, tmp: Path, pairs: int, block: int, concurrency: int) -> dict:
-    results = []
-    for i in range(pairs):
-        order = ["with", "without"] if i % 2 == 0 else ["without", "with"]  # ABBA: no order bias
-        got = {}
-        for side in order:
-            if side == "with":
-                rec = Recorder(backend, tmp / f"oh-{backend}-{i}.parquet")
-                got[side] = timed_runs(bundle, block, concurrency)
-                rec.stop()
-            else:
-                got[side] = timed_runs(bundle, block, concurrency)
-        results.append((got["with"], got["without"]))
-    r, lo, hi = bootstrap_ratio(results)
-    return {
-        "median_with_ms": statistics.median(x for a, _ in results for x in a) * 1e3,
-        "median_without_ms": statistics.median(x for _, b in results for x in b) * 1e3,
-        "ratio": r, "ci95": (lo, hi), "runs_per_side": pairs * block,
-    }
+def overhead(backends: list[str], bundle: Path, tmp: Path, rounds: int, n: int, concurrency: int) -> dict:
+    """Interleaved blocks: no recorder, and each backend's recorder, in one run.
+
+    Each round measures every side once, in an order that rotates from round to
+    round so no side always follows another. A recorder is started before its block
+    and left to settle (its start-up is not per-container cost), then stopped.
+    Returns, per backend, the ratio of its median to the no-recorder median and the
+    95% bootstrap interval over rounds, plus the recorder's CPU per container.
+    """
+    sides = ["none", *backends]
+    blocks: dict[str, list[list[float]]] = {side: [] for side in sides}
+    cpu = {b: 0.0 for b in backends}
+    for i in range(rounds):
+        for side in sides[i % len(sides):] + sides[: i % len(sides)]:
+            if side == "none":
+                blocks[side].append(block(bundle, n, concurrency))
+                continue
+            rec = Recorder(side, tmp / f"oh-{side}-{concurrency}-{i}.parquet")
+            rec.wait_idle()
+            cpu0 = rec.cpu_seconds()
+            blocks[side].append(block(bundle, n, concurrency))
+            cpu[side] += rec.cpu_seconds() - cpu0
+            rec.stop()
+    out = {}
+    base = blocks["none"]
+    for b in backends:
+        r, lo, hi = bootstrap_ratio(list(zip(blocks[b], base)))
+        out[b] = {
+            "median_with_ms": statistics.median(x for blk in blocks[b] for x in blk) * 1e3,
+            "median_without_ms": statistics.median(x for blk in base for x in blk) * 1e3,
+            "ratio": r, "ci95": (lo, hi), "runs_per_side": rounds * n,
+            # warm-up runs are recorded too: CPU is per container the recorder saw
+            "cpu_ms_per_container": cpu[b] * 1e3 / (rounds * (n + WARM_RUNS * concurrency)),
+        }
+    return out
 
 
 def completeness(backend: str, bundle: Path, tmp: Path, n: int, concurrency: int) -> dict:
     out = tmp / f"burst-{backend}.parquet"
     rec = Recorder(backend, out)
-    time.sleep(0.5)
+    rec.wait_idle()
     idle_cpu0 = rec.cpu_seconds()
     time.sleep(5)
     idle_cpu = rec.cpu_seconds() - idle_cpu0
@@ -157,32 +198,31 @@ def completeness(backend: str, bundle: Path, tmp: Path, n: int, concurrency: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backends", default="fanotify")
-    ap.add_argument("--pairs", type=int, default=40, help="interleaved block pairs per measurement")
-    ap.add_argument("--block", type=int, default=8, help="runs per block")
+    ap.add_argument("--backends", default="fanotify,bcc")
+    ap.add_argument("--rounds", type=int, default=40, help="interleaved rounds (one block per side each)")
+    ap.add_argument("--block", type=int, default=8, help="timed runs per block")
     ap.add_argument("--burst", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=8)
     args = ap.parse_args()
+    backends = args.backends.split(",")
     with tempfile.TemporaryDirectory(prefix="runctrace-bench-") as d:
         tmp = Path(d)
         rootfs = make_rootfs(tmp / "rootfs")
         true_bundle = make_bundle(tmp / "b", rootfs, ["true"], name="true")
         sleep_bundle = make_bundle(tmp / "b", rootfs, ["sleep", "30"], name="sleep")
         timed_runs(true_bundle, 5)  # warm caches
-        report = {}
-        for backend in args.backends.split(","):
-            print(f"== {backend}", flush=True)
-            seq = overhead(backend, true_bundle, tmp, args.pairs, args.block, 1)
-            print(f"start overhead, sequential: ratio {seq['ratio']:.3f} "
-                  f"(95% CI {seq['ci95'][0]:.3f}-{seq['ci95'][1]:.3f}); median "
-                  f"{seq['median_with_ms']:.1f} ms with / {seq['median_without_ms']:.1f} ms without, "
-                  f"{seq['runs_per_side']} runs a side", flush=True)
-            par = overhead(backend, true_bundle, tmp, max(args.pairs // 2, 4), args.block, 4)
-            print(f"start overhead, 4 at once:  ratio {par['ratio']:.3f} "
-                  f"(95% CI {par['ci95'][0]:.3f}-{par['ci95'][1]:.3f}); median "
-                  f"{par['median_with_ms']:.1f} ms with / {par['median_without_ms']:.1f} ms without, "
-                  f"{par['runs_per_side']} runs a side", flush=True)
-            comp = completeness(backend, sleep_bundle, tmp, args.burst, args.concurrency)
+        report: dict = {b: {} for b in backends}
+        for label, concurrency, rounds in (("sequential", 1, args.rounds), ("4 at once", 4, max(args.rounds // 2, 4))):
+            print(f"== start overhead, {label} ({', '.join(['none', *backends])} interleaved)", flush=True)
+            for b, res in overhead(backends, true_bundle, tmp, rounds, args.block, concurrency).items():
+                print(f"{b:9} ratio {res['ratio']:.3f} (95% CI {res['ci95'][0]:.3f}-{res['ci95'][1]:.3f}); median "
+                      f"{res['median_with_ms']:.1f} ms with / {res['median_without_ms']:.1f} ms without, "
+                      f"{res['runs_per_side']} runs a side; recorder CPU {res['cpu_ms_per_container']:.2f} ms "
+                      "per container", flush=True)
+                report[b][label] = res
+        for b in backends:
+            print(f"== completeness, {b}", flush=True)
+            comp = completeness(b, sleep_bundle, tmp, args.burst, args.concurrency)
             print(f"completeness: {comp['adds_with_right_pid']}/{comp['containers']} adds and "
                   f"{comp['removes_with_right_pid']}/{comp['containers']} removes with the right PID, "
                   f"{comp['specs']}/{comp['containers']} specs, {comp['extra_rows']} extra rows, "
@@ -190,7 +230,7 @@ def main() -> None:
                   f"(burst at concurrency {comp['concurrency']}: {comp['wall_s']:.1f} s)", flush=True)
             print(f"recorder CPU: {comp['cpu_ms_per_container']:.2f} ms per container; "
                   f"idle {comp['idle_cpu_ms_per_min']:.1f} ms per minute; RSS {comp['rss_mib_after']:.0f} MiB", flush=True)
-            report[backend] = {"sequential": seq, "concurrent": par, "burst": comp}
+            report[b]["burst"] = comp
         print(json.dumps(report, indent=1, default=str))
 
 
