@@ -295,6 +295,12 @@ def _join_fully(thread: threading.Thread, timeout: float = 5.0) -> None:
 # What the ring buffer callback returns to libbpf: 0 continues consuming.
 _RB_CONTINUE = 0
 _RECENT_RECORDS = 1024
+# The kernel's drop counters (map "counters"), each with what it means for the user.
+_DROP_COUNTERS = (
+    (C["RT_C_RINGBUF_FULL"], "ring buffer full: kernel records dropped"),
+    (C["RT_C_PROCS_FULL"], "procs map full: runc processes went unfollowed"),
+    (C["RT_C_STASH_FULL"], "exec stash full: runc execs went unseen"),
+)
 BPF_NOEXIST = 1  # bpf(2) map update flag: insert only
 # The kernel reports an exit at sched_process_exit, before the process has become a
 # zombie; its REMOVE waits until it has (see _Ending). Polled this often, at most
@@ -362,6 +368,7 @@ class BccNotifier(LoopNotifier):
         self.recent_records: collections.deque[KernelRecord] = collections.deque(maxlen=_RECENT_RECORDS)
         self._records: list[bytes] = []
         self._dropped_seen = [0] * C["RT_C_COUNT"]
+        self._counter_key, self._counter_value = ct.c_int(0), ct.c_uint64(0)
         self._resync = False
         self._starts: dict[int, int] = {}  # watched init pid -> its start time (ticks)
         self._ending: dict[int, _Ending] = {}
@@ -375,6 +382,7 @@ class BccNotifier(LoopNotifier):
             # A BPF ring buffer's map fd is itself pollable (readable when records
             # wait): one epoll serves the ring buffer, inotify and the wake-up fd.
             self._ring_fd = self._bpf[b"events"].map_fd
+            self._counters_fd = self._bpf[b"counters"].map_fd
             for fd in (self._ring_fd, *self._tracker.states.fds(), self._wake):
                 self._epoll.register(fd, select.EPOLLIN)
         except OSError as err:
@@ -433,6 +441,7 @@ class BccNotifier(LoopNotifier):
     # ------------------------------------------------------------------ event loop
 
     def _run(self) -> None:
+        self._raise_loop_priority()
         try:
             while not self._closed.is_set():
                 # No timeout unless an exit waits for its zombie: an idle recorder sleeps.
@@ -490,17 +499,22 @@ class BccNotifier(LoopNotifier):
                 self._ended(rec.pid, rec.status, mono_to_wall_ns(rec.ktime_ns))
 
     def _read_counters(self) -> None:
-        """Add what the kernel dropped since the last look to ``stats.lost``."""
-        counters = self._bpf[b"counters"]
-        for index, what in (
-            (C["RT_C_RINGBUF_FULL"], "ring buffer full: kernel records dropped"),
-            (C["RT_C_PROCS_FULL"], "procs map full: runc processes went unfollowed"),
-            (C["RT_C_STASH_FULL"], "exec stash full: runc execs went unseen"),
-        ):
-            value = counters[ct.c_int(index)].value
-            delta = value - self._dropped_seen[index]
+        """Add what the kernel dropped since the last look to ``stats.lost``.
+
+        Runs after every wake-up. BCC's table wrapper costs tens of microseconds a
+        lookup there (on caches runc just evicted); one bpf_lookup_elem into reused
+        ctypes values costs a few.
+        """
+        from bcc.libbcc import lib  # loaded with BCC, already imported
+
+        key, value = self._counter_key, self._counter_value
+        for index, what in _DROP_COUNTERS:
+            key.value = index
+            if lib.bpf_lookup_elem(self._counters_fd, ct.byref(key), ct.byref(value)) < 0:
+                continue  # an array map always has the index: cannot happen
+            delta = value.value - self._dropped_seen[index]
             if delta > 0:
-                self._dropped_seen[index] = value
+                self._dropped_seen[index] = value.value
                 self.stats.lost += delta
                 self._resync = True
                 log.warning("runctrace: %s (%d)", what, delta)

@@ -40,7 +40,6 @@ from .runtimes import RuncBinary, find_runc
 # Bounded caches: sized for bursts far beyond what one host starts per second.
 _RECENT = 4096
 _PENDING_EXEC_TIMEOUT_S = 5.0
-LOOP_NICE = -15
 # inotify on the directories holding runc binaries: a package upgrade renames a new
 # file over the old one (MOVED_TO), an installer may create it in place (CREATE).
 _IN_BIN_DIR_MASK = _sys.In.CREATE | _sys.In.MOVED_TO | _sys.In.CLOSE_WRITE | _sys.In.ONLYDIR
@@ -160,16 +159,7 @@ class FanotifyNotifier(LoopNotifier):
     # ------------------------------------------------------------------ event loop
 
     def _run(self) -> None:
-        # `runc run` of a short-lived container deletes its state.json a few ms after
-        # writing it. On a busy host a normal-priority reader lost that race (seen,
-        # before state files came as fanotify fds: 7 of 80 PIDs lost at concurrency 4
-        # on 2 cores; 0 of 80 at nice -15). The loop sleeps in epoll, so a high
-        # priority costs nothing while idle; under churn it takes its ~3-6 ms per
-        # container from runc first (BENCHMARKS.md). Per-thread: only this thread.
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOOP_NICE)
-        except OSError:
-            pass
+        self._raise_loop_priority()
         state_fds = self._tracker.states.fds()
         try:
             while not self._closed.is_set():
