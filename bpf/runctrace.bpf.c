@@ -14,6 +14,7 @@
  * 3. Filter in the kernel. Every exec, fork, exit and signal on the host passes
  *    through here; only these cross to user space:
  *      - RT_EV_EXEC: a watched runc binary was executed (with its argv);
+ *      - RT_EV_INIT_EXEC: that runc's container init is starting its program;
  *      - RT_EV_RUNC_EXIT: such a runc process ended (with its exit status);
  *      - RT_EV_CONTAINER_EXIT: a PID user space asked about ended (the
  *        container's init), with its exit status.
@@ -78,6 +79,20 @@ static __always_inline void count(u32 which)
         __sync_fetch_and_add(n, 1);
 }
 
+/* A header-only record: RT_EV_RUNC_EXIT, RT_EV_CONTAINER_EXIT, RT_EV_INIT_EXEC. */
+static __always_inline void send_event(u32 type, u32 pid, u64 now, u32 status, u32 flags, u32 init_pid)
+{
+    struct rt_event ev = {};
+    ev.type = type;
+    ev.pid = pid;
+    ev.ktime_ns = now;
+    ev.status = status;
+    ev.flags = flags;
+    ev.init_pid = init_pid;
+    if (events.ringbuf_output(&ev, sizeof(ev), 0))
+        count(RT_C_RINGBUF_FULL);
+}
+
 static __always_inline u32 current_tgid(void)
 {
     return bpf_get_current_pid_tgid() >> 32;
@@ -100,10 +115,10 @@ static __always_inline bool ends_in_runc(const char *name, int len)
 }
 
 /* A descendant of runc is exec'ing. If it is runc's container init (at its depth,
- * and still named by runc's nsexec), tell its runc ancestor: for a `runc run` whose
- * container ends before user space could read state.json, the kernel then still
- * knows the container's PID, and hands it over with runc's exit. The comm is a
- * helper result (bpf_get_current_comm), not a struct read. */
+ * and still named by runc's nsexec), the container is starting its program: tell
+ * user space now (RT_EV_INIT_EXEC), with the PID, so a `runc run` is resolved
+ * without waiting for runc's state.json, and note it in runc's entry, for its exit
+ * record. The comm is a helper result (bpf_get_current_comm), not a struct read. */
 static __always_inline void note_init_exec(const struct rt_proc *p, u32 tgid)
 {
     const char want[] = RT_INIT_COMM;
@@ -116,8 +131,10 @@ static __always_inline void note_init_exec(const struct rt_proc *p, u32 tgid)
             return;
     u32 runc = p->runc;
     struct rt_proc *r = procs.lookup(&runc);
-    if (r && r->kind == RT_KIND_RUNC && !r->init_pid)
+    if (r && r->kind == RT_KIND_RUNC && !r->init_pid) {
         r->init_pid = tgid;
+        send_event(RT_EV_INIT_EXEC, runc, bpf_ktime_get_ns(), 0, 0, tgid);
+    }
 }
 
 /* sys_enter_execve: if the file is a runc, copy argv into exec_stash.
@@ -357,18 +374,6 @@ static __always_inline u32 status_of(const struct rt_exit *st, u32 *flags)
     return 0; /* e.g. the last thread ended with exit(2), not exit_group */
 }
 
-static __always_inline void send_exit(u32 type, u32 pid, u64 now, u32 status, u32 flags, u32 init_pid)
-{
-    struct rt_event ev = {};
-    ev.type = type;
-    ev.pid = pid;
-    ev.ktime_ns = now;
-    ev.status = status;
-    ev.flags = flags;
-    ev.init_pid = init_pid;
-    if (events.ringbuf_output(&ev, sizeof(ev), 0))
-        count(RT_C_RINGBUF_FULL);
-}
 
 /* sched_process_exit runs once per exiting thread. A process has ended when its
  * last thread exits ("group_dead"), which need not be the leader (Go programs like
@@ -422,9 +427,9 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         }
         procs.delete(&tgid);
         if (kind == RT_KIND_RUNC)
-            send_exit(RT_EV_RUNC_EXIT, tgid, now, status, flags, init_pid);
+            send_event(RT_EV_RUNC_EXIT, tgid, now, status, flags, init_pid);
     }
     if (c && containers.delete(&tgid) == 0)
-        send_exit(RT_EV_CONTAINER_EXIT, tgid, now, status, flags, 0);
+        send_event(RT_EV_CONTAINER_EXIT, tgid, now, status, flags, 0);
     return 0;
 }

@@ -28,6 +28,7 @@
 #define RT_EV_EXEC 1           /* a watched runc finished execve: struct rt_exec_event */
 #define RT_EV_RUNC_EXIT 2      /* that runc process ended */
 #define RT_EV_CONTAINER_EXIT 3 /* a PID that user space put in "containers" ended */
+#define RT_EV_INIT_EXEC 4      /* pid: a runc process; init_pid: its container init, exec'ing the program */
 
 /* rt_event.flags */
 #define RT_F_UNVERIFIED 1      /* exec: the path is not a known runc path, only its name ends in "runc" */
@@ -61,7 +62,7 @@ struct rt_event {
     __u64 ktime_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
     __u32 status;   /* exits: wait(2) status, if flags & RT_F_STATUS_KNOWN */
     __u32 flags;    /* RT_F_* */
-    __u32 init_pid; /* RT_EV_RUNC_EXIT: the container init this runc started, 0 if none seen */
+    __u32 init_pid; /* RT_EV_RUNC_EXIT, RT_EV_INIT_EXEC: the container init this runc started, 0 if none seen */
     __u32 pad;
 };
 

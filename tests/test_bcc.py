@@ -9,6 +9,7 @@ after runc's chdir) are tested at the end without a kernel.
 from __future__ import annotations
 
 import ctypes as ct
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from runctrace.bcc import BccNotifier, C, RtEvent, RtExecEvent, decode_record
 from runctrace.events import EventType
 from runctrace.fanotify import FanotifyNotifier
 from runctrace.resolve import parse_call, process_alive
+from runctrace.spec import rfc3339_to_ns
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,29 @@ class TestInvocationStyles:
         assert add.runtime_root == "/run/runc"
         assert add.backend == "bcc" and add.error is None
         assert (remove.exit_code, remove.signal) == (0, None)
+
+    def test_run_is_resolved_from_the_kernels_init_record(self, seen, bcct_runc, tmp_path, notifier):
+        """No state-file watch on this backend: the ADD of a `runc run` comes from the
+        kernel's RT_EV_INIT_EXEC while runc still runs, stamped with runc's own
+        creation time from state.json."""
+        assert notifier._tracker.states is None
+        bundle = make_bundle(tmp_path / "b", ["sleep", "3"])
+        cid = bcct_runc.new_id("initrec")
+        proc = subprocess.Popen(["runc", "run", cid], cwd=bundle, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            pid = bcct_runc.state_pid(cid)
+            created = json.loads(bcct_runc("state", cid).stdout)["created"]
+            deadline = time.monotonic() + 2
+            while not seen.of(cid) and time.monotonic() < deadline:
+                seen.pump(0.05)
+            assert proc.poll() is None, "runc run should still be running"
+            (add,) = seen.of(cid)
+            assert add.type is EventType.ADD and add.container_pid == pid
+            assert add.time_ns == rfc3339_to_ns(created)
+        finally:
+            proc.kill()
+            proc.wait()
 
     def test_run_foreground_instant_exit_code(self, seen, bcct_runc, tmp_path, notifier):
         """sh -c 'exit 7' ends in a millisecond; runc run then exits 7 too.

@@ -15,15 +15,17 @@ How it works, and why each part is needed
 2. **runc's process tree and exits, in the kernel.** The program follows each runc
    process and its descendants down to the container's init (three levels), and
    records how each ends: ``exit_group``'s argument, or the signal that reached it.
-   Only the end of a runc process (with the PID of the container init it saw start,
-   if any), and the end of a PID this module put in the ``containers`` map (a
-   container's init), cross to user space. A REMOVE is held back until the init is
+   Only the container init starting its program (with its PID), the end of a runc
+   process (with that PID too, if seen), and the end of a PID this module put in the
+   ``containers`` map (a container's init), cross to user space. A REMOVE is held back until the init is
    a zombie: the exit tracepoint fires a moment before, when ``runc delete`` would
    still call the container running.
 3. **runc's own records, in user space** (:mod:`runctrace.resolve`, shared with the
-   fanotify backend): the ``--pid-file`` at runc's exit, or ``state.json`` as soon
-   as runc writes it (inotify), give the container's PID; the bundle's config.json
-   gives its spec.
+   fanotify backend): a `runc run` is resolved when the kernel reports its init,
+   a create when runc exits (its ``--pid-file``, else ``state.json``, else the init
+   the kernel saw); the bundle's config.json gives the spec. Unlike the fanotify
+   backend, this one never watches runc's state directories: the kernel already
+   says when and which, and that saved ~0.6 ms of CPU per container.
 
 The race between "the container's init ended" and "user space learned its PID and
 asked the kernel to watch it" is closed by a handshake on the ``containers`` map
@@ -36,7 +38,7 @@ running kernel). runc's cwd, needed for a relative or missing ``--bundle``, is r
 from ``/proc/PID/cwd`` when the exec event arrives; see :func:`runctrace.resolve.parse_call`
 for the one case where runc may have moved by then.
 
-Everything runs on one thread around one epoll (ring buffer, inotify, a wake-up
+Everything runs on one thread around one epoll (the ring buffer and a wake-up
 eventfd): no thread per container.
 """
 
@@ -377,13 +379,15 @@ class BccNotifier(LoopNotifier):
         self._tracker: Optional[Tracker] = None
         try:
             self._bpf = self._load()
-            self._tracker = Tracker(self.name, self._emit, self.stats, self._watch)
+            # The kernel reports the container init's exec and every runc exit with
+            # the init's PID: runc's state files need no watching (see Tracker).
+            self._tracker = Tracker(self.name, self._emit, self.stats, self._watch, watch_states=False)
             self._epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
             # A BPF ring buffer's map fd is itself pollable (readable when records
-            # wait): one epoll serves the ring buffer, inotify and the wake-up fd.
+            # wait): one epoll serves the ring buffer and the wake-up fd.
             self._ring_fd = self._bpf[b"events"].map_fd
             self._counters_fd = self._bpf[b"counters"].map_fd
-            for fd in (self._ring_fd, *self._tracker.states.fds(), self._wake):
+            for fd in (self._ring_fd, self._wake):
                 self._epoll.register(fd, select.EPOLLIN)
         except OSError as err:
             self._release()
@@ -450,13 +454,8 @@ class BccNotifier(LoopNotifier):
                 except InterruptedError:
                     continue
                 fds = {fd for fd, _ in ready}
-                # The ring buffer first: an exec arms the state watch that an inotify
-                # event in the same wake-up may be for (and arming looks at once).
                 if self._ring_fd in fds:
                     self._drain_ring()
-                for fd in self._tracker.states.fds():
-                    if fd in fds:
-                        self._tracker.read_states(fd)
                 if self._wake in fds:
                     self._serve_requests()
                 self._read_counters()
@@ -493,6 +492,8 @@ class BccNotifier(LoopNotifier):
             self.recent_records.append(rec)
             if rec.type == C["RT_EV_EXEC"]:
                 self._on_exec(rec)
+            elif rec.type == C["RT_EV_INIT_EXEC"]:
+                self._tracker.init_started(rec.pid, rec.init_pid)
             elif rec.type == C["RT_EV_RUNC_EXIT"]:
                 self._tracker.runc_exited(rec.pid, rec.status, init_pid=rec.init_pid)
             elif rec.type == C["RT_EV_CONTAINER_EXIT"]:

@@ -6,6 +6,8 @@ what its kernel mechanism saw:
 * :meth:`Tracker.runc_started` when a runc process has been executed, with its argv
   and working directory;
 * :meth:`Tracker.runc_exited` when that process ended, with its wait status;
+* :meth:`Tracker.init_started` when that runc's container init starts its program,
+  if the backend can see it (the eBPF backend does, in the kernel);
 * :meth:`Tracker.pid_exited` when a watched container's init ended;
 
 and gives the tracker one function, ``watch(container, expected_start, call)``, that
@@ -357,20 +359,24 @@ class Tracker:
     """
 
     def __init__(
-        self, backend: str, emit: Callable[[ContainerEvent], None], stats: Stats, watch: Watch
+        self, backend: str, emit: Callable[[ContainerEvent], None], stats: Stats, watch: Watch,
+        *, watch_states: bool = True,
     ) -> None:
+        """``watch_states=False``: the backend reports the init itself (:meth:`init_started`)
+        and runc's exits, so runc's state files need no watching."""
         self.backend = backend
         self._emit = emit
         self._stats = stats
         self._watch = watch
-        self.states = StateDirWatcher()
+        self.states: Optional[StateDirWatcher] = StateDirWatcher() if watch_states else None
         self.calls: dict[int, RuncExec] = {}  # runc pid -> call
         self.containers: dict[int, Container] = {}  # init pid -> container, until it ends
         self.roots: set[str] = set()  # every runc --root seen, for discovery
         self._awaiting: dict[str, int] = {}  # state dir -> runc pid
 
     def close(self) -> None:
-        self.states.close()
+        if self.states is not None:
+            self.states.close()
 
     # ------------------------------------------------------------ what backends report
 
@@ -393,7 +399,7 @@ class Tracker:
             self._stop_waiting(old)
         self.calls[pid] = rexec
         self.roots.add(call.root)
-        if call.pid_file is None or (call.command == "run" and not call.detach):
+        if self.states is not None and (call.pid_file is None or (call.command == "run" and not call.detach)):
             # No pid file to read when runc exits, or runc stays (a foreground
             # `run` lasts as long as its container): take the PID from state.json
             # as soon as runc writes it.
@@ -422,8 +428,25 @@ class Tracker:
 
     def drain_states(self) -> None:
         """Handle state-file events already queued (before concluding a runc exit)."""
-        for fd in self.states.fds():
+        for fd in self.states.fds() if self.states is not None else ():
             self.read_states(fd)
+
+    def init_started(self, runc_pid: int, init_pid: int) -> None:
+        """runc ``runc_pid``'s container init, ``init_pid``, is starting its program.
+
+        The eBPF backend sees this in the kernel, so it needs no state-file watch: a
+        `runc run` is resolved here; a create resolves at runc's exit. state.json is
+        read once for runc's own creation time and the init's start time; for a
+        container that already ended it may be gone, and is not needed.
+        """
+        rexec = self.calls.get(runc_pid)
+        if rexec is None or rexec.resolved:
+            return
+        state, _err = read_state(rexec.call.state_dir)
+        if state is not None and (state.get("init_process_pid") != init_pid or not _state_of(state, rexec)):
+            state = None
+        self._stop_waiting(rexec)
+        self._resolve(rexec, init_pid, state, None)
 
     def runc_exited(self, pid: int, status: Optional[int], init_pid: Optional[int] = None) -> None:
         """A runc process ended; ``status`` is its wait(2) status, None if unknown.
