@@ -203,8 +203,8 @@ class DatasetRecorder(_Buffered):
             date = datetime.fromtimestamp(row["time_ns"] / 1e9, timezone.utc).strftime("%Y-%m-%d")
             by_date.setdefault(date, []).append(row)
         for date, date_rows in by_date.items():
-            table = rows_to_table(date_rows).drop_columns(["host"])
-            self._write_file(self._date_fd(date), table.cast(DATASET_SCHEMA), date_rows[0]["time_ns"])
+            # DATASET_SCHEMA has no host column (the partition path holds it)
+            self._write_file(self._date_fd(date), rows_to_table(date_rows, DATASET_SCHEMA), date_rows[0]["time_ns"])
 
     def _write_file(
         self, dir_fd: int, table: pa.Table, first_ns: int, prefix: str = "part", extra_meta: Optional[dict] = None

@@ -142,5 +142,6 @@ def event_to_row(event: ContainerEvent, host: str | None = None, keep_env: bool 
     return row
 
 
-def rows_to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(list(rows), schema=SCHEMA)
+def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = SCHEMA) -> pa.Table:
+    """Rows from :func:`event_to_row` as a table of ``schema`` (keys it lacks are left out)."""
+    return pa.Table.from_pylist(list(rows), schema=schema)
