@@ -61,7 +61,8 @@ from typing import Any, Optional
 from . import _sys
 from .errors import NotSupported
 from .notifier import Callback, LoopNotifier, Support, log
-from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, process_alive, process_ended, read_stat
+from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, process_ended, read_stat, stat_alive
+from .runcargs import parse_runc_args
 from .runtimes import RuncBinary, find_runc
 
 # ------------------------------------------------------------ the shared definitions
@@ -387,6 +388,13 @@ class BccNotifier(LoopNotifier):
             # wait): one epoll serves the ring buffer and the wake-up fd.
             self._ring_fd = self._bpf[b"events"].map_fd
             self._counters_fd = self._bpf[b"counters"].map_fd
+            # The per-exec map operations call libbpf directly with reused ctypes
+            # values: BCC's Table wrapper costs tens of microseconds per call here.
+            from bcc.libbcc import lib
+
+            self._lib = lib
+            procs = self._bpf[b"procs"]
+            self._procs_fd, self._proc_leaf, self._pid_key = procs.map_fd, procs.Leaf(), ct.c_uint32(0)
             for fd in (self._ring_fd, self._wake):
                 self._epoll.register(fd, select.EPOLLIN)
         except OSError as err:
@@ -464,7 +472,8 @@ class BccNotifier(LoopNotifier):
                     # What it started and still runs is on disk (runc's state).
                     self._resync = False
                     self._tracker.resync()
-                self._finish_endings()
+                if self._ending:
+                    self._finish_endings()
             # Exits that happened before close() was called are still delivered.
             self._drain_ring()
             self._read_counters()
@@ -506,12 +515,10 @@ class BccNotifier(LoopNotifier):
         lookup there (on caches runc just evicted); one bpf_lookup_elem into reused
         ctypes values costs a few.
         """
-        from bcc.libbcc import lib  # loaded with BCC, already imported
-
         key, value = self._counter_key, self._counter_value
         for index, what in _DROP_COUNTERS:
             key.value = index
-            if lib.bpf_lookup_elem(self._counters_fd, ct.byref(key), ct.byref(value)) < 0:
+            if self._lib.bpf_lookup_elem(self._counters_fd, ct.byref(key), ct.byref(value)) < 0:
                 continue  # an array map always has the index: cannot happen
             delta = value.value - self._dropped_seen[index]
             if delta > 0:
@@ -533,6 +540,11 @@ class BccNotifier(LoopNotifier):
         argv = list(rec.argv)
         if rec.flags & C["RT_F_ARGS_TRUNCATED"]:
             argv = self._complete_argv(pid, argv)
+        if not parse_runc_args(argv, None).creates_container:
+            # state, delete, kill, start...: no container, so no cwd to read and no
+            # exit to follow. (A container is only ever made by create, run or restore.)
+            self._forget_proc(pid)
+            return
         # Read the cwd first, then whether runc has called chdir: the kernel sets
         # that flag *before* the chdir, so "not set" means the cwd read is good.
         try:
@@ -574,18 +586,15 @@ class BccNotifier(LoopNotifier):
         return argv
 
     def _chdir_seen(self, pid: int) -> bool:
-        procs = self._bpf[b"procs"]
-        try:
-            return bool(procs[procs.Key(pid)].flags & C["RT_P_CHDIR"])
-        except KeyError:
+        self._pid_key.value = pid
+        if self._lib.bpf_lookup_elem(self._procs_fd, ct.byref(self._pid_key), ct.byref(self._proc_leaf)) < 0:
             return True  # gone already: assume the worst (see resolve.parse_call)
+        return bool(self._proc_leaf.flags & C["RT_P_CHDIR"])
 
     def _forget_proc(self, pid: int) -> None:
-        procs = self._bpf[b"procs"]
-        try:
-            del procs[procs.Key(pid)]
-        except KeyError:
-            pass  # it has exited already
+        self._pid_key.value = pid
+        # fails with ENOENT if it has exited already: nothing to forget then
+        self._lib.bpf_delete_elem(self._procs_fd, ct.byref(self._pid_key))
 
     # ------------------------------------------------------------------ containers
 
@@ -602,22 +611,18 @@ class BccNotifier(LoopNotifier):
         pid = container.pid
         table = self._bpf[b"containers"]
         key, leaf = table.Key(pid), table.Leaf()
-        from bcc.libbcc import lib  # loaded with BCC, already imported
-
-        if lib.bpf_update_elem(table.map_fd, ct.byref(key), ct.byref(leaf), BPF_NOEXIST) < 0:
+        if self._lib.bpf_update_elem(table.map_fd, ct.byref(key), ct.byref(leaf), BPF_NOEXIST) < 0:
             err = ct.get_errno()
             if err != errno.EEXIST:
                 log.warning("runctrace: cannot watch PID %d in the kernel: %s", pid, os.strerror(err))
         stat = read_stat(pid)  # after the insert: see the docstring
         # The start time names *this* process, for the zombie wait in _ended.
         start = expected_start if expected_start is not None else (stat.start if stat else None)
-        if process_alive(pid, expected_start):
+        if stat_alive(stat, expected_start):
             self._starts[pid] = start
             return
         recent = self._recent_exit(pid, rexec)
-        try:
-            del table[key]
-        except KeyError:
+        if self._lib.bpf_delete_elem(table.map_fd, ct.byref(key)) < 0:
             return  # the kernel deleted it: its CONTAINER_EXIT record is on the way
         self._starts[pid] = start
         if recent is not None and recent.flags & C["RT_F_STATUS_KNOWN"]:

@@ -46,7 +46,9 @@ from .enrich import cgroup_of, comm, manager_of, namespaces
 from .events import ContainerEvent, EventType
 from .notifier import Stats, log
 from .runcargs import RuncCall, parse_runc_args
-from .spec import read_config, read_pid_file, read_state, read_state_fd, read_stat, rfc3339_to_ns, state_bundle
+from .spec import (
+    ProcStat, read_config, read_pid_file, read_state, read_state_fd, read_stat, rfc3339_to_ns, state_bundle,
+)
 
 # inotify masks. runc writes state.json to a temporary name and renames it
 # (MOVED_TO); CLOSE_WRITE covers a runc that writes it in place. On the root and
@@ -72,7 +74,11 @@ def process_alive(pid: int, expected_start: Optional[int] = None) -> bool:
     counts as gone: its exit has begun, and may already have been reported to (or
     missed by) whatever watches exits.
     """
-    st = read_stat(pid)
+    return stat_alive(read_stat(pid), expected_start)
+
+
+def stat_alive(st: Optional[ProcStat], expected_start: Optional[int] = None) -> bool:
+    """:func:`process_alive` for a /proc/PID/stat already read (None: the process is gone)."""
     if st is None or st.state in ("Z", "X", "x") or st.flags & PF_EXITING:
         return False
     return expected_start is None or st.start == expected_start
