@@ -334,9 +334,9 @@ def test_relative_bundle_and_pid_file_when_the_recorder_is_late(monkeypatch, bun
 
     original = FanotifyNotifier._resolve_exec
 
-    def late(self, *args):
+    def late(self, *args, **kwargs):
         time.sleep(0.02)  # the recorder is behind by 20 ms
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(FanotifyNotifier, "_resolve_exec", late)
     b = bundles.make(["sleep", "0.3"], name="relbundle")

@@ -35,6 +35,7 @@ from . import _sys
 from .errors import NotSupported
 from .notifier import Callback, LoopNotifier, Support, log
 from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, read_stat
+from .runcargs import parse_runc_args
 from .runtimes import RuncBinary, find_runc
 
 # Bounded caches: sized for bursts far beyond what one host starts per second.
@@ -267,11 +268,7 @@ class FanotifyNotifier(LoopNotifier):
     def _on_exec(self, pid: int) -> None:
         pending = self._pending_exec.pop(pid, None)
         if pending is not None:
-            if self._exec_done(pid) or not os.path.exists(f"/proc/{pid}"):
-                # runc, or gone already (then _resolve_exec counts it as missed)
-                self._resolve_exec(pid, pending[1], pending[2])
-            # else: that runc exec failed after the open (E2BIG, ...) and the process
-            # now runs something else, whose arguments are not runc's
+            self._resolve_exec(pid, pending[1], pending[2], check_exe=True)
             return
         self._recent_exec[pid] = time.monotonic()
         if len(self._recent_exec) > _RECENT:
@@ -288,19 +285,18 @@ class FanotifyNotifier(LoopNotifier):
         if pid in self._tracker.calls:
             self._tracker.runc_exited(pid, status)
 
-    def _resolve_exec(self, pid: int, runtime: str, cwd: Optional[str]) -> None:
-        """runc's exec is done: read its arguments. ``cwd``: read before the exec, or None."""
+    def _resolve_exec(self, pid: int, runtime: str, cwd: Optional[str], check_exe: bool = False) -> None:
+        """runc's exec is done: read its arguments. ``cwd``: read before the exec, or None.
+
+        ``check_exe``: make sure the exec that finished was runc's. fanotify reports
+        the open, and an exec can still fail after it (E2BIG, ...); the process may
+        then exec something else, whose arguments are not runc's.
+        """
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 raw = f.read()
         except OSError:
             raw = b""
-        late = cwd is None
-        if late:  # runc may have chdir'd into its bundle by now: the tracker allows for that
-            try:
-                cwd = os.readlink(f"/proc/{pid}/cwd")
-            except OSError:
-                pass
         argv = [os.fsdecode(a) for a in raw.split(b"\0")[:-1]] if raw else []
         if not argv:
             # runc exited before we could read its arguments (the recorder fell
@@ -308,6 +304,18 @@ class FanotifyNotifier(LoopNotifier):
             self.stats.missed += 1
             self._resync = True
             return
+        if not parse_runc_args(argv, None).creates_container:
+            # `runc init` (twice per container), state, delete, start...: nothing to
+            # resolve, so nothing to check or read. Most runc execs end here.
+            return
+        if check_exe and not self._exec_done(pid) and os.path.exists(f"/proc/{pid}"):
+            return  # that runc exec failed after the open: the process runs something else
+        late = cwd is None
+        if late:  # runc may have chdir'd into its bundle by now: the tracker allows for that
+            try:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            except OSError:
+                pass
         self._tracker.runc_started(pid, argv, cwd, runtime, started_ns=time.monotonic_ns(), cwd_may_be_bundle=late)
 
     def _watch(self, container: Container, expected_start: Optional[int], rexec: Optional[RuncExec]) -> None:
