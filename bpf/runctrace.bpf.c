@@ -131,7 +131,10 @@ static __always_inline void note_init_exec(const struct rt_proc *p, u32 tgid)
             return;
     u32 runc = p->runc;
     struct rt_proc *r = procs.lookup(&runc);
-    if (r && r->kind == RT_KIND_RUNC && !r->init_pid) {
+    /* p->runc may name a runc that has exited (a create's init waits for `runc
+     * start`) and whose PID a new runc has since taken: that one started after
+     * this descendant was forked, so it is not its runc. */
+    if (r && r->kind == RT_KIND_RUNC && !r->init_pid && r->start_ns <= p->start_ns) {
         r->init_pid = tgid;
         send_event(RT_EV_INIT_EXEC, runc, bpf_ktime_get_ns(), 0, 0, tgid);
     }

@@ -66,12 +66,12 @@ class TestInvocationStyles:
         assert (remove.exit_code, remove.signal) == (0, None)
 
     def test_run_is_resolved_from_the_kernels_init_record(self, seen, bcct_runc, tmp_path, notifier):
-        """No state-file watch on this backend: the ADD of a `runc run` comes from the
+        """No state-file watch for a `runc run` on this backend: its ADD comes from the
         kernel's RT_EV_INIT_EXEC while runc still runs, stamped with runc's own
         creation time from state.json."""
-        assert notifier._tracker.states is None
         bundle = make_bundle(tmp_path / "b", ["sleep", "3"])
         cid = bcct_runc.new_id("initrec")
+        assert not notifier._tracker._needs_state_watch(parse_call(["runc", "run", cid], str(bundle)))
         proc = subprocess.Popen(["runc", "run", cid], cwd=bundle, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -415,3 +415,34 @@ def test_process_alive():
     proc = subprocess.Popen(["true"])
     proc.wait()
     assert not process_alive(proc.pid)
+
+
+def test_init_started_prefers_runcs_state_over_the_kernels_pid(tmp_path):
+    """If runc's own state.json for this call names another init than the kernel
+    record did, runc's record wins (and a `run` arms no state watch)."""
+    from runctrace.notifier import Stats
+    from runctrace.resolve import Tracker, read_stat
+
+    events = []
+    tracker = Tracker("test", events.append, Stats(), lambda *_: None, sees_inits=True)
+    root, bundle = tmp_path / "root", tmp_path / "b"
+    (root / "c1").mkdir(parents=True)
+    bundle.mkdir()
+    (bundle / "config.json").write_text('{"ociVersion": "1.0.2", "hostname": "h"}')
+    me = os.getpid()  # stands in for the runc process: it started before the init below
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        tracker.runc_started(me, ["runc", "--root", str(root), "run", "--bundle", str(bundle), "c1"], str(tmp_path), "runc")
+        assert not tracker.states.expected
+        state = {"id": "c1", "init_process_pid": child.pid, "init_process_start": read_stat(child.pid).start,
+                 "created": "2026-11-28T10:02:13Z"}
+        (root / "c1" / "state.json").write_text(json.dumps(state, separators=(",", ":")))
+        tracker.init_started(me, 4_000_000)  # the kernel named another PID
+        (add,) = events
+        assert add.type is EventType.ADD and add.container_pid == child.pid
+        assert add.container_config["hostname"] == "h"
+        assert add.time_ns == rfc3339_to_ns("2026-11-28T10:02:13Z")
+    finally:
+        child.kill()
+        child.wait()
+        tracker.close()

@@ -127,19 +127,23 @@ _bundles = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)
 
 @settings(max_examples=300, deadline=None)
 @given(cid=_ids, pid=st.integers(1, 2**22), start=st.integers(0, 2**40), bundle=_bundles,
+       annotations=st.dictionaries(st.sampled_from(["bundle", "io.k8s", "a", "x]"]), _bundles, max_size=4),
        extra=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4))
-def test_state_projection_matches_the_full_parse(cid, pid, start, bundle, extra):
+def test_state_projection_matches_the_full_parse(cid, pid, start, bundle, annotations, extra):
     full = {
         "id": cid, "init_process_pid": pid, "init_process_start": start, "created": "2026-11-28T10:02:13.913754346Z",
         "config": {"rootfs": "/r", "mounts": [{"source": "labels", "destination": '"labels":["bundle=/evil"]'}],
-                   "sysctl": extra, "labels": [f"bundle={bundle}", "x=y"]},
+                   "sysctl": extra,
+                   # as runc's specconv: one label per annotation, then the bundle last
+                   "labels": [f"{k}={v}" for k, v in annotations.items()] + [f"bundle={bundle}"]},
     }
     state, err = spec.parse_state(_go_json(full), "state.json")
     assert err is None
     assert "mounts" not in state["config"]  # the projection, not the full parse
     for key in ("id", "init_process_pid", "init_process_start", "created"):
         assert state[key] == full[key]
-    assert spec.state_bundle(state) == bundle
+    assert state["config"]["labels"] == full["config"]["labels"]
+    assert spec.state_bundle(state) == spec.state_bundle(full) == bundle
 
 
 def test_state_not_written_by_runc_is_parsed_whole():

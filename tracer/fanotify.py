@@ -16,7 +16,8 @@ How it works, and why each part is needed
    other connector messages in the kernel.
 3. **runc's own records** turn "runc ran" into a container with a PID: the
    ``--pid-file``, or ``<root>/<id>/state.json`` as soon as runc writes it. That part
-   is shared with the eBPF backend: see :mod:`runctrace.resolve`.
+   is shared with the eBPF backend (which needs the state files for fewer calls,
+   as the kernel shows it a `runc run`'s init): see :mod:`runctrace.resolve`.
 
 Everything runs on one thread around one epoll: no thread per container.
 """

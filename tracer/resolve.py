@@ -15,8 +15,10 @@ arranges for ``pid_exited`` to be called when ``container.pid`` exits (each back
 learns about exits its own way: the process-events connector, a BPF map).
 :meth:`Tracker.discover` finds containers runc already runs (``INITIAL`` events).
 
-Where the container's PID comes from (the same for every backend):
+Where the container's PID comes from:
 
+* for a ``runc run``, when the backend reports its init starting its program
+  (:meth:`Tracker.init_started`; the eBPF backend sees that in the kernel);
 * the ``--pid-file``, read when ``runc create`` exits (what containerd's shim
   reads); runc writes it before it exits, and only on success;
 * otherwise ``<root>/<id>/state.json``'s ``init_process_pid``, taken as soon as runc
@@ -366,23 +368,24 @@ class Tracker:
 
     def __init__(
         self, backend: str, emit: Callable[[ContainerEvent], None], stats: Stats, watch: Watch,
-        *, watch_states: bool = True,
+        *, sees_inits: bool = False,
     ) -> None:
-        """``watch_states=False``: the backend reports the init itself (:meth:`init_started`)
-        and runc's exits, so runc's state files need no watching."""
+        """``sees_inits``: the backend calls :meth:`init_started` when a `runc run`'s
+        init starts its program (the eBPF backend sees it in the kernel), so such a
+        call needs no watch on runc's state files."""
         self.backend = backend
         self._emit = emit
         self._stats = stats
         self._watch = watch
-        self.states: Optional[StateDirWatcher] = StateDirWatcher() if watch_states else None
+        self._sees_inits = sees_inits
+        self.states = StateDirWatcher()
         self.calls: dict[int, RuncExec] = {}  # runc pid -> call
         self.containers: dict[int, Container] = {}  # init pid -> container, until it ends
         self.roots: set[str] = set()  # every runc --root seen, for discovery
         self._awaiting: dict[str, int] = {}  # state dir -> runc pid
 
     def close(self) -> None:
-        if self.states is not None:
-            self.states.close()
+        self.states.close()
 
     # ------------------------------------------------------------ what backends report
 
@@ -405,14 +408,24 @@ class Tracker:
             self._stop_waiting(old)
         self.calls[pid] = rexec
         self.roots.add(call.root)
-        if self.states is not None and (call.pid_file is None or (call.command == "run" and not call.detach)):
-            # No pid file to read when runc exits, or runc stays (a foreground
-            # `run` lasts as long as its container): take the PID from state.json
-            # as soon as runc writes it.
+        if self._needs_state_watch(call):
             self._awaiting[call.state_dir] = pid
             if self.states.expect(call.state_dir):
                 self.try_state(call.state_dir)
         return rexec
+
+    def _needs_state_watch(self, call: RuncCall) -> bool:
+        """Take the PID from state.json as soon as runc writes it?
+
+        Yes if there is no pid file to read when runc exits, or if runc stays (a
+        foreground `run` lasts as long as its container). Not for a `run` when the
+        backend reports its init (:meth:`init_started`): that says when and which.
+        A create or restore still needs it: a create's init starts its program only
+        at `runc start`, after this runc has exited, and a restored init never execs.
+        """
+        if call.pid_file is not None and not (call.command == "run" and not call.detach):
+            return False
+        return not (self._sees_inits and call.command == "run")
 
     def read_states(self, fd: int) -> None:
         """One of the state watcher's fds (``states.fds()``) is readable."""
@@ -434,23 +447,28 @@ class Tracker:
 
     def drain_states(self) -> None:
         """Handle state-file events already queued (before concluding a runc exit)."""
-        for fd in self.states.fds() if self.states is not None else ():
+        for fd in self.states.fds():
             self.read_states(fd)
 
     def init_started(self, runc_pid: int, init_pid: int) -> None:
         """runc ``runc_pid``'s container init, ``init_pid``, is starting its program.
 
-        The eBPF backend sees this in the kernel, so it needs no state-file watch: a
-        `runc run` is resolved here; a create resolves at runc's exit. state.json is
-        read once for runc's own creation time and the init's start time; for a
-        container that already ended it may be gone, and is not needed.
+        The eBPF backend sees this in the kernel, so a `runc run` needs no
+        state-file watch: it is resolved here. state.json is read once, for runc's
+        own creation time and the init's start time; for a container that already
+        ended it may be gone, and is not needed. If it is this call's and names
+        another PID, runc's record wins.
         """
         rexec = self.calls.get(runc_pid)
         if rexec is None or rexec.resolved:
             return
         state, _err = read_state(rexec.call.state_dir)
-        if state is not None and (state.get("init_process_pid") != init_pid or not _state_of(state, rexec)):
-            state = None
+        if state is not None and not _state_of(state, rexec):
+            state = None  # a stopped container's, left under the same ID
+        if state is not None and state["init_process_pid"] != init_pid:
+            log.warning("runctrace: runc %d: the kernel saw init %d, runc's state says %d; using runc's",
+                        runc_pid, init_pid, state["init_process_pid"])
+            init_pid = state["init_process_pid"]
         self._stop_waiting(rexec)
         self._resolve(rexec, init_pid, state, None)
 

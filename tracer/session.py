@@ -104,7 +104,7 @@ class Session:
                     # are written at flush intervals anyway; printing lags <= 50 ms.
                     while (event := self.notifier.get(timeout=0)) is not None:
                         self._handle(event)
-                    self._stop.wait(BATCH_S)
+                    self._stop.wait(BATCH_S if deadline is None else max(0.0, min(BATCH_S, deadline - time.monotonic())))
                 elif self.notifier.finished:
                     # the event loop stopped by itself: report it, never spin on it
                     self.failure = self.notifier.failure or f"{self.notifier.name} notifier closed"

@@ -144,9 +144,10 @@ _STATE_HEAD_FIELDS = {
     "init_process_start": re.compile(rb'"init_process_start":\s*(\d{1,20})'),
     "created": re.compile(rb'"created":\s*"([0-9T:.Z+-]{1,64})"'),
 }
-# runc records the bundle as the first of its config's labels. A JSON string cannot
-# hold an unescaped quote, so this sequence cannot come from inside any value.
-_BUNDLE_LABEL = re.compile(rb'"labels":\["bundle=((?:[^"\\]|\\.){0,4096})"')
+# runc's config labels: one "key=value" per spec annotation, then "bundle=<path>"
+# last (libcontainer/specconv). A JSON string cannot hold an unescaped quote, so
+# this sequence cannot come from inside any value.
+_LABELS = re.compile(rb'"labels":\[((?:"(?:[^"\\]|\\.)*")(?:,"(?:[^"\\]|\\.)*")*)?\]')
 _STATE_HEAD_BYTES = 64 << 10
 
 
@@ -183,7 +184,7 @@ def _state_from_head(head: bytes, path: str) -> tuple[Optional[dict[str, Any]], 
 def _state_projection(data: bytes) -> Optional[dict[str, Any]]:
     """The fields runctrace reads from a state.json as runc writes it, without parsing
     the rest: the same shape as the full JSON, cut down to ``id``, ``init_process_pid``,
-    ``init_process_start``, ``created`` and the ``bundle=`` label. None if the file
+    ``init_process_start``, ``created`` and the config's ``labels``. None if the file
     does not start the way runc writes it (then the caller parses it all).
 
     Parsing a whole state.json (a few KiB of spec for every container) was the
@@ -198,14 +199,15 @@ def _state_projection(data: bytes) -> Optional[dict[str, Any]]:
         "init_process_start": int(m.group(3)),
         "created": m.group(4).decode("ascii"),
     }
-    label = _BUNDLE_LABEL.search(data, m.end())
-    if label is not None:
-        try:  # Go escapes <, > and & as \u003c...: decode the string literal properly
-            bundle = json.loads(b'"' + label.group(1) + b'"')
-            bundle.encode("utf-8")  # a lone surrogate escape: let the full parse say so
+    labels = _LABELS.search(data, m.end())
+    if labels is not None:
+        try:  # Go escapes <, > and & as \u003c...: decode the strings properly
+            values = json.loads(b"[" + (labels.group(1) or b"") + b"]")
+            for value in values:
+                value.encode("utf-8")  # a lone surrogate escape: let the full parse say so
         except ValueError:  # (UnicodeEncodeError is one)
             return None
-        state["config"] = {"labels": [f"bundle={bundle}"]}
+        state["config"] = {"labels": values}
     return state
 
 
@@ -222,8 +224,13 @@ def parse_state(data: bytes, path: str) -> tuple[Optional[dict[str, Any]], Optio
 
 
 def state_bundle(state: dict[str, Any]) -> Optional[str]:
-    """The bundle runc recorded in its state as the label ``bundle=<path>``."""
-    for label in (state.get("config") or {}).get("labels") or []:
+    """The bundle runc recorded in its state as the label ``bundle=<path>``.
+
+    runc appends it after one ``key=value`` label per spec annotation, so the last
+    such label is runc's: an annotation keyed ``bundle`` cannot stand in for it.
+    """
+    labels = (state.get("config") or {}).get("labels") or []
+    for label in reversed(labels if isinstance(labels, list) else []):
         if isinstance(label, str) and label.startswith("bundle="):
             return label[len("bundle="):]
     return None
