@@ -39,6 +39,7 @@ def stop_signals() -> Iterator[threading.Event]:
 
 
 BATCH_S = 0.05
+BATCH_MAX = 1000
 
 
 class Session:
@@ -102,7 +103,9 @@ class Session:
                     # event (a wake-up costs more than handling an event, measured),
                     # while the notifier's own thread keeps up in real time. Events
                     # are written at flush intervals anyway; printing lags <= 50 ms.
-                    while (event := self.notifier.get(timeout=0)) is not None:
+                    for _ in range(BATCH_MAX):  # bounded: a flood still sees stop and the deadline
+                        if (event := self.notifier.get(timeout=0)) is None:
+                            break
                         self._handle(event)
                     self._stop.wait(BATCH_S if deadline is None else max(0.0, min(BATCH_S, deadline - time.monotonic())))
                 elif self.notifier.finished:
