@@ -373,7 +373,6 @@ class BccNotifier(LoopNotifier):
         self._records: list[bytes] = []
         self._dropped_seen = [0] * C["RT_C_COUNT"]
         self._counter_key, self._counter_value = ct.c_int(0), ct.c_uint64(0)
-        self._resync = False
         self._starts: dict[int, int] = {}  # watched init pid -> its start time (ticks)
         self._ending: dict[int, _Ending] = {}
         self._bpf: Any = None
@@ -467,17 +466,8 @@ class BccNotifier(LoopNotifier):
                 # event in the same wake-up may be for (and arming looks at once).
                 if self._ring_fd in fds:
                     self._drain_ring()
-                for fd in self._tracker.states.fds():
-                    if fd in fds:
-                        self._tracker.read_states(fd)
-                if self._wake in fds:
-                    self._serve_requests()
-                self._read_counters()
-                if self._resync:
-                    # The kernel dropped records: a runc call may have gone unseen.
-                    # What it started and still runs is on disk (runc's state).
-                    self._resync = False
-                    self._tracker.resync()
+                self._read_counters()  # kernel drops ask for a resync
+                self._serve_shared(fds)
                 if self._ending:
                     self._finish_endings()
             # Exits that happened before close() was called are still delivered.

@@ -128,7 +128,6 @@ class FanotifyNotifier(LoopNotifier):
         self._unsure: set[int] = set()  # watched inits that looked gone: settled after each wakeup
         self._recent_exec: collections.OrderedDict[int, float] = collections.OrderedDict()
         self._recent_exit: collections.OrderedDict[int, int] = collections.OrderedDict()
-        self._resync = False
         self._thread = threading.Thread(target=self._run, name="runctrace-fanotify", daemon=True)
         self._thread.start()
 
@@ -163,7 +162,6 @@ class FanotifyNotifier(LoopNotifier):
 
     def _run(self) -> None:
         self._raise_loop_priority()
-        state_fds = self._tracker.states.fds()
         try:
             while not self._closed.is_set():
                 # Sleep without a timeout unless something waits on a deadline: an
@@ -180,20 +178,12 @@ class FanotifyNotifier(LoopNotifier):
                     self._read_fanotify()
                 if self._cn.fileno() in fds:
                     self._read_connector()
-                for fd in state_fds:
-                    if fd in fds:
-                        self._tracker.read_states(fd)
                 if self._bin_ino in fds:
                     self._read_bin_dirs()
-                if self._wake in fds:
-                    self._serve_requests()
                 self._expire_pending()
-                if self._resync:
-                    # A runc call's arguments were gone before we could read them
-                    # (the recorder fell behind, or was stopped). Whatever it started
-                    # and still runs is on disk: runc's state.
-                    self._resync = False
-                    self._tracker.resync()
+                # a runc call whose arguments were gone before we could read them
+                # (the recorder fell behind, or was stopped) asked for a resync
+                self._serve_shared(fds)
                 self._settle()
         except Exception as err:  # never die silently; close() still releases the fds
             self._loop_failed(err)

@@ -173,6 +173,9 @@ class LoopNotifier(Notifier):
         super().__init__(callback)
         self._requests: "collections.deque[tuple]" = collections.deque()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # Set by the backend when the kernel dropped events or a runc call went
+        # unread: the loop then looks at runc's state on disk (Tracker.resync).
+        self._resync = False
 
     def add_watch_container_termination(self, container_id: str, pid: int) -> None:
         self._request(("watch", container_id, pid))
@@ -217,6 +220,23 @@ class LoopNotifier(Notifier):
             os.eventfd_write(self._wake, 1)
         except OSError:  # closed
             pass
+
+    def _serve_shared(self, ready: set[int]) -> None:
+        """What every backend's loop does in each wake-up, after its own fds.
+
+        ``ready``: the fds epoll returned. The tracker's state-file watch, then
+        requests from other threads, then a resync if the backend asked for one:
+        whatever a missed runc call started and still runs is on disk, in runc's
+        state.
+        """
+        for fd in self._tracker.states.fds():
+            if fd in ready:
+                self._tracker.read_states(fd)
+        if self._wake in ready:
+            self._serve_requests()
+        if self._resync:
+            self._resync = False
+            self._tracker.resync()
 
     def _serve_requests(self) -> None:
         try:
