@@ -1,5 +1,6 @@
 """The record/watch loop, driven by a notifier that stops by itself (no root needed)."""
 
+import queue
 import threading
 import time
 
@@ -53,3 +54,26 @@ def test_the_deadline_stops_a_quiet_session():
     start = time.monotonic()
     Session(notifier, lambda e: None, duration=0.5).run()
     assert 0.4 < time.monotonic() - start < 2 and notifier.finished
+
+
+def test_the_handoff_delivers_every_event_in_order_across_threads():
+    """The notifier's lock-free hand-off: a producer racing a consumer that keeps
+    emptying it and going back to sleep must lose no item and never sleep through one."""
+    from runctrace.notifier import _Handoff
+
+    handoff, n, got = _Handoff(), 50_000, []
+
+    def produce():
+        for i in range(n):
+            handoff.put(i)
+            if i % 1000 == 0:
+                time.sleep(0.001)  # let the consumer empty it and wait again
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    while len(got) < n:
+        got.append(handoff.get(timeout=5))  # queue.Empty here would be a missed wake-up
+    producer.join()
+    assert got == list(range(n))
+    with pytest.raises(queue.Empty):
+        handoff.get(timeout=0.01)

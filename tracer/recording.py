@@ -39,6 +39,18 @@ from .schema import DATASET_SCHEMA, SCHEMA, event_to_row, rows_to_table
 
 DEFAULT_DATASET = "runctrace-data"
 
+# How each flush's small file (or row group) is written. Snappy, not zstd: zstd sets
+# up a compressor per column chunk, which made it 2.5x the CPU of snappy for a
+# flush of ~80 rows (2.4 vs 0.9 ms, measured), for files 5% smaller. No min/max
+# statistics for config_json: each spec's full text twice over, which nearly
+# doubled a small file, and no reader prunes on it. compact() writes zstd: one
+# large file, read many times, is where a smaller file pays.
+_FLUSH_OPTIONS = {
+    "compression": "snappy",
+    "write_statistics": [name for name in SCHEMA.names if name != "config_json"],
+}
+_COMPACT_OPTIONS = {**_FLUSH_OPTIONS, "compression": "zstd"}
+
 
 def default_output() -> str:
     return DEFAULT_DATASET
@@ -127,7 +139,7 @@ class ParquetRecorder(_Buffered):
         except OSError as err:
             raise RecordingError(f"cannot write {path}: {_why(err)}") from err
         self._file = os.fdopen(fd, "wb")
-        self._writer = pq.ParquetWriter(self._file, SCHEMA, compression="zstd")
+        self._writer = pq.ParquetWriter(self._file, SCHEMA, **_FLUSH_OPTIONS)
 
     def _write_rows(self, rows: list[dict]) -> None:
         self._writer.write_table(rows_to_table(rows))
@@ -207,7 +219,8 @@ class DatasetRecorder(_Buffered):
             self._write_file(self._date_fd(date), rows_to_table(date_rows, DATASET_SCHEMA), date_rows[0]["time_ns"])
 
     def _write_file(
-        self, dir_fd: int, table: pa.Table, first_ns: int, prefix: str = "part", extra_meta: Optional[dict] = None
+        self, dir_fd: int, table: pa.Table, first_ns: int, prefix: str = "part", extra_meta: Optional[dict] = None,
+        options: dict = _FLUSH_OPTIONS,
     ) -> str:
         """Write ``table`` as a complete file: temp name, fsync, rename, fsync the dir."""
         meta = {**self._metadata(), **(extra_meta or {})}
@@ -217,7 +230,7 @@ class DatasetRecorder(_Buffered):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
             with os.fdopen(fd, "wb") as f:
-                pq.write_table(table.replace_schema_metadata(meta), f, compression="zstd")
+                pq.write_table(table.replace_schema_metadata(meta), f, **options)
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -273,7 +286,7 @@ class DatasetRecorder(_Buffered):
             merged = pa.concat_tables(tables).sort_by("time_ns")
             name = self._write_file(
                 dfd, merged, merged["time_ns"][0].as_py(), prefix="compact",
-                extra_meta={b"runctrace.compacted_from": json.dumps(sources).encode()},
+                extra_meta={b"runctrace.compacted_from": json.dumps(sources).encode()}, options=_COMPACT_OPTIONS,
             )
             removed += self._drop_sources(dfd, name)
         return removed
