@@ -34,6 +34,7 @@
 #define RT_F_UNVERIFIED 1      /* exec: the path is not a known runc path, only its name ends in "runc" */
 #define RT_F_ARGS_TRUNCATED 2  /* exec: more than RT_MAX_ARGS args or RT_ARGS_SIZE bytes */
 #define RT_F_STATUS_KNOWN 4    /* exits: rt_event.status holds a wait(2) status */
+#define RT_F_MAY_CREATE 8      /* exec: an argument is "create", "run" or "restore" */
 
 /* rt_proc.kind */
 #define RT_KIND_RUNC 1 /* a watched runc process */

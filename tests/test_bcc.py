@@ -242,13 +242,31 @@ class TestKernelFilter:
         assert notifier.stats.lost == lost == 0
         assert not [e for e in seen.events if e.container_pid in storm]
 
+    def test_runc_calls_that_make_no_container_cross_nothing(self, seen, notifier, tmp_path):
+        """list, state, delete, kill: dropped in the kernel by their arguments. A call
+        with a "run" that is only a flag's value crosses, and user space drops it."""
+        before = notifier.kernel_events
+        quiet = [subprocess.Popen(["runc", "--root", "root", cmd, *rest], cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for cmd, rest in (("list", []), ("state", ["nope"]), ("delete", ["nope"]), ("kill", ["nope"]))]
+        loud = subprocess.Popen(["runc", "--root", "run", "list"], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for p in [*quiet, loud]:
+            p.wait()
+        seen.pump(0.3)
+        mine = list(notifier.recent_records)[-(notifier.kernel_events - before):] if notifier.kernel_events > before else []
+        assert not [r for r in mine if r.pid in {p.pid for p in quiet}]
+        assert [r.type for r in mine if r.pid == loud.pid][:1] == [C["RT_EV_EXEC"]]
+        assert not [e for e in seen.events if e.runtime_root and str(tmp_path) in e.runtime_root]
+
     def test_impostor_named_runc_is_checked_and_dropped(self, seen, notifier, tmp_path):
         """A program whose name ends in runc crosses once (its exec), is found not to be
         a watched runc by inode, and is then forgotten in the kernel too: no exit."""
         impostor = tmp_path / "runc"
-        shutil.copy2("/bin/sleep", impostor)
+        shutil.copy2("/bin/sh", impostor)
         before = notifier.kernel_events
-        procs = [subprocess.Popen([str(impostor), "1"]) for _ in range(3)]
+        # "run" as an argument: what passes the kernel's look at the arguments
+        procs = [subprocess.Popen([str(impostor), "-c", "sleep 1", "run"]) for _ in range(3)]
         for p in procs:
             p.wait()
         seen.pump(0.3)
@@ -385,6 +403,20 @@ def test_decode_exit_records():
     assert (rec.status, rec.init_pid) == (7 << 8, 10)
     ev.flags, ev.init_pid = 0, 0
     assert decode_record(bytes(ev)).status is None and decode_record(bytes(ev)).init_pid is None
+
+
+def test_decode_exec_record_ignores_stale_bytes_after_the_filename():
+    raw = bytearray(_exec_record([b"runc", b"run", b"x"]))
+    off = RtExecEvent.filename.offset + len(b"/usr/sbin/runc") + 1
+    raw[off:off + 5] = b"stale"  # the kernel reuses its scratch buffer
+    assert decode_record(bytes(raw)).filename == "/usr/sbin/runc"
+
+
+def test_both_backends_know_runcs_init_by_the_same_name():
+    from runctrace.bcc import _bpf_source, _HEADER
+    from runctrace.runtimes import RUNC_INIT_COMM
+
+    assert f'#define RT_INIT_COMM "{RUNC_INIT_COMM.decode()}"' in _bpf_source(_HEADER)
 
 
 def test_decode_rejects_short_records():

@@ -6,6 +6,7 @@ itself reports and the spec that was in the bundle.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 from conftest import EventLog, fd_count, runc, runc_pid, thread_count, wait_for_pid
 from runctrace.backends import backend_class, backend_support
 from runctrace.events import EventType
+from runctrace.resolve import parse_call
+from runctrace.spec import rfc3339_to_ns
 
 pytestmark = pytest.mark.root
 
@@ -54,6 +57,30 @@ def test_run_foreground(log, bundles, container_ids):
     assert add.runtime_args[1:] == ["run", cid]
     assert remove.exit_code == 0 and remove.signal is None
     assert add.backend == log.notifier.name
+
+
+def test_run_is_resolved_when_its_init_starts(log, bundles, container_ids):
+    """No state-file watch for a foreground `runc run`: its ADD comes while runc still
+    runs, from the kernel's word that the init is starting its program (bcc: its
+    tracepoints; fanotify: the connector's COMM of runc's init, then its EXEC),
+    with runc's own PID and creation time."""
+    b = bundles.make(["sleep", "3"])
+    cid = container_ids()
+    assert not log.notifier._tracker._needs_state_watch(parse_call(["runc", "run", cid], str(b)))
+    proc = subprocess.Popen(["runc", "run", cid], cwd=b, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pid = wait_for_pid(cid)
+        created = json.loads(runc("state", cid).stdout)["created"]
+        log.wait(lambda evs: any(e.container_id == cid for e in evs), timeout=2)
+        (add,) = log.of(cid)
+        assert proc.poll() is None, "runc run should still be running"
+        assert add.type is EventType.ADD and add.container_pid == pid and add.error is None
+        assert add.time_ns == rfc3339_to_ns(created)
+        assert not log.notifier._tracker.states.expected  # nothing was waited for on disk
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_run_foreground_instant_exit(log, bundles, container_ids):

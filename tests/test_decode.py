@@ -84,9 +84,14 @@ def run_cbpf(prog, packet: bytes) -> int:
         pc += 1
 
 
+def comm_msg(name: bytes, pid=46, tgid=46):
+    return proc_msg(_sys.ProcWhat.COMM, struct.pack("=ii16s", pid, tgid, name))
+
+
+@pytest.mark.parametrize("comm", [b"", b"runc:[2:INIT]", b"abcd", b"fifteen-bytes!!"])
 @pytest.mark.parametrize("exec_events", [True, False])
-def test_connector_filter_program(exec_events):
-    prog = _sys.proc_connector_filter(exec_events)
+def test_connector_filter_program(exec_events, comm):
+    prog = _sys.proc_connector_filter(exec_events, comm)
     exec_msg = proc_msg(_sys.ProcWhat.EXEC, struct.pack("=ii", 42, 42))
     leader_exit = proc_msg(_sys.ProcWhat.EXIT, struct.pack("=iiIIii", 43, 43, 0, 17, 1, 1))
     thread_exit = proc_msg(_sys.ProcWhat.EXIT, struct.pack("=iiIIii", 44, 43, 0, 17, 1, 1))
@@ -95,3 +100,18 @@ def test_connector_filter_program(exec_events):
     assert run_cbpf(prog, leader_exit) == 0xFFFFFFFF
     assert run_cbpf(prog, thread_exit) == 0
     assert run_cbpf(prog, fork) == 0
+    # renames: only to exactly ``comm``, and only if asked for
+    assert run_cbpf(prog, comm_msg(comm)) == (0xFFFFFFFF if comm else 0)
+    for other in (b"runc:[1:CHILD]", comm[:-1], comm + b"x", b"x" + comm[1:], b"sh"):
+        if other != comm and len(other) < 16:
+            assert run_cbpf(prog, comm_msg(other)) == 0, other
+
+
+def test_connector_filter_refuses_a_name_the_kernel_cannot_hold():
+    with pytest.raises(ValueError):
+        _sys.proc_connector_filter(True, b"sixteen-bytes!!!")
+
+
+def test_comm_events_decode_to_the_name():
+    ev, = _sys.decode_proc_events(comm_msg(b"runc:[2:INIT]", 47, 46))
+    assert (ev.what, ev.pid, ev.tgid, ev.comm) == (_sys.PROC_COMM, 47, 46, b"runc:[2:INIT]")

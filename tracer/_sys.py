@@ -278,6 +278,7 @@ class ProcWhat(enum.IntFlag):
 # Plain ints for the event loop: `x & SomeIntFlag.MEMBER` dispatches to the enum's
 # Python-level __rand__, which costs microseconds per record in a burst.
 PROC_EXEC, PROC_EXIT, PROC_FORK = int(ProcWhat.EXEC), int(ProcWhat.EXIT), int(ProcWhat.FORK)
+PROC_COMM = int(ProcWhat.COMM)
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
@@ -286,6 +287,7 @@ _PROC_EVENT_HDR = struct.Struct("=IIQ")
 _PROC_EXEC = struct.Struct("=ii")  # process_pid, process_tgid
 _PROC_EXIT = struct.Struct("=iiII")  # process_pid, process_tgid, exit_code, exit_signal
 _PROC_FORK = struct.Struct("=iiii")  # parent_pid, parent_tgid, child_pid, child_tgid
+_PROC_COMM = struct.Struct("=ii16s")  # process_pid, process_tgid, comm
 
 
 class ProcEvent(NamedTuple):
@@ -302,6 +304,7 @@ class ProcEvent(NamedTuple):
     tgid: int
     exit_status: int = 0
     parent_tgid: int = 0
+    comm: bytes = b""  # COMM events: the new name, up to its NUL
 
 
 def decode_proc_events(buf: bytes) -> Iterator[ProcEvent]:
@@ -329,6 +332,9 @@ def decode_proc_events(buf: bytes) -> Iterator[ProcEvent]:
         elif what == PROC_FORK:
             ppid, ptgid, cpid, ctgid = _PROC_FORK.unpack_from(buf, data)
             yield ProcEvent(what, ts, cpid, ctgid, 0, ptgid)
+        elif what == PROC_COMM:
+            pid, tgid, comm = _PROC_COMM.unpack_from(buf, data)
+            yield ProcEvent(what, ts, pid, tgid, comm=comm.split(b"\0", 1)[0])
 
 
 def decode_wait_status(status: int) -> tuple[int | None, int | None]:
@@ -340,7 +346,7 @@ def decode_wait_status(status: int) -> tuple[int | None, int | None]:
 
 # Classic BPF, for a socket filter that drops connector messages in the kernel.
 BPF_LD, BPF_JMP, BPF_RET, BPF_MISC = 0x00, 0x05, 0x06, 0x07
-BPF_W, BPF_ABS = 0x00, 0x20
+BPF_W, BPF_H, BPF_ABS = 0x00, 0x08, 0x20
 BPF_JEQ, BPF_K, BPF_X, BPF_TAX = 0x10, 0x00, 0x08, 0x00
 SO_ATTACH_FILTER = 26
 
@@ -354,20 +360,34 @@ def _net32(value: int) -> int:
     return struct.unpack(">I", struct.pack("=I", value))[0]
 
 
-def proc_connector_filter(exec_events: bool = True) -> list[tuple[int, int, int, int]]:
-    """A cBPF program keeping EXEC events and the EXITs of whole processes only.
+def proc_connector_filter(exec_events: bool = True, comm: bytes = b"") -> list[tuple[int, int, int, int]]:
+    """A cBPF program keeping EXEC events, the EXITs of whole processes only, and
+    (if ``comm`` is given) the COMM events of a process renaming itself ``comm``.
 
     A thread's exit is a connector message too (Go's runc alone has a dozen
     threads); dropping those in the kernel, where ``process_pid != process_tgid``,
-    saves user space most of its wakeups during a burst of containers.
+    saves user space most of its wakeups during a burst of containers. A COMM event
+    comes from prctl(PR_SET_NAME) (not from exec): rare on a host, and runc's init
+    sends one as it names itself (see fanotify.py); only that name gets through.
     """
     accept = (BPF_RET | BPF_K, 0, 0, 0xFFFFFFFF)
     drop = (BPF_RET | BPF_K, 0, 0, 0)
-    prog = [(BPF_LD | BPF_W | BPF_ABS, 0, 0, _WHAT_OFF)]  # A = what
-    if exec_events:
-        # A == EXEC: jump over the next 6 instructions to accept
-        prog.append((BPF_JMP | BPF_JEQ | BPF_K, 6, 0, _net32(ProcWhat.EXEC)))
-    prog += [
+    # COMM: the name, compared 4 bytes at a time (loads are big-endian, i.e. in
+    # byte order), its NUL included: any longer name differs somewhere
+    name = comm + b"\0" * (-len(comm) % 4 or 4) if comm else b""
+    if len(name) > 16:
+        raise ValueError(f"a command name has at most 15 bytes: {comm!r}")
+    check_comm: list[tuple[int, int, int, int]] = []
+    for off in range(0, len(name), 4):
+        word = int.from_bytes(name[off:off + 4], "big")
+        check_comm += [
+            (BPF_LD | BPF_W | BPF_ABS, 0, 0, _DATA_OFF + 8 + off),  # A = comm[off:off+4]
+            # not equal: jump to the drop after the last compare
+            (BPF_JMP | BPF_JEQ | BPF_K, 0, 2 * (len(name) - off) // 4 - 1, word),
+        ]
+    if check_comm:
+        check_comm += [accept, drop]
+    check_exit = [
         (BPF_JMP | BPF_JEQ | BPF_K, 0, 4, _net32(ProcWhat.EXIT)),  # not EXIT: drop
         (BPF_LD | BPF_W | BPF_ABS, 0, 0, _DATA_OFF),  # A = process_pid
         (BPF_MISC | BPF_TAX, 0, 0, 0),  # X = A
@@ -376,7 +396,16 @@ def proc_connector_filter(exec_events: bool = True) -> list[tuple[int, int, int,
         drop,
         accept,
     ]
-    return prog
+    prog = [(BPF_LD | BPF_W | BPF_ABS, 0, 0, _WHAT_OFF)]  # A = what
+    if exec_events:
+        # A == EXEC: jump to check_exit's accept (its 7th instruction), over the
+        # COMM test if there is one
+        prog.append((BPF_JMP | BPF_JEQ | BPF_K, 6 + (1 if check_comm else 0), 0, _net32(ProcWhat.EXEC)))
+    if check_comm:
+        # A == COMM: go on to the name check, after the EXIT check
+        prog.append((BPF_JMP | BPF_JEQ | BPF_K, len(check_exit), 0, _net32(ProcWhat.COMM)))
+        return prog + check_exit + check_comm
+    return prog + check_exit
 
 
 def attach_socket_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
@@ -390,8 +419,9 @@ def attach_socket_filter(sock: socket.socket, prog: list[tuple[int, int, int, in
     )
 
 
-def open_proc_connector(exec_events: bool = True, rcvbuf: int = 8 << 20) -> socket.socket:
-    """Subscribe to the kernel's process events: EXECs and process EXITs (filtered in the kernel).
+def open_proc_connector(exec_events: bool = True, rcvbuf: int = 8 << 20, comm: bytes = b"") -> socket.socket:
+    """Subscribe to the kernel's process events: EXECs, process EXITs, and renames to
+    ``comm`` (filtered in the kernel: see :func:`proc_connector_filter`).
 
     Needs CAP_NET_ADMIN. The receive buffer is forced large because netlink multicast
     *drops* (and reports ``ENOBUFS``) when a reader falls behind; it never blocks the
@@ -403,7 +433,7 @@ def open_proc_connector(exec_events: bool = True, rcvbuf: int = 8 << 20) -> sock
             sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE, root only
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        attach_socket_filter(sock, proc_connector_filter(exec_events))
+        attach_socket_filter(sock, proc_connector_filter(exec_events, comm))
         sock.bind((0, CN_IDX_PROC))
         op = struct.pack("=I", PROC_CN_MCAST_LISTEN)
         cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(op), 0) + op

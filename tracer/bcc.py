@@ -53,11 +53,12 @@ import os
 import platform
 import re
 import select
+import struct
 import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from . import _sys
 from .errors import NotSupported
@@ -110,9 +111,8 @@ class RtExecEvent(ct.Structure):
     ]
 
 
-@dataclass(frozen=True)
-class KernelRecord:
-    """One ring buffer record, decoded."""
+class KernelRecord(NamedTuple):
+    """One ring buffer record, decoded. (A NamedTuple: a few of these per container.)"""
 
     type: int  # RT_EV_*
     pid: int
@@ -124,23 +124,29 @@ class KernelRecord:
     init_pid: Optional[int] = None  # runc exit and init exec: its container's init, if the kernel saw it
 
 
+# The same layouts as RtEvent and RtExecEvent's fixed part, for struct: unpacking
+# a record this way costs a fraction of ctypes' from_buffer_copy (which also needs
+# a copy padded to the full 8.5 KiB for an exec record).
+_HDR = struct.Struct("=IIQIIII")  # type, pid, ktime_ns, status, flags, init_pid, pad
+_EXEC_FIXED = struct.Struct(f"={_HDR.size}xII{C['RT_PATH_MAX']}s")  # argc, args_size, filename
+_STATUS_KNOWN, _EV_EXEC = C["RT_F_STATUS_KNOWN"], C["RT_EV_EXEC"]
+
+
 def decode_record(raw: bytes) -> KernelRecord:
     """Decode a ring buffer record: a pure function over bytes, testable without a kernel."""
-    if len(raw) < ct.sizeof(RtEvent):
+    if len(raw) < _HDR.size:
         raise ValueError(f"ring buffer record of {len(raw)} bytes, shorter than its header")
-    hdr = RtEvent.from_buffer_copy(raw)
-    status = hdr.status if hdr.flags & C["RT_F_STATUS_KNOWN"] else None
-    if hdr.type != C["RT_EV_EXEC"]:
-        return KernelRecord(hdr.type, hdr.pid, hdr.ktime_ns, status, hdr.flags, init_pid=hdr.init_pid or None)
-    fixed = RtExecEvent.args.offset
+    kind, pid, ktime_ns, status, flags, init_pid, _pad = _HDR.unpack_from(raw)
+    if kind != _EV_EXEC:
+        return KernelRecord(kind, pid, ktime_ns, status if flags & _STATUS_KNOWN else None, flags,
+                            init_pid=init_pid or None)
+    fixed = _EXEC_FIXED.size
     if len(raw) < fixed:
         raise ValueError(f"exec record of {len(raw)} bytes, shorter than its {fixed} fixed bytes")
-    ev = RtExecEvent.from_buffer_copy(raw[:fixed].ljust(ct.sizeof(RtExecEvent), b"\0"))
-    # From the raw bytes: ctypes hands out a char-array field cut at its first NUL.
-    used = raw[fixed : fixed + ev.args_size]
-    argv = tuple(os.fsdecode(a) for a in used.split(b"\0")[: ev.argc])
-    filename = os.fsdecode(ev.filename)  # NUL-terminated: the cut is right here
-    return KernelRecord(hdr.type, hdr.pid, hdr.ktime_ns, None, hdr.flags, filename, argv)
+    argc, args_size, filename = _EXEC_FIXED.unpack_from(raw)
+    argv = tuple(os.fsdecode(a) for a in raw[fixed : fixed + args_size].split(b"\0")[:argc])
+    # the kernel's copy is NUL-terminated; bytes after the NUL may be stale
+    return KernelRecord(kind, pid, ktime_ns, None, flags, os.fsdecode(filename.split(b"\0", 1)[0]), argv)
 
 
 # ------------------------------------------------------------------ can it run here?
@@ -495,7 +501,7 @@ class BccNotifier(LoopNotifier):
                 self.stats.missed += 1
                 continue
             self.recent_records.append(rec)
-            if rec.type == C["RT_EV_EXEC"]:
+            if rec.type == _EV_EXEC:
                 self._on_exec(rec)
             elif rec.type == C["RT_EV_INIT_EXEC"]:
                 self._tracker.init_started(rec.pid, rec.init_pid)

@@ -14,10 +14,17 @@ How it works, and why each part is needed
    exiting process, which gives both "runc create finished" and "the container's
    init exited, with this exit code or signal". A classic-BPF socket filter drops all
    other connector messages in the kernel.
-3. **runc's own records** turn "runc ran" into a container with a PID: the
-   ``--pid-file``, or ``<root>/<id>/state.json`` as soon as runc writes it. That part
-   is shared with the eBPF backend (which needs the state files for fewer calls,
-   as the kernel shows it a `runc run`'s init): see :mod:`runctrace.resolve`.
+3. **The container's init, from the same socket.** runc's init names itself
+   ``runc:[2:INIT]`` (``prctl(PR_SET_NAME)``), which the connector reports as a
+   ``PROC_EVENT_COMM``; the filter lets through only renames to that name. Its
+   next ``PROC_EVENT_EXEC`` is the container's program starting: a `runc run` is
+   resolved right there, with the PID, as the eBPF backend does from its
+   tracepoints. (runc puts its init under itself with ``CLONE_PARENT``: the init's
+   parent is the runc process that made the container.)
+4. **runc's own records** turn the other calls into a container with a PID: the
+   ``--pid-file``, or ``<root>/<id>/state.json`` as soon as runc writes it (a
+   `create`'s init runs its program only at `runc start`, after this runc has
+   exited). That part is shared with the eBPF backend: see :mod:`runctrace.resolve`.
 
 Everything runs on one thread around one epoll: no thread per container.
 """
@@ -37,7 +44,7 @@ from .errors import NotSupported
 from .notifier import Callback, LoopNotifier, Support, log
 from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, read_stat
 from .runcargs import parse_runc_args
-from .runtimes import RuncBinary, find_runc
+from .runtimes import RUNC_INIT_COMM, RuncBinary, find_runc
 
 # Bounded caches: sized for bursts far beyond what one host starts per second.
 _RECENT = 4096
@@ -100,11 +107,11 @@ class FanotifyNotifier(LoopNotifier):
             self._fds.append(self._fan)
             for binary in self.binaries:
                 self._mark_binary(binary.path)
-            self._cn = _sys.open_proc_connector()
+            self._cn = _sys.open_proc_connector(comm=RUNC_INIT_COMM)
             self._cn_buf = bytearray(64 * 1024)  # a datagram holds one message of ~80 bytes
             self._bin_ino = _sys.inotify_init1(_sys.IN_NONBLOCK | _sys.IN_CLOEXEC)
             self._fds.append(self._bin_ino)
-            self._tracker = Tracker(self.name, self._emit, self.stats, self._watch)
+            self._tracker = Tracker(self.name, self._emit, self.stats, self._watch, sees_inits=True)
             self._epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
             for fd in (self._fan, self._cn.fileno(), self._bin_ino, self._wake, *self._tracker.states.fds()):
                 self._epoll.register(fd, select.EPOLLIN)
@@ -128,6 +135,8 @@ class FanotifyNotifier(LoopNotifier):
         self._unsure: set[int] = set()  # watched inits that looked gone: settled after each wakeup
         self._recent_exec: collections.OrderedDict[int, float] = collections.OrderedDict()
         self._recent_exit: collections.OrderedDict[int, int] = collections.OrderedDict()
+        # runc inits that named themselves and have not exec'd yet: pid -> their runc's pid
+        self._inits: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._thread = threading.Thread(target=self._run, name="runctrace-fanotify", daemon=True)
         self._thread.start()
 
@@ -255,8 +264,34 @@ class FanotifyNotifier(LoopNotifier):
                     self._on_exec(ev.tgid)
                 elif ev.what == _sys.PROC_EXIT:  # of whole processes: threads are filtered out
                     self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns)
+                elif ev.what == _sys.PROC_COMM and ev.comm == RUNC_INIT_COMM and ev.pid == ev.tgid:
+                    self._on_init_named(ev.tgid)
+
+    def _on_init_named(self, pid: int) -> None:
+        """A runc init named itself: remember its runc, for when it execs its program.
+
+        Its parent is read now: it is alive (it has more setup to do before its
+        exec), and its parent is the runc that made it (CLONE_PARENT). One small
+        read per container; the init of a `runc exec` or of a `create` shows up
+        here too, and is dropped when it execs (no unresolved run is its parent).
+        """
+        st = read_stat(pid)
+        if st is None:
+            return  # gone already: runc's exit (pid file, state) will tell
+        self._inits[pid] = st.ppid
+        if len(self._inits) > _RECENT:
+            self._inits.popitem(last=False)
 
     def _on_exec(self, pid: int) -> None:
+        runc_pid = self._inits.pop(pid, None)
+        if runc_pid is not None:
+            # the container's program is starting: a `runc run` is resolved here
+            if runc_pid not in self._tracker.calls:
+                # its runc's exec may still sit unread in the fanotify queue (this
+                # wake-up began with the connector alone, and is catching up)
+                self._read_fanotify()
+            self._tracker.init_started(runc_pid, pid)
+            return
         pending = self._pending_exec.pop(pid, None)
         if pending is not None:
             self._resolve_exec(pid, pending[1], pending[2], check_exe=True)
@@ -270,6 +305,7 @@ class FanotifyNotifier(LoopNotifier):
         if len(self._recent_exit) > _RECENT:
             self._recent_exit.popitem(last=False)
         self._recent_exec.pop(pid, None)
+        self._inits.pop(pid, None)  # an init that never exec'd (its create failed, ...)
         if self._pending_exec.pop(pid, None) is not None:
             self.stats.missed += 1  # it exited before its exec completed (failed exec)
         self._tracker.pid_exited(pid, status, mono_to_wall_ns(mono_ns))

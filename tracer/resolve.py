@@ -7,7 +7,8 @@ what its kernel mechanism saw:
   and working directory;
 * :meth:`Tracker.runc_exited` when that process ended, with its wait status;
 * :meth:`Tracker.init_started` when that runc's container init starts its program,
-  if the backend can see it (the eBPF backend does, in the kernel);
+  if the backend can see it (both do: the eBPF backend from its tracepoints, the
+  fanotify backend from the process-events connector);
 * :meth:`Tracker.pid_exited` when a watched container's init ended;
 
 and gives the tracker one function, ``watch(container, expected_start, call)``, that
@@ -18,7 +19,7 @@ learns about exits its own way: the process-events connector, a BPF map).
 Where the container's PID comes from:
 
 * for a ``runc run``, when the backend reports its init starting its program
-  (:meth:`Tracker.init_started`; the eBPF backend sees that in the kernel);
+  (:meth:`Tracker.init_started`; both backends see that in the kernel);
 * the ``--pid-file``, read when ``runc create`` exits (what containerd's shim
   reads); runc writes it before it exits, and only on success;
 * otherwise ``<root>/<id>/state.json``'s ``init_process_pid``, taken as soon as runc
@@ -49,7 +50,8 @@ from .events import ContainerEvent, EventType
 from .notifier import Stats, log
 from .runcargs import RuncCall, parse_runc_args
 from .spec import (
-    ProcStat, read_config, read_pid_file, read_state, read_state_fd, read_stat, rfc3339_to_ns, state_bundle,
+    ProcStat, read_config, read_pid_file, read_state, read_state_fd, read_state_head, read_stat, rfc3339_to_ns,
+    state_bundle,
 )
 
 # inotify masks. runc writes state.json to a temporary name and renames it
@@ -371,7 +373,7 @@ class Tracker:
         *, sees_inits: bool = False,
     ) -> None:
         """``sees_inits``: the backend calls :meth:`init_started` when a `runc run`'s
-        init starts its program (the eBPF backend sees it in the kernel), so such a
+        init starts its program (both backends see it in the kernel), so such a
         call needs no watch on runc's state files."""
         self.backend = backend
         self._emit = emit
@@ -453,16 +455,18 @@ class Tracker:
     def init_started(self, runc_pid: int, init_pid: int) -> None:
         """runc ``runc_pid``'s container init, ``init_pid``, is starting its program.
 
-        The eBPF backend sees this in the kernel, so a `runc run` needs no
-        state-file watch: it is resolved here. state.json is read once, for runc's
-        own creation time and the init's start time; for a container that already
+        Both backends see this in the kernel, so a `runc run` needs no state-file
+        watch: it is resolved here. state.json's head is read once, for runc's own
+        creation time and the init's start time (the bundle is known from runc's
+        arguments, so the rest, the spec, is not read); for a container that already
         ended it may be gone, and is not needed. If it is this call's and names
         another PID, runc's record wins.
         """
         rexec = self.calls.get(runc_pid)
         if rexec is None or rexec.resolved:
             return
-        state, _err = read_state(rexec.call.state_dir)
+        read = read_state_head if rexec.call.bundle else read_state  # else the bundle is in its labels
+        state, _err = read(rexec.call.state_dir)
         if state is not None and not _state_of(state, rexec):
             state = None  # a stopped container's, left under the same ID
         if state is not None and state["init_process_pid"] != init_pid:

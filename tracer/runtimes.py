@@ -15,6 +15,11 @@ from .errors import RuntimeNotFound
 
 ENV_VAR = "RUNCTRACE_RUNC_PATHS"
 
+# The name runc's container init gives itself (nsexec's prctl(PR_SET_NAME), runc
+# 1.0 and later) until it execs the container's program. Both backends watch for
+# it; bpf/runctrace.h has it as RT_INIT_COMM (a test keeps the two equal).
+RUNC_INIT_COMM = b"runc:[2:INIT]"
+
 DEFAULT_PATHS = (
     "/usr/bin/runc",
     "/usr/sbin/runc",

@@ -193,12 +193,7 @@ def _state_projection(data: bytes) -> Optional[dict[str, Any]]:
     m = _STATE_HEAD.match(data)
     if m is None:
         return None
-    state: dict[str, Any] = {
-        "id": m.group(1).decode("utf-8", "replace"),
-        "init_process_pid": int(m.group(2)),
-        "init_process_start": int(m.group(3)),
-        "created": m.group(4).decode("ascii"),
-    }
+    state = _head_fields(m)
     labels = _LABELS.search(data, m.end())
     if labels is not None:
         try:  # Go escapes <, > and & as \u003c...: decode the strings properly
@@ -209,6 +204,44 @@ def _state_projection(data: bytes) -> Optional[dict[str, Any]]:
             return None
         state["config"] = {"labels": values}
     return state
+
+
+def _head_fields(m: "re.Match[bytes]") -> dict[str, Any]:
+    return {
+        "id": m.group(1).decode("utf-8", "replace"),
+        "init_process_pid": int(m.group(2)),
+        "init_process_start": int(m.group(3)),
+        "created": m.group(4).decode("ascii"),
+    }
+
+
+# enough for _STATE_HEAD with the longest ID it accepts
+_STATE_HEAD_READ = 2048
+
+
+def read_state_head(state_dir: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """Only the fields runc writes first (``id``, ``init_process_pid``,
+    ``init_process_start``, ``created``), from one small read: no ``config``.
+
+    For a caller that already knows the bundle. Reading the whole file, which
+    embeds the spec, cost several times more (an event-loop hot spot under churn).
+    A file that does not start the way runc writes it is read whole instead.
+    """
+    path = os.path.join(state_dir, "state.json")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        return None, f"{path} does not exist" if err.errno == errno.ENOENT else f"cannot open {path}: {err.strerror}"
+    try:
+        try:
+            m = _STATE_HEAD.match(os.pread(fd, _STATE_HEAD_READ, 0))
+        except OSError as err:  # a FIFO or a directory in its place
+            return None, f"cannot read {path}: {err.strerror}"
+        if m is None or int(m.group(2)) <= 0:
+            return read_state_fd(fd, path)
+        return _head_fields(m), None
+    finally:
+        os.close(fd)
 
 
 def parse_state(data: bytes, path: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
