@@ -70,11 +70,12 @@ def test_restart_continues_and_compaction(tmp_path):
     root = tmp_path / "data"
     t0 = 1_795_000_000 * 10**9
     for session in range(3):
-        rec = DatasetRecorder(str(root), host="h", flush_interval=0)
+        rec = DatasetRecorder(str(root), host="h")
         for i in range(4):
             rec.write(event(f"s{session}-{i}", t0 + session * 10**9 + i))
+            rec.flush()
         rec.close()
-    assert len(files(root)) == 12  # flush_interval=0: one file per event
+    assert len(files(root)) == 12  # one file per flush
     rec = DatasetRecorder(str(root), host="h")
     assert rec.compact() == 12
     rec.close()
@@ -87,9 +88,10 @@ def test_restart_continues_and_compaction(tmp_path):
 def test_interrupted_compaction_and_temp_files_are_cleaned(tmp_path):
     root = tmp_path / "data"
     t0 = 1_795_000_000 * 10**9
-    rec = DatasetRecorder(str(root), host="h", flush_interval=0)
+    rec = DatasetRecorder(str(root), host="h")
     for i in range(3):
         rec.write(event(f"c{i}", t0 + i))
+        rec.flush()
     rec.close()
     part_dir = files(root)[0].parent
     sources = sorted(p.name for p in part_dir.iterdir())

@@ -77,3 +77,16 @@ def test_the_handoff_delivers_every_event_in_order_across_threads():
     assert got == list(range(n))
     with pytest.raises(queue.Empty):
         handoff.get(timeout=0.01)
+
+
+def test_a_stop_wakes_a_session_that_sleeps_with_no_timeout():
+    """No deadline, no status line, nothing pending: the session sleeps on the
+    notifier's queue with no timeout. Setting stop (what SIGINT and SIGTERM do) must
+    end it at once, wherever in its loop the stop lands."""
+    for delay in (0.0, 0.001, 0.01, 0.2):
+        notifier = Dying()  # never started: no events
+        session = Session(notifier, lambda e: None)
+        threading.Timer(delay, session.stop).start()
+        start = time.monotonic()
+        session.run()
+        assert time.monotonic() - start < 1.0, delay

@@ -79,6 +79,7 @@ class _Handoff:
     def __init__(self) -> None:
         self._items: "collections.deque[object]" = collections.deque()
         self._ready = threading.Event()  # set after an append; cleared by the consumer only
+        self._interrupted = False
 
     def put(self, item: object) -> None:
         self._items.append(item)
@@ -95,8 +96,17 @@ class _Handoff:
             # Clear, then look again: an append between the popleft and the clear
             # has set the flag already, and would otherwise never wake us.
             self._ready.clear()
-            if not self._items and not self._ready.wait(timeout):
+            if self._items:
+                continue
+            # An interrupt() just before the clear above must not be lost with it.
+            if self._interrupted or not self._ready.wait(timeout) or not self._items:
+                self._interrupted = False
                 raise queue.Empty
+
+    def interrupt(self) -> None:
+        """Wake the consumer now: its get() raises ``queue.Empty`` if nothing came."""
+        self._interrupted = True
+        self._ready.set()
 
 
 class Notifier(abc.ABC):
@@ -175,11 +185,18 @@ class Notifier(abc.ABC):
             return None
         return item  # type: ignore[return-value]
 
+    def wake_consumer(self) -> None:
+        """Make a get() that is waiting return now (None if no event came)."""
+        self._queue.interrupt()
+
     def __iter__(self) -> Iterator[ContainerEvent]:
         if self._callback is not None:
             raise TypeError("a notifier built with a callback delivers events to it, not to iteration")
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get()
+            except queue.Empty:  # wake_consumer(): not the end
+                continue
             if item is _CLOSED:
                 self._queue.put(_CLOSED)
                 return

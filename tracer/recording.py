@@ -80,22 +80,34 @@ class _Buffered:
         self.backend: Optional[str] = None
         self._rows: list[dict] = []
         self._lock = threading.Lock()
-        self._last_flush = time.monotonic()
+        self._pending_since = 0.0  # time.monotonic() of the oldest pending row
 
     @property
     def pending(self) -> int:
         return len(self._rows)
 
+    def flush_due_in(self) -> Optional[float]:
+        """Seconds until the pending rows must be written (0: now), None if none are pending.
+
+        The oldest pending row may wait ``flush_interval``: that is all a crash can
+        lose. The caller (``Session``) calls :meth:`flush` in time.
+        """
+        if not self._rows:
+            return None
+        return max(0.0, self._pending_since + self.flush_interval - time.monotonic())
+
     def write(self, event: ContainerEvent) -> None:
+        """Buffer one event; written by :meth:`flush` (or at ``max_rows``, or close)."""
         with self._lock:
+            if not self._rows:
+                self._pending_since = time.monotonic()
             self._rows.append(event_to_row(event, self.host, self.keep_env))
-            due = len(self._rows) >= self.max_rows or time.monotonic() - self._last_flush >= self.flush_interval
-        if due:
+            full = len(self._rows) >= self.max_rows
+        if full:
             self.flush()
 
     def flush(self) -> None:
         with self._lock:
-            self._last_flush = time.monotonic()
             if not self._rows:
                 return
             rows = self._rows

@@ -20,8 +20,29 @@ from .events import ContainerEvent
 from .notifier import Notifier
 
 
+class Stop(threading.Event):
+    """The session's stop flag: setting it also wakes whatever the session waits on.
+
+    The session sleeps on its notifier's queue, not on this flag, with no timeout
+    when nothing is due: a signal handler that only set a flag would go unnoticed
+    until the next event.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wakers: list[Callable[[], None]] = []
+
+    def also_wake(self, waker: Callable[[], None]) -> None:
+        self._wakers.append(waker)
+
+    def set(self) -> None:
+        super().set()
+        for waker in self._wakers:
+            waker()
+
+
 @contextlib.contextmanager
-def stop_signals() -> Iterator[threading.Event]:
+def stop_signals() -> Iterator[Stop]:
     """An Event set by SIGINT or SIGTERM, installed for the whole command.
 
     Installed before anything slow starts (BCC compiling, the first scan of runc's
@@ -29,7 +50,7 @@ def stop_signals() -> Iterator[threading.Event]:
     KeyboardInterrupt at a random point (inside a finalizer it is even swallowed,
     and the command would then never stop).
     """
-    stop = threading.Event()
+    stop = Stop()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
@@ -40,27 +61,49 @@ def stop_signals() -> Iterator[threading.Event]:
 
 BATCH_S = 0.05
 BATCH_MAX = 1000
+STATUS_S = 0.25
 
 
 class Session:
+    """Events from ``notifier`` to ``on_event``, waking as seldom as the output allows.
+
+    ``hold_s``: how long an event may wait in the notifier's queue before it is
+    handled. Each wake-up handles everything queued, then sleeps ``hold_s``: one
+    wake-up per batch, not per event (a wake-up costs more than handling an event,
+    measured). Printing each event wants it short (``BATCH_S``); a quiet recorder can
+    hold events for its flush interval, since that is when they are written anyway.
+    ``idle_due``: seconds until ``on_idle`` must run (the recorder's next flush of
+    pending rows), or None if nothing is pending. Nothing pending, no deadline and
+    no status line: the session sleeps until an event or a signal arrives.
+    """
+
     def __init__(
         self,
         notifier: Notifier,
         on_event: Callable[[ContainerEvent], None],
         *,
         on_idle: Callable[[], None] = lambda: None,
+        idle_due: Callable[[], Optional[float]] = lambda: None,
         duration: Optional[float] = None,
         status_console: Optional[Console] = None,
         stop: Optional[threading.Event] = None,
+        hold_s: float = BATCH_S,
     ) -> None:
         self.notifier = notifier
         self.on_event = on_event
         self.on_idle = on_idle
+        self.idle_due = idle_due
         self.duration = duration
+        self.hold_s = hold_s
         self.events = 0
         self.running: set[tuple[str, Optional[int]]] = set()
         self._console = status_console
-        self._stop = stop if stop is not None else threading.Event()
+        self._stop = stop if stop is not None else Stop()
+        if isinstance(self._stop, Stop):
+            self._stop.also_wake(notifier.wake_consumer)
+            self._poll_stop = None
+        else:  # a plain Event cannot wake us: look at it now and then
+            self._poll_stop = STATUS_S
 
     def stop(self) -> None:
         self._stop.set()
@@ -92,30 +135,38 @@ class Session:
             if status:
                 status.start()
             while not self._stop.is_set():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                now = time.monotonic()
+                if deadline is not None and deadline <= now:
                     break
-                event = self.notifier.get(timeout=min(0.25, remaining) if remaining else 0.25)
+                waits = [w for w in (
+                    None if deadline is None else deadline - now,
+                    STATUS_S if status else None,
+                    self._poll_stop,
+                    self.idle_due(),
+                ) if w is not None]
+                event = self.notifier.get(timeout=max(0.0, min(waits)) if waits else None)
                 if event is not None:
                     self._handle(event)
-                    # Take whatever else is queued, then let events gather for a
-                    # moment: this thread then wakes once per batch, not once per
-                    # event (a wake-up costs more than handling an event, measured),
-                    # while the notifier's own thread keeps up in real time. Events
-                    # are written at flush intervals anyway; printing lags <= 50 ms.
                     for _ in range(BATCH_MAX):  # bounded: a flood still sees stop and the deadline
                         if (event := self.notifier.get(timeout=0)) is None:
                             break
                         self._handle(event)
-                    self._stop.wait(BATCH_S if deadline is None else max(0.0, min(BATCH_S, deadline - time.monotonic())))
+                    # Write now what would be due before the next wake-up.
+                    due = self.idle_due()
+                    if due is not None and due <= self.hold_s:
+                        self.on_idle()
+                    if status:
+                        status.update(self.status_text())
+                    # let the next events gather (see the class doc)
+                    self._stop.wait(self.hold_s if deadline is None else max(0.0, min(self.hold_s, deadline - time.monotonic())))
                 elif self.notifier.finished:
                     # the event loop stopped by itself: report it, never spin on it
                     self.failure = self.notifier.failure or f"{self.notifier.name} notifier closed"
                     break
-                else:
+                else:  # a timeout (or a wake-up for stop): write what is pending
                     self.on_idle()
-                if status:
-                    status.update(self.status_text())
+                    if status:
+                        status.update(self.status_text())
         finally:
             if status:
                 status.stop()
