@@ -15,7 +15,7 @@ from rich.console import Console
 from .backends import CHOICES, open_notifier
 from .errors import RunctraceError
 from .recording import default_output, open_recorder
-from .session import BATCH_S, Session, print_event, stop_signals
+from .session import Session, print_event, stop_signals
 from .views import EVENT_TABLE_HEADER, event_json, event_table_row
 
 app = typer.Typer(
@@ -90,13 +90,8 @@ def record(
                 show(event)
 
         status_console = (out if out.is_terminal else err) if err.is_terminal else None
-        session = Session(
-            notifier, on_event, on_idle=recorder.flush, idle_due=recorder.flush_due_in, duration=duration,
-            status_console=status_console, stop=stop,
-            # Nothing to show as it happens: events may wait for the next flush,
-            # which writes them anyway, and the recorder wakes once per flush.
-            hold_s=flush_interval if quiet and status_console is None else BATCH_S,
-        )
+        session = Session(notifier, on_event, on_idle=recorder.flush, idle_due=recorder.flush_due_in,
+                          duration=duration, status_console=status_console, stop=stop)
         try:
             if initial:  # before announcing: what runs now is "initial", anything later an "add"
                 notifier.discover_running()
