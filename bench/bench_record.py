@@ -13,7 +13,8 @@
    during a burst slows runc itself).
 2. Completeness: a burst of N containers at concurrency C; how many were recorded
    with an add and a remove carrying the right PID.
-3. Recorder CPU: its user+system time during the burst, per container, and while idle.
+3. Recorder CPU: its user+system time per container in steady state (300 sequential
+   containers, see bench_cpu.py) and during the burst, and while idle.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 import pyarrow.parquet as pq
 
@@ -41,11 +43,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class Recorder:
-    def __init__(self, backend: str, output: Path) -> None:
+    def __init__(self, backend: str, output: Path, pythonpath: Optional[str] = None) -> None:
+        """``pythonpath``: run the runctrace found there instead (bench_cpu.py --against)."""
         self.output = output
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runctrace", "record", "-q", "--backend", backend, "-o", str(output)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd="/",
         )
         line = self.proc.stderr.readline()
         if "recording to" not in line:
@@ -123,11 +130,11 @@ def overhead(backends: list[str], bundle: Path, tmp: Path, rounds: int, n: int, 
     round so no side always follows another. A recorder is started before its block
     and left to settle (its start-up is not per-container cost), then stopped.
     Returns, per backend, the ratio of its median to the no-recorder median and the
-    95% bootstrap interval over rounds, plus the recorder's CPU per container.
+    95% bootstrap interval over rounds. (Not CPU: a block of a few containers ends
+    before the recorder's first flush of them; bench_cpu.py measures steady state.)
     """
     sides = ["none", *backends]
     blocks: dict[str, list[list[float]]] = {side: [] for side in sides}
-    cpu = {b: 0.0 for b in backends}
     for i in range(rounds):
         for side in sides[i % len(sides):] + sides[: i % len(sides)]:
             if side == "none":
@@ -135,9 +142,7 @@ def overhead(backends: list[str], bundle: Path, tmp: Path, rounds: int, n: int, 
                 continue
             rec = Recorder(side, tmp / f"oh-{side}-{concurrency}-{i}.parquet")
             rec.wait_idle()
-            cpu0 = rec.cpu_seconds()
             blocks[side].append(block(bundle, n, concurrency))
-            cpu[side] += rec.cpu_seconds() - cpu0
             rec.stop()
     out = {}
     base = blocks["none"]
@@ -147,8 +152,6 @@ def overhead(backends: list[str], bundle: Path, tmp: Path, rounds: int, n: int, 
             "median_with_ms": statistics.median(x for blk in blocks[b] for x in blk) * 1e3,
             "median_without_ms": statistics.median(x for blk in base for x in blk) * 1e3,
             "ratio": r, "ci95": (lo, hi), "runs_per_side": rounds * n,
-            # warm-up runs are recorded too: CPU is per container the recorder saw
-            "cpu_ms_per_container": cpu[b] * 1e3 / (rounds * (n + WARM_RUNS * concurrency)),
         }
     return out
 
@@ -217,9 +220,16 @@ def main() -> None:
             for b, res in overhead(backends, true_bundle, tmp, rounds, args.block, concurrency).items():
                 print(f"{b:9} ratio {res['ratio']:.3f} (95% CI {res['ci95'][0]:.3f}-{res['ci95'][1]:.3f}); median "
                       f"{res['median_with_ms']:.1f} ms with / {res['median_without_ms']:.1f} ms without, "
-                      f"{res['runs_per_side']} runs a side; recorder CPU {res['cpu_ms_per_container']:.2f} ms "
-                      "per container", flush=True)
+                      f"{res['runs_per_side']} runs a side", flush=True)
                 report[b][label] = res
+        print("== recorder CPU, steady state: 300 sequential `runc run` of /bin/true, flush included", flush=True)
+        from bench_cpu import steady_cpu  # one module imports the other's Recorder
+
+        for b in backends:
+            cpu = steady_cpu(b, "seq", true_bundle, tmp, 300, 1)
+            print(f"{b:9} CPU per container {cpu['total']:.2f} ms (main thread {cpu['main']:.2f}, "
+                  f"notifier thread {cpu['notifier']:.2f})", flush=True)
+            report[b]["cpu, sequential"] = cpu
         for b in backends:
             print(f"== completeness, {b}", flush=True)
             comp = completeness(b, sleep_bundle, tmp, args.burst, args.concurrency)

@@ -5,8 +5,9 @@
 
 At each concurrency level: interleaved blocks with no recorder and with each
 backend's `runctrace record` (ratio of median `runc run` latencies, 95% bootstrap
-CI), and the recorder's CPU time per container during its blocks. The blocks are
-measured as in bench_record.py's start overhead, warm-up runs included.
+CI), measured as in bench_record.py's start overhead; then the recorder's CPU time
+per container in steady state (bench_cpu.py: 50 containers per unit of
+concurrency, its flush included).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_cpu import steady_cpu  # noqa: E402
 from bench_record import overhead, timed_runs  # noqa: E402
 
 from runctrace.workload import make_bundle, make_rootfs  # noqa: E402
@@ -36,9 +38,10 @@ def main() -> None:
         for c in (int(x) for x in args.levels.split(",")):
             n = max(8, 2 * c)
             for b, res in overhead(backends, bundle, tmp, args.rounds, n, c).items():
+                cpu = steady_cpu(b, "seq", bundle, tmp, max(150, 50 * c), c)
                 print(f"{b:9} concurrency {c:2}: overhead ratio {res['ratio']:.3f} "
                       f"(95% CI {res['ci95'][0]:.3f}-{res['ci95'][1]:.3f}), recorder CPU "
-                      f"{res['cpu_ms_per_container']:.2f} ms per container, {res['runs_per_side']} runs a side",
+                      f"{cpu['total']:.2f} ms per container, {res['runs_per_side']} runs a side",
                       flush=True)
 
 

@@ -459,7 +459,7 @@ class BccNotifier(LoopNotifier):
     # ------------------------------------------------------------------ event loop
 
     def _run(self) -> None:
-        self._raise_loop_priority()
+        self._loop_thread_started()
         try:
             while not self._closed.is_set():
                 # No timeout unless an exit waits for its zombie: an idle recorder sleeps.

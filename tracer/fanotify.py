@@ -170,7 +170,7 @@ class FanotifyNotifier(LoopNotifier):
     # ------------------------------------------------------------------ event loop
 
     def _run(self) -> None:
-        self._raise_loop_priority()
+        self._loop_thread_started()
         try:
             while not self._closed.is_set():
                 # Sleep without a timeout unless something waits on a deadline: an

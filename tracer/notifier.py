@@ -246,16 +246,22 @@ class LoopNotifier(Notifier):
     # state files came as fanotify fds: 7 of 80 PIDs lost at concurrency 4 on 2
     # cores; 0 of 80 at nice -15), and its detection delay had a long tail. The loop
     # sleeps in epoll, so a high priority costs nothing while idle; under churn it
-    # takes its ~2 ms per container from runc first (BENCHMARKS.md).
+    # takes its 1-2 ms per container from runc first (BENCHMARKS.md).
     LOOP_NICE = -15
 
-    @staticmethod
-    def _raise_loop_priority() -> None:
-        """Call from the loop thread: the nice value is per thread on Linux."""
+    def _loop_thread_started(self) -> None:
+        """Call first thing in the loop thread: its priority and its name are its own."""
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LoopNotifier.LOOP_NICE)
         except OSError:
             pass  # not root: the loop still works, with a longer tail under load
+        try:
+            # the kernel's name for the thread, so `top -H` and /proc tell the
+            # recording thread from the notifier's (15 bytes at most)
+            with open("/proc/thread-self/comm", "w") as f:
+                f.write(f"runctrace-{self.name}"[:15])
+        except OSError:
+            pass
 
     @property
     def running_containers(self) -> int:

@@ -21,6 +21,7 @@ never silent. Files are created 0600 and directories 0700, never through a symli
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import socket
@@ -34,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import RecordingError
-from .events import ContainerEvent
+from .events import ContainerEvent, EventType
 from .schema import DATASET_SCHEMA, SCHEMA, event_to_row, rows_to_table
 
 DEFAULT_DATASET = "runctrace-data"
@@ -66,10 +67,26 @@ def _why(err: OSError) -> str:
     return err.strerror or str(err)
 
 
+def _warm_up() -> None:
+    """Convert and write one throwaway row, at start-up.
+
+    pyarrow's first conversion of each column type and its first Parquet write
+    cost ~25 ms of CPU, and that first conversion imports pandas (~250 ms) if the
+    process has not yet: paid here, not in the first flush, in the middle of the
+    first burst of containers while the notifier's thread waits for the GIL.
+    """
+    sample = ContainerEvent(
+        EventType.ADD, "warm-up", 1, {"process": {"args": ["x"]}, "annotations": {"k": "v"}}, "/", 0, "none",
+        runtime_args=["runc"],
+    )
+    pq.write_table(rows_to_table([event_to_row(sample, "h")]), io.BytesIO(), **_FLUSH_OPTIONS)
+
+
 class _Buffered:
     """Row buffering and the flush schedule shared by both layouts."""
 
     def __init__(self, host: Optional[str], flush_interval: float, max_rows: int, keep_env: bool) -> None:
+        _warm_up()
         self.host = host or socket.gethostname()
         self.flush_interval = flush_interval
         self.max_rows = max_rows
