@@ -22,7 +22,8 @@
  *    start, delete, kill, exec, init...) makes no container: it is not sent, and
  *    not followed. On a containerd host that is most runc calls. A false match
  *    ("--root run") costs user space a parse; the command word itself is always
- *    an argument of its own, so a call that makes a container is never dropped.
+ *    an argument of its own, so a call that makes a container is never dropped
+ *    (argv that could not be read whole is sent, marked RT_F_ARGS_TRUNCATED).
  *    An exec storm of unrelated programs costs a string read and a few hash
  *    lookups per process in the kernel (measured: 2.3 us of BPF time per
  *    fork+exec+exit of /bin/true, ~0.3% of that cycle), and nothing in user space.
@@ -205,7 +206,13 @@ static __always_inline int stash_exec(const char *filename, const char *const *a
     u32 off = 0, argc = 0;
     for (int i = 0; i < RT_MAX_ARGS; i++) {
         const char *arg = 0;
-        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
+        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i])) {
+            /* Unreadable here (BPF cannot fault a page in): user space reads the
+             * rest from /proc. Never a reason to drop the call (rule 3). */
+            flags |= RT_F_ARGS_TRUNCATED;
+            goto done;
+        }
+        if (!arg)
             goto done;
         /* Keep off + RT_ARG_MAX < RT_ARGS_SIZE so the verifier can bound the write
          * and args_size stays below RT_ARGS_SIZE. */
@@ -214,8 +221,10 @@ static __always_inline int stash_exec(const char *filename, const char *const *a
             goto done;
         }
         int n = bpf_probe_read_user_str(&s->args[off], RT_ARG_MAX, arg);
-        if (n <= 0)
+        if (n <= 0) {
+            flags |= RT_F_ARGS_TRUNCATED; /* as above */
             goto done;
+        }
         if (n == RT_ARG_MAX)
             flags |= RT_F_ARGS_TRUNCATED; /* this argument was cut (or exactly fit) */
         if (creates_word(&s->args[off], n))

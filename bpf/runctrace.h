@@ -3,9 +3,10 @@
  * Python reads the RT_* "#define NAME number" lines of this file at import time
  * (runctrace.bcc.C), so every size and code below has one source. The two
  * structs sent through the ring buffer, struct rt_event and struct rt_exec_event,
- * are mirrored with ctypes in exactly one place: runctrace/bcc.py (RtEvent,
- * RtExecEvent). The program refuses to compile if the mirror's size disagrees
- * (see the _Static_assert in runctrace.bpf.c).
+ * are mirrored with ctypes in one place: runctrace/bcc.py (RtEvent, RtExecEvent).
+ * The program refuses to compile if the mirror's size disagrees (see the
+ * _Static_assert in runctrace.bpf.c); bcc.py's struct formats, which decode the
+ * records, are checked against the mirror when it is imported.
  *
  * Keep this file plain C with fixed-width types and no kernel headers: the headers
  * on this machine belong to another kernel than the one running (see PLATFORM.md).

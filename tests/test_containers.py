@@ -83,6 +83,29 @@ def test_run_is_resolved_when_its_init_starts(log, bundles, container_ids):
         proc.wait()
 
 
+def test_run_whose_init_ended_before_its_name_was_read(bundles, container_ids):
+    """fanotify, when its loop is so far behind that a `runc run`'s init had already
+    ended when its rename was read: the init's exit message names its runc, and the
+    container is still reported, with its exit code; not taken for a failed create."""
+    from runctrace.fanotify import FanotifyNotifier
+
+    class Late(FanotifyNotifier):
+        def _on_init_named(self, pid):
+            self._inits[pid] = None  # as if /proc/PID were already gone
+
+    b = bundles.make(["sh", "-c", "exit 3"])
+    with Late() as notifier:
+        log = EventLog(notifier)
+        cid = container_ids()
+        assert runc("run", cid, cwd=b, check=False).returncode == 3
+        log.wait_removed(cid)
+        log.settle()
+        add, remove = log.assert_one_lifecycle(cid)
+        assert add.container_pid and add.error is None
+        assert remove.exit_code == 3
+        assert notifier.stats.failed_creates == 0
+
+
 def test_run_foreground_instant_exit(log, bundles, container_ids):
     """/bin/true ends within a millisecond of starting: the PID must still be found."""
     b = bundles.make(["true"])

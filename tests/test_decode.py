@@ -57,6 +57,9 @@ def test_proc_events():
         (_sys.ProcWhat.EXIT, 43, 43, 7 << 8),
     ]
     assert evs[0].timestamp_ns == 123456789
+    assert evs[1].parent_tgid == 1  # the exit names the parent (used for a late runc init)
+    short, = _sys.decode_proc_events(proc_msg(_sys.ProcWhat.EXIT, struct.pack("=iiII", 43, 43, 0, 17)))
+    assert short.parent_tgid == 0  # a kernel that does not send it
 
 
 @pytest.mark.parametrize("status,expected", [(0, (0, None)), (7 << 8, (7, None)), (9, (None, 9)), (0x80 | 11, (None, 11))])

@@ -90,3 +90,26 @@ def test_a_stop_wakes_a_session_that_sleeps_with_no_timeout():
         start = time.monotonic()
         session.run()
         assert time.monotonic() - start < 1.0, delay
+
+
+def test_signals_stop_a_session_wherever_they_land():
+    """SIGINT/SIGTERM, as stop_signals installs them, at any moment of the loop: the
+    handler takes no lock (a handler that set an Event could deadlock on the lock
+    its own thread held when the signal came), and the session ends promptly."""
+    import os
+    import random
+    import signal
+
+    from runctrace.session import stop_signals
+
+    rng = random.Random(7)
+    for i in range(40):
+        with stop_signals() as stop:
+            notifier = Dying()
+            session = Session(notifier, lambda e: None, stop=stop)
+            sig = signal.SIGINT if i % 2 else signal.SIGTERM
+            threading.Timer(rng.uniform(0, 0.02), os.kill, (os.getpid(), sig)).start()
+            start = time.monotonic()
+            session.run()
+            assert time.monotonic() - start < 2.0, i
+            assert stop.is_set()

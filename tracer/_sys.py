@@ -286,6 +286,7 @@ _CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
 _PROC_EVENT_HDR = struct.Struct("=IIQ")
 _PROC_EXEC = struct.Struct("=ii")  # process_pid, process_tgid
 _PROC_EXIT = struct.Struct("=iiII")  # process_pid, process_tgid, exit_code, exit_signal
+_PROC_EXIT_PARENT = struct.Struct("=ii")  # then parent_pid, parent_tgid, where the kernel sends them
 _PROC_FORK = struct.Struct("=iiii")  # parent_pid, parent_tgid, child_pid, child_tgid
 _PROC_COMM = struct.Struct("=ii16s")  # process_pid, process_tgid, comm
 
@@ -303,7 +304,7 @@ class ProcEvent(NamedTuple):
     pid: int
     tgid: int
     exit_status: int = 0
-    parent_tgid: int = 0
+    parent_tgid: int = 0  # FORK: the parent; EXIT: the parent at exit (0 if the kernel does not say)
     comm: bytes = b""  # COMM events: the new name, up to its NUL
 
 
@@ -328,7 +329,9 @@ def decode_proc_events(buf: bytes) -> Iterator[ProcEvent]:
             yield ProcEvent(what, ts, pid, tgid)
         elif what == PROC_EXIT:
             pid, tgid, code, _sig = _PROC_EXIT.unpack_from(buf, data)
-            yield ProcEvent(what, ts, pid, tgid, code)
+            parent = data + _PROC_EXIT.size
+            ptgid = _PROC_EXIT_PARENT.unpack_from(buf, parent)[1] if parent + _PROC_EXIT_PARENT.size <= len(buf) else 0
+            yield ProcEvent(what, ts, pid, tgid, code, ptgid)
         elif what == PROC_FORK:
             ppid, ptgid, cpid, ctgid = _PROC_FORK.unpack_from(buf, data)
             yield ProcEvent(what, ts, cpid, ctgid, 0, ptgid)
@@ -346,7 +349,7 @@ def decode_wait_status(status: int) -> tuple[int | None, int | None]:
 
 # Classic BPF, for a socket filter that drops connector messages in the kernel.
 BPF_LD, BPF_JMP, BPF_RET, BPF_MISC = 0x00, 0x05, 0x06, 0x07
-BPF_W, BPF_H, BPF_ABS = 0x00, 0x08, 0x20
+BPF_W, BPF_ABS = 0x00, 0x20
 BPF_JEQ, BPF_K, BPF_X, BPF_TAX = 0x10, 0x00, 0x08, 0x00
 SO_ATTACH_FILTER = 26
 

@@ -20,7 +20,8 @@ How it works, and why each part is needed
    next ``PROC_EVENT_EXEC`` is the container's program starting: a `runc run` is
    resolved right there, with the PID, as the eBPF backend does from its
    tracepoints. (runc puts its init under itself with ``CLONE_PARENT``: the init's
-   parent is the runc process that made the container.)
+   parent is the runc process that made the container.) If this loop is so far
+   behind that the init has already ended, its ``PROC_EVENT_EXIT`` names the parent.
 4. **runc's own records** turn the other calls into a container with a PID: the
    ``--pid-file``, or ``<root>/<id>/state.json`` as soon as runc writes it (a
    `create`'s init runs its program only at `runc start`, after this runc has
@@ -135,8 +136,11 @@ class FanotifyNotifier(LoopNotifier):
         self._unsure: set[int] = set()  # watched inits that looked gone: settled after each wakeup
         self._recent_exec: collections.OrderedDict[int, float] = collections.OrderedDict()
         self._recent_exit: collections.OrderedDict[int, int] = collections.OrderedDict()
-        # runc inits that named themselves and have not exec'd yet: pid -> their runc's pid
-        self._inits: collections.OrderedDict[int, int] = collections.OrderedDict()
+        # runc inits that named themselves and have not exec'd yet: pid -> (their
+        # runc's pid, their start time), or None if gone before the name was read
+        self._inits: collections.OrderedDict[int, Optional[tuple[int, int]]] = collections.OrderedDict()
+        # inits that exec'd their program while their runc was still unknown
+        self._unplaced: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._thread = threading.Thread(target=self._run, name="runctrace-fanotify", daemon=True)
         self._thread.start()
 
@@ -263,34 +267,33 @@ class FanotifyNotifier(LoopNotifier):
                 if ev.what == _sys.PROC_EXEC:
                     self._on_exec(ev.tgid)
                 elif ev.what == _sys.PROC_EXIT:  # of whole processes: threads are filtered out
-                    self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns)
+                    self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns, ev.parent_tgid)
                 elif ev.what == _sys.PROC_COMM and ev.comm == RUNC_INIT_COMM and ev.pid == ev.tgid:
                     self._on_init_named(ev.tgid)
 
     def _on_init_named(self, pid: int) -> None:
         """A runc init named itself: remember its runc, for when it execs its program.
 
-        Its parent is read now: it is alive (it has more setup to do before its
-        exec), and its parent is the runc that made it (CLONE_PARENT). One small
+        Its parent is read now: it is normally alive (it has more setup to do before
+        its exec), and its parent is the runc that made it (CLONE_PARENT). One small
         read per container; the init of a `runc exec` or of a `create` shows up
         here too, and is dropped when it execs (no unresolved run is its parent).
         """
         st = read_stat(pid)
-        if st is None:
-            return  # gone already: runc's exit (pid file, state) will tell
-        self._inits[pid] = st.ppid
+        # None: gone already (this loop is behind); its exit message names its parent
+        self._inits[pid] = (st.ppid, st.start) if st is not None else None
         if len(self._inits) > _RECENT:
             self._inits.popitem(last=False)
 
     def _on_exec(self, pid: int) -> None:
-        runc_pid = self._inits.pop(pid, None)
-        if runc_pid is not None:
-            # the container's program is starting: a `runc run` is resolved here
-            if runc_pid not in self._tracker.calls:
-                # its runc's exec may still sit unread in the fanotify queue (this
-                # wake-up began with the connector alone, and is catching up)
-                self._read_fanotify()
-            self._tracker.init_started(runc_pid, pid)
+        if pid in self._inits:  # a runc init: the container's program is starting
+            named = self._inits.pop(pid)
+            if named is None:
+                self._unplaced[pid] = None
+                if len(self._unplaced) > _RECENT:
+                    self._unplaced.popitem(last=False)
+            else:
+                self._init_execd(named[0], pid, named[1])
             return
         pending = self._pending_exec.pop(pid, None)
         if pending is not None:
@@ -300,12 +303,34 @@ class FanotifyNotifier(LoopNotifier):
         if len(self._recent_exec) > _RECENT:
             self._recent_exec.popitem(last=False)
 
-    def _on_exit(self, pid: int, status: int, mono_ns: int) -> None:
+    def _init_execd(self, runc_pid: int, init_pid: int, init_start: Optional[int]) -> None:
+        """``init_pid``, made by ``runc_pid``, started its program: a `runc run` is resolved."""
+        if runc_pid not in self._tracker.calls and runc_pid in self._recent_exec:
+            # its runc's exec is still unread in the fanotify queue (this wake-up
+            # began with the connector alone, and is catching up)
+            self._read_fanotify()
+        rexec = self._tracker.calls.get(runc_pid)
+        if rexec is None:
+            return  # a `runc exec`, or a create's init at `runc start`: nothing in flight
+        if init_start is not None and rexec.start_ticks is not None and rexec.start_ticks > init_start:
+            return  # that runc started after this init: a new runc on a reused PID
+        self._tracker.init_started(runc_pid, init_pid)
+
+    def _on_exit(self, pid: int, status: int, mono_ns: int, parent: int = 0) -> None:
         self._recent_exit[pid] = status
         if len(self._recent_exit) > _RECENT:
             self._recent_exit.popitem(last=False)
         self._recent_exec.pop(pid, None)
         self._inits.pop(pid, None)  # an init that never exec'd (its create failed, ...)
+        if pid in self._unplaced:
+            # an init that started its program and ended before this loop knew its
+            # runc: the exit message names the parent. Resolved first, so that the
+            # REMOVE below follows its ADD.
+            del self._unplaced[pid]
+            if parent:
+                self._init_execd(parent, pid, None)
+            else:
+                self.stats.missed += 1  # a kernel that does not say: runc's exit will tell
         if self._pending_exec.pop(pid, None) is not None:
             self.stats.missed += 1  # it exited before its exec completed (failed exec)
         self._tracker.pid_exited(pid, status, mono_to_wall_ns(mono_ns))

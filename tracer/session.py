@@ -8,6 +8,7 @@ notifier queued before it closed. The commands only say what to do with an event
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -43,20 +44,48 @@ class Stop(threading.Event):
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[Stop]:
-    """An Event set by SIGINT or SIGTERM, installed for the whole command.
+    """A :class:`Stop` set by SIGINT or SIGTERM, installed for the whole command.
 
     Installed before anything slow starts (BCC compiling, the first scan of runc's
     state): a signal that arrives then must stop the command cleanly, not raise
     KeyboardInterrupt at a random point (inside a finalizer it is even swallowed,
     and the command would then never stop).
+
+    The handler itself only writes a byte to a pipe. Python runs handlers in the
+    main thread between two bytecodes, possibly while that thread holds the lock
+    of the very Event the handler would set (inside ``Event.wait`` or ``clear``):
+    a handler that took a lock could wait for itself forever. A thread blocked on
+    the pipe's other end sets the stop, and wakes the session, instead.
     """
     stop = Stop()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    r, w = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(w, False)
+
+    def handler(*_) -> None:
+        try:
+            os.write(w, b"s")
+        except BlockingIOError:
+            pass  # the pipe is full of earlier signals: the watcher will see those
+
+    def watcher() -> None:
+        if os.read(r, 1) == b"s":
+            stop.set()
+
+    thread = threading.Thread(target=watcher, name="runctrace-signals", daemon=True)
+    thread.start()
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        try:
+            os.write(w, b"x")  # let the watcher go, without setting the stop
+        except BlockingIOError:
+            pass
+        thread.join()
+        os.close(r)
+        os.close(w)
 
 
 BATCH_S = 0.05
