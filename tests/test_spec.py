@@ -119,17 +119,17 @@ def test_state_head_reads_runcs_first_fields_only(tmp_path):
     full = {"id": "c1", "init_process_pid": 4242, "init_process_start": 99, "created": "2026-11-28T10:02:13.9Z",
             "config": {"labels": ["bundle=/srv/b"], "hostname": "h" * 10000}}
     (tmp_path / "state.json").write_bytes(_go_json(full))
-    state, err = spec.read_state_head(str(tmp_path))
+    state, err = spec.read_state(str(tmp_path), head_only=True)
     assert err is None
     assert state == {k: full[k] for k in ("id", "init_process_pid", "init_process_start", "created")}
     # not laid out as runc writes it: read whole, the same answer as read_state
     (tmp_path / "state.json").write_text(json.dumps({"init_process_pid": 7, "id": "x", "config": {"labels": []}}))
-    state, err = spec.read_state_head(str(tmp_path))
+    state, err = spec.read_state(str(tmp_path), head_only=True)
     assert err is None and state == spec.read_state(str(tmp_path))[0] and state["init_process_pid"] == 7
     (tmp_path / "state.json").write_bytes(b'{"id":"x","init_process_pid":0,"init_process_start":1,"created":"2026-11-28T10:02:13Z"}')
-    assert "no valid init_process_pid" in spec.read_state_head(str(tmp_path))[1]
+    assert "no valid init_process_pid" in spec.read_state(str(tmp_path), head_only=True)[1]
     (tmp_path / "state.json").unlink()
-    assert "does not exist" in spec.read_state_head(str(tmp_path))[1]
+    assert "does not exist" in spec.read_state(str(tmp_path), head_only=True)[1]
 
 
 def _go_json(value) -> bytes:

@@ -50,7 +50,7 @@ from .events import ContainerEvent, EventType
 from .notifier import Stats, log
 from .runcargs import RuncCall, parse_runc_args
 from .spec import (
-    ProcStat, read_config, read_pid_file, read_state, read_state_fd, read_state_head, read_stat, rfc3339_to_ns,
+    ProcStat, read_config, read_pid_file, read_state, read_state_fd, read_stat, rfc3339_to_ns,
     state_bundle,
 )
 
@@ -465,8 +465,8 @@ class Tracker:
         rexec = self.calls.get(runc_pid)
         if rexec is None or rexec.resolved:
             return
-        read = read_state_head if rexec.call.bundle else read_state  # else the bundle is in its labels
-        state, _err = read(rexec.call.state_dir)
+        # the head will do unless the bundle must come from runc's labels
+        state, _err = read_state(rexec.call.state_dir, head_only=bool(rexec.call.bundle))
         if state is not None and not _state_of(state, rexec):
             state = None  # a stopped container's, left under the same ID
         if state is not None and state["init_process_pid"] != init_pid:

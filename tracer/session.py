@@ -115,7 +115,7 @@ class Session:
         idle_due: Callable[[], Optional[float]] = lambda: None,
         duration: Optional[float] = None,
         status_console: Optional[Console] = None,
-        stop: Optional[threading.Event] = None,
+        stop: Optional[Stop] = None,
     ) -> None:
         self.notifier = notifier
         self.on_event = on_event
@@ -126,11 +126,7 @@ class Session:
         self.running: set[tuple[str, Optional[int]]] = set()
         self._console = status_console
         self._stop = stop if stop is not None else Stop()
-        if isinstance(self._stop, Stop):
-            self._stop.also_wake(notifier.wake_consumer)
-            self._poll_stop = None
-        else:  # a plain Event cannot wake us: look at it now and then
-            self._poll_stop = STATUS_S
+        self._stop.also_wake(notifier.wake_consumer)
 
     def stop(self) -> None:
         self._stop.set()
@@ -168,7 +164,6 @@ class Session:
                 waits = [w for w in (
                     None if deadline is None else deadline - now,
                     STATUS_S if status else None,
-                    self._poll_stop,
                     self.idle_due(),
                 ) if w is not None]
                 event = self.notifier.get(timeout=max(0.0, min(waits)) if waits else None)

@@ -118,15 +118,22 @@ def read_pid_file(path: str) -> tuple[Optional[int], Optional[str]]:
     return int(text), None
 
 
-def read_state(state_dir: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    """runc's ``<root>/<id>/state.json`` (mode 0600, written by rename, removed on delete)."""
+def read_state(state_dir: str, head_only: bool = False) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """runc's ``<root>/<id>/state.json`` (mode 0600, written by rename, removed on delete).
+
+    ``head_only``: only the fields runc writes first (``id``, ``init_process_pid``,
+    ``init_process_start``, ``created``), from one small read, and no ``config``:
+    for a caller that already knows the bundle. Reading the whole file, which
+    embeds the spec, cost several times more (an event-loop hot spot under churn).
+    A file that does not start the way runc writes it is read whole instead.
+    """
     path = os.path.join(state_dir, "state.json")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
         return None, f"{path} does not exist" if err.errno == errno.ENOENT else f"cannot open {path}: {err.strerror}"
     try:
-        return read_state_fd(fd, path)
+        return _state_head_fd(fd, path) if head_only else read_state_fd(fd, path)
     finally:
         os.close(fd)
 
@@ -219,29 +226,14 @@ def _head_fields(m: "re.Match[bytes]") -> dict[str, Any]:
 _STATE_HEAD_READ = 2048
 
 
-def read_state_head(state_dir: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    """Only the fields runc writes first (``id``, ``init_process_pid``,
-    ``init_process_start``, ``created``), from one small read: no ``config``.
-
-    For a caller that already knows the bundle. Reading the whole file, which
-    embeds the spec, cost several times more (an event-loop hot spot under churn).
-    A file that does not start the way runc writes it is read whole instead.
-    """
-    path = os.path.join(state_dir, "state.json")
+def _state_head_fd(fd: int, path: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        return None, f"{path} does not exist" if err.errno == errno.ENOENT else f"cannot open {path}: {err.strerror}"
-    try:
-        try:
-            m = _STATE_HEAD.match(os.pread(fd, _STATE_HEAD_READ, 0))
-        except OSError as err:  # a FIFO or a directory in its place
-            return None, f"cannot read {path}: {err.strerror}"
-        if m is None or int(m.group(2)) <= 0:
-            return read_state_fd(fd, path)
-        return _head_fields(m), None
-    finally:
-        os.close(fd)
+        m = _STATE_HEAD.match(os.pread(fd, _STATE_HEAD_READ, 0))
+    except OSError as err:  # a FIFO or a directory in its place
+        return None, f"cannot read {path}: {err.strerror}"
+    if m is None or int(m.group(2)) <= 0:
+        return read_state_fd(fd, path)
+    return _head_fields(m), None
 
 
 def parse_state(data: bytes, path: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
