@@ -78,15 +78,32 @@ BPF_ARRAY(counters, u64, RT_C_COUNT);
 /* A 8.5 KiB event does not fit on the 512-byte BPF stack. */
 BPF_PERCPU_ARRAY(scratch, struct rt_exec_event, 1);
 
-static __always_inline void count(u32 which)
+static __always_inline void count_one(u32 which)
 {
     u64 *n = counters.lookup(&which);
     if (n)
         __sync_fetch_and_add(n, 1);
 }
 
-/* A header-only record: RT_EV_RUNC_EXIT, RT_EV_CONTAINER_EXIT, RT_EV_INIT_EXEC. */
-static __always_inline void send_event(u32 type, u32 pid, u64 now, u32 status, u32 flags, u32 init_pid)
+/* Each drop is counted twice: by kind, and in RT_C_ANY, so that user space looks
+ * at one value after each wake-up and at the others only when it moved. */
+static __always_inline void count(u32 which)
+{
+    count_one(which);
+    count_one(RT_C_ANY);
+}
+
+/* How a record is sent. RT_RB_LATER: no wake-up; user space reads it with the
+ * next record that wakes it. RT_RB_NOW: wake user space. Not the default (0):
+ * that is "wake only if user space has read everything before this record", so
+ * after one unread RT_RB_LATER record nothing would wake it again. */
+#define RT_RB_NOW BPF_RB_FORCE_WAKEUP
+#define RT_RB_LATER BPF_RB_NO_WAKEUP
+
+/* A header-only record: RT_EV_RUNC_EXIT, RT_EV_CONTAINER_EXIT, RT_EV_INIT_EXEC.
+ * rb_flags: RT_RB_NOW or RT_RB_LATER. Returns 0 if it was sent. */
+static __always_inline int send_event(u32 type, u32 pid, u64 now, u32 status, u32 flags, u32 init_pid,
+                                      u64 rb_flags)
 {
     struct rt_event ev = {};
     ev.type = type;
@@ -95,8 +112,10 @@ static __always_inline void send_event(u32 type, u32 pid, u64 now, u32 status, u
     ev.status = status;
     ev.flags = flags;
     ev.init_pid = init_pid;
-    if (events.ringbuf_output(&ev, sizeof(ev), 0))
+    int err = events.ringbuf_output(&ev, sizeof(ev), rb_flags);
+    if (err)
         count(RT_C_RINGBUF_FULL);
+    return err;
 }
 
 static __always_inline u32 current_tgid(void)
@@ -142,7 +161,8 @@ static __always_inline void note_init_exec(const struct rt_proc *p, u32 tgid)
      * this descendant was forked, so it is not its runc. */
     if (r && r->kind == RT_KIND_RUNC && !r->init_pid && r->start_ns <= p->start_ns) {
         r->init_pid = tgid;
-        send_event(RT_EV_INIT_EXEC, runc, bpf_ktime_get_ns(), 0, 0, tgid);
+        if (send_event(RT_EV_INIT_EXEC, runc, bpf_ktime_get_ns(), 0, 0, tgid, RT_RB_NOW) == 0)
+            r->flags |= RT_P_INIT_SENT;
     }
 }
 
@@ -270,7 +290,7 @@ static __always_inline int finish_exec(long ret)
         u32 size = offsetof(struct rt_exec_event, args) + (s->args_size & (RT_ARGS_SIZE - 1));
         if (size > sizeof(*s)) /* never true; bounds the size for the verifier */
             size = sizeof(*s);
-        if (events.ringbuf_output(s, size, 0))
+        if (events.ringbuf_output(s, size, RT_RB_NOW))
             count(RT_C_RINGBUF_FULL);
     }
     exec_stash.delete(&tgid);
@@ -448,7 +468,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 status = status_of(&st, &flags);
 
     if (p) {
-        u32 kind = p->kind, init_pid = p->init_pid;
+        u32 kind = p->kind, init_pid = p->init_pid, pflags = p->flags;
         if (kind == RT_KIND_DESC) {
             struct rt_recent_exit r = {};
             r.start_ns = p->start_ns;
@@ -459,10 +479,14 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
             recent_exits.update(&tgid, &r);
         }
         procs.delete(&tgid);
+        /* A runc whose init exec record was sent has had its container resolved
+         * from that record: its exit changes nothing user space must act on now,
+         * so it does not wake the loop (one wake-up in four per `runc run`). */
         if (kind == RT_KIND_RUNC)
-            send_event(RT_EV_RUNC_EXIT, tgid, now, status, flags, init_pid);
+            send_event(RT_EV_RUNC_EXIT, tgid, now, status, flags, init_pid,
+                       (pflags & RT_P_INIT_SENT) ? RT_RB_LATER : RT_RB_NOW);
     }
     if (c && containers.delete(&tgid) == 0)
-        send_event(RT_EV_CONTAINER_EXIT, tgid, now, status, flags, 0);
+        send_event(RT_EV_CONTAINER_EXIT, tgid, now, status, flags, 0, RT_RB_NOW);
     return 0;
 }

@@ -42,7 +42,8 @@
 #define RT_KIND_DESC 2 /* a descendant of one, at most RT_MAX_DEPTH below */
 
 /* rt_proc.flags */
-#define RT_P_CHDIR 1 /* the runc process called chdir (runc chdirs into --bundle) */
+#define RT_P_CHDIR 1     /* the runc process called chdir (runc chdirs into --bundle) */
+#define RT_P_INIT_SENT 2 /* its RT_EV_INIT_EXEC record is in the ring buffer */
 
 /* comm of runc 1.1's container init until it execs the container's program
  * (set by runc's nsexec with PR_SET_NAME). */
@@ -55,6 +56,7 @@
 #define RT_C_RINGBUF_FULL 0 /* a record did not fit in the ring buffer */
 #define RT_C_PROCS_FULL 1   /* the procs map was full: a runc or descendant went unfollowed */
 #define RT_C_STASH_FULL 2   /* the exec stash was full: a runc exec went unseen */
+#define RT_C_ANY 3          /* the sum of the above: user space reads this one after each wake-up */
 #define RT_C_COUNT 4
 
 /* Header of every ring buffer record. */

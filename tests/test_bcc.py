@@ -377,6 +377,29 @@ def test_close_is_prompt_and_leaks_nothing():
     assert n.get(timeout=0) is None and list(n) == []
 
 
+@pytest.mark.root
+def test_kernel_drops_become_lost_events_and_a_note():
+    """The loop reads the sum of the drop counters after each wake-up, and the
+    counter of each kind only when the sum moved: set both as the BPF program's
+    count() does, and the drop must show in the stats."""
+    n = BccNotifier()
+    try:
+        counters = n._bpf[b"counters"]
+        counters[ct.c_int(C["RT_C_RINGBUF_FULL"])] = ct.c_uint64(2)
+        n._wake_loop()  # the kind alone: not looked at
+        time.sleep(0.2)
+        assert n.stats.lost == 0
+        counters[ct.c_int(C["RT_C_ANY"])] = ct.c_uint64(2)
+        n._wake_loop()
+        deadline = time.monotonic() + 5
+        while n.stats.lost == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert n.stats.lost == 2
+        assert any("ring buffer full" in note for note in n.stats.notes)
+    finally:
+        n.close()
+
+
 # ------------------------------------------------------- pure: no kernel needed
 
 

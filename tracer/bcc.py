@@ -314,6 +314,7 @@ _DROP_COUNTERS = (
     (C["RT_C_PROCS_FULL"], "procs map full: runc processes went unfollowed"),
     (C["RT_C_STASH_FULL"], "exec stash full: runc execs went unseen"),
 )
+_ANY_COUNTER = C["RT_C_ANY"]
 BPF_NOEXIST = 1  # bpf(2) map update flag: insert only
 # The kernel reports an exit at sched_process_exit, before the process has become a
 # zombie; its REMOVE waits until it has (see _Ending). Polled this often, at most
@@ -518,9 +519,16 @@ class BccNotifier(LoopNotifier):
 
         Runs after every wake-up. BCC's table wrapper costs tens of microseconds a
         lookup there (on caches runc just evicted); one bpf_lookup_elem into reused
-        ctypes values costs a few.
+        ctypes values costs a few. Only the sum (RT_C_ANY) is looked at each time:
+        the others only when it moved, which is seldom.
         """
         key, value = self._counter_key, self._counter_value
+        key.value = _ANY_COUNTER
+        if self._lib.bpf_lookup_elem(self._counters_fd, ct.byref(key), ct.byref(value)) < 0:
+            return  # an array map always has the index: cannot happen
+        if value.value == self._dropped_seen[_ANY_COUNTER]:
+            return
+        self._dropped_seen[_ANY_COUNTER] = value.value
         for index, what in _DROP_COUNTERS:
             key.value = index
             if self._lib.bpf_lookup_elem(self._counters_fd, ct.byref(key), ct.byref(value)) < 0:

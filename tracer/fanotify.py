@@ -14,6 +14,12 @@ How it works, and why each part is needed
    exiting process, which gives both "runc create finished" and "the container's
    init exited, with this exit code or signal". A classic-BPF socket filter drops all
    other connector messages in the kernel.
+
+   Only this socket wakes the loop; the fanotify queue is read when an EXEC message
+   arrives. fanotify queues its event while the exec opens the file, before the
+   exec completes and the connector sends EXEC, so the event is always there to be
+   read by then. Waking for it too would cost a wake-up per runc exec (3 of the 12
+   per `runc run`) to learn nothing that cannot wait for the EXEC.
 3. **The container's init, from the same socket.** runc's init names itself
    ``runc:[2:INIT]`` (``prctl(PR_SET_NAME)``), which the connector reports as a
    ``PROC_EVENT_COMM``; the filter lets through only renames to that name. Its
@@ -50,6 +56,9 @@ from .runtimes import RUNC_INIT_COMM, RuncBinary, find_runc
 # Bounded caches: sized for bursts far beyond what one host starts per second.
 _RECENT = 4096
 _PENDING_EXEC_TIMEOUT_S = 5.0
+# How soon after runc's exec its cwd is surely still the caller's (see _resolve_exec):
+# a quarter of the 2.2 ms before runc's chdir measured here, for faster machines.
+_CWD_TRUSTED_NS = 500_000
 # inotify on the directories holding runc binaries: a package upgrade renames a new
 # file over the old one (MOVED_TO), an installer may create it in place (CREATE).
 _IN_BIN_DIR_MASK = _sys.In.CREATE | _sys.In.MOVED_TO | _sys.In.CLOSE_WRITE | _sys.In.ONLYDIR
@@ -114,7 +123,8 @@ class FanotifyNotifier(LoopNotifier):
             self._fds.append(self._bin_ino)
             self._tracker = Tracker(self.name, self._emit, self.stats, self._watch, sees_inits=True)
             self._epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
-            for fd in (self._fan, self._cn.fileno(), self._bin_ino, self._wake, *self._tracker.states.fds()):
+            # not self._fan: it is read when the connector reports an exec (module doc, 2.)
+            for fd in (self._cn.fileno(), self._bin_ino, self._wake, *self._tracker.states.fds()):
                 self._epoll.register(fd, select.EPOLLIN)
             # directory -> runc file names in it, watched for a replaced binary
             self._bin_dirs: dict[str, set[str]] = {}
@@ -132,9 +142,10 @@ class FanotifyNotifier(LoopNotifier):
             self._release()
             raise
 
-        self._pending_exec: dict[int, tuple[float, str, Optional[str]]] = {}  # pid -> (when, runtime, cwd)
+        self._pending_exec: dict[int, tuple[float, str]] = {}  # pid -> (when, runtime): exec not done yet
         self._unsure: set[int] = set()  # watched inits that looked gone: settled after each wakeup
-        self._recent_exec: collections.OrderedDict[int, float] = collections.OrderedDict()
+        # pid -> CLOCK_MONOTONIC ns of an exec the connector reported before fanotify's event was read
+        self._recent_exec: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._recent_exit: collections.OrderedDict[int, int] = collections.OrderedDict()
         # runc inits that named themselves and have not exec'd yet: pid -> (their
         # runc's pid, their start time), or None if gone before the name was read
@@ -185,10 +196,6 @@ class FanotifyNotifier(LoopNotifier):
                 except InterruptedError:
                     continue
                 fds = {fd for fd, _ in ready}
-                # fanotify first, so an exec and its connector message that arrive
-                # in the same wakeup are matched without the recent-exec cache.
-                if self._fan in fds:
-                    self._read_fanotify()
                 if self._cn.fileno() in fds:
                     self._read_connector()
                 if self._bin_ino in fds:
@@ -223,18 +230,12 @@ class FanotifyNotifier(LoopNotifier):
     def _on_runc_exec(self, pid: int, runtime: str) -> None:
         # If the connector already reported this pid's exec, and the process now
         # runs runc, the arguments are readable; otherwise wait for PROC_EVENT_EXEC.
-        if pid in self._recent_exec and self._exec_done(pid):
-            self._recent_exec.pop(pid, None)
-            self._resolve_exec(pid, runtime, None)
+        exec_ns = self._recent_exec.get(pid)
+        if exec_ns is not None and self._exec_done(pid):
+            del self._recent_exec[pid]
+            self._resolve_exec(pid, runtime, exec_ns)
             return
-        # runc chdirs into --bundle a few ms after it starts, so read the working
-        # directory now, while the exec is still under way: it is the caller's, which
-        # runc inherits and resolves a relative --bundle or --pid-file against.
-        try:
-            cwd: Optional[str] = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            cwd = None
-        self._pending_exec[pid] = (time.monotonic(), runtime, cwd)
+        self._pending_exec[pid] = (time.monotonic(), runtime)
 
     def _exec_done(self, pid: int) -> bool:
         """True if ``pid`` now runs a watched runc (or runc's memfd copy of itself)."""
@@ -248,6 +249,7 @@ class FanotifyNotifier(LoopNotifier):
 
     def _read_connector(self) -> None:
         buf = self._cn_buf
+        fanotify_read = False
         while True:
             try:
                 # Into one reused buffer: socket.recv(n) allocates n bytes first,
@@ -255,6 +257,10 @@ class FanotifyNotifier(LoopNotifier):
                 # two dozen times per container, measured).
                 size = self._cn.recv_into(buf)
             except BlockingIOError:
+                if fanotify_read:
+                    # runc execs opened after that read whose EXEC came after it
+                    # too: they wait in the recent-exec cache, and are matched now
+                    self._read_fanotify()
                 return
             except OSError as err:
                 if err.errno == errno.ENOBUFS:  # the kernel dropped messages for us
@@ -265,7 +271,12 @@ class FanotifyNotifier(LoopNotifier):
                 raise
             for ev in _sys.decode_proc_events(bytes(buf[:size])):
                 if ev.what == _sys.PROC_EXEC:
-                    self._on_exec(ev.tgid)
+                    if not fanotify_read:
+                        # this exec's fanotify event, if it was runc's, is queued by
+                        # now (module doc, 2.): read it before the EXEC is handled
+                        self._read_fanotify()
+                        fanotify_read = True
+                    self._on_exec(ev.tgid, ev.timestamp_ns)
                 elif ev.what == _sys.PROC_EXIT:  # of whole processes: threads are filtered out
                     self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns, ev.parent_tgid)
                 elif ev.what == _sys.PROC_COMM and ev.comm == RUNC_INIT_COMM and ev.pid == ev.tgid:
@@ -285,7 +296,7 @@ class FanotifyNotifier(LoopNotifier):
         if len(self._inits) > _RECENT:
             self._inits.popitem(last=False)
 
-    def _on_exec(self, pid: int) -> None:
+    def _on_exec(self, pid: int, exec_ns: int) -> None:
         if pid in self._inits:  # a runc init: the container's program is starting
             named = self._inits.pop(pid)
             if named is None:
@@ -297,9 +308,9 @@ class FanotifyNotifier(LoopNotifier):
             return
         pending = self._pending_exec.pop(pid, None)
         if pending is not None:
-            self._resolve_exec(pid, pending[1], pending[2], check_exe=True)
+            self._resolve_exec(pid, pending[1], exec_ns, check_exe=True)
             return
-        self._recent_exec[pid] = time.monotonic()
+        self._recent_exec[pid] = exec_ns
         if len(self._recent_exec) > _RECENT:
             self._recent_exec.popitem(last=False)
 
@@ -337,8 +348,8 @@ class FanotifyNotifier(LoopNotifier):
         if pid in self._tracker.calls:
             self._tracker.runc_exited(pid, status)
 
-    def _resolve_exec(self, pid: int, runtime: str, cwd: Optional[str], check_exe: bool = False) -> None:
-        """runc's exec is done: read its arguments. ``cwd``: read before the exec, or None.
+    def _resolve_exec(self, pid: int, runtime: str, exec_ns: int, check_exe: bool = False) -> None:
+        """runc's exec is done: read its arguments. ``exec_ns``: when (CLOCK_MONOTONIC).
 
         ``check_exe``: make sure the exec that finished was runc's. fanotify reports
         the open, and an exec can still fail after it (E2BIG, ...); the process may
@@ -362,13 +373,16 @@ class FanotifyNotifier(LoopNotifier):
             return
         if check_exe and not self._exec_done(pid) and os.path.exists(f"/proc/{pid}"):
             return  # that runc exec failed after the open: the process runs something else
-        late = cwd is None
-        if late:  # runc may have chdir'd into its bundle by now: the tracker allows for that
-            try:
-                cwd = os.readlink(f"/proc/{pid}/cwd")
-            except OSError:
-                pass
-        self._tracker.runc_started(pid, argv, cwd, runtime, started_ns=time.monotonic_ns(), cwd_may_be_bundle=late)
+        # runc resolves a relative --bundle or --pid-file against the cwd it inherited,
+        # then chdirs into --bundle: 2.2 ms or more after its exec on this project's
+        # test VM (Go's runtime starts first). A cwd read later than _CWD_TRUSTED_NS
+        # after the exec may be the bundle already; the tracker allows for that.
+        try:
+            cwd: Optional[str] = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = None
+        late = time.monotonic_ns() - exec_ns > _CWD_TRUSTED_NS
+        self._tracker.runc_started(pid, argv, cwd, runtime, started_ns=exec_ns, cwd_may_be_bundle=late)
 
     def _watch(self, container: Container, expected_start: Optional[int], rexec: Optional[RuncExec]) -> None:
         """The connector reports every exit: just make sure this one has not passed.
@@ -440,7 +454,7 @@ class FanotifyNotifier(LoopNotifier):
         if not self._pending_exec:
             return
         deadline = time.monotonic() - _PENDING_EXEC_TIMEOUT_S
-        for pid, (when, _rt, _cwd) in list(self._pending_exec.items()):
+        for pid, (when, _rt) in list(self._pending_exec.items()):
             if when < deadline:
                 del self._pending_exec[pid]
                 self.stats.missed += 1
