@@ -152,6 +152,11 @@ class FanotifyNotifier(LoopNotifier):
         self._inits: collections.OrderedDict[int, Optional[tuple[int, int]]] = collections.OrderedDict()
         # inits that exec'd their program while their runc was still unknown
         self._unplaced: collections.OrderedDict[int, None] = collections.OrderedDict()
+        # `runc init` processes (runc:[0:PARENT]), until they exit. runc 1.1's init
+        # execs runc a second time, a sealed copy of itself: that exec needs no read.
+        self._runc_inits: collections.OrderedDict[int, None] = collections.OrderedDict()
+        # the init whose exec is being handled: see _watch
+        self._execing_init = 0
         self._thread = threading.Thread(target=self._run, name="runctrace-fanotify", daemon=True)
         self._thread.start()
 
@@ -228,6 +233,8 @@ class FanotifyNotifier(LoopNotifier):
                 self._on_runc_exec(rec.pid, runtime)
 
     def _on_runc_exec(self, pid: int, runtime: str) -> None:
+        if pid in self._runc_inits:
+            return  # `runc init` exec'ing its own copy: still `runc init`
         # If the connector already reported this pid's exec, and the process now
         # runs runc, the arguments are readable; otherwise wait for PROC_EVENT_EXEC.
         exec_ns = self._recent_exec.get(pid)
@@ -304,7 +311,11 @@ class FanotifyNotifier(LoopNotifier):
                 if len(self._unplaced) > _RECENT:
                     self._unplaced.popitem(last=False)
             else:
-                self._init_execd(named[0], pid, named[1])
+                self._execing_init = pid
+                try:
+                    self._init_execd(named[0], pid, named[1])
+                finally:
+                    self._execing_init = 0
             return
         pending = self._pending_exec.pop(pid, None)
         if pending is not None:
@@ -332,6 +343,7 @@ class FanotifyNotifier(LoopNotifier):
         if len(self._recent_exit) > _RECENT:
             self._recent_exit.popitem(last=False)
         self._recent_exec.pop(pid, None)
+        self._runc_inits.pop(pid, None)
         self._inits.pop(pid, None)  # an init that never exec'd (its create failed, ...)
         if pid in self._unplaced:
             # an init that started its program and ended before this loop knew its
@@ -367,9 +379,14 @@ class FanotifyNotifier(LoopNotifier):
             self.stats.missed += 1
             self._resync = True
             return
-        if not parse_runc_args(argv, None).creates_container:
-            # `runc init` (twice per container), state, delete, start...: nothing to
-            # resolve, so nothing to check or read. Most runc execs end here.
+        call = parse_runc_args(argv, None)
+        if not call.creates_container:
+            # `runc init`, state, delete, start...: nothing to resolve, so nothing
+            # to check or read. Most runc execs end here.
+            if call.command == "init":
+                self._runc_inits[pid] = None
+                if len(self._runc_inits) > _RECENT:
+                    self._runc_inits.popitem(last=False)
             return
         if check_exe and not self._exec_done(pid) and os.path.exists(f"/proc/{pid}"):
             return  # that runc exec failed after the open: the process runs something else
@@ -387,12 +404,16 @@ class FanotifyNotifier(LoopNotifier):
     def _watch(self, container: Container, expected_start: Optional[int], rexec: Optional[RuncExec]) -> None:
         """The connector reports every exit: just make sure this one has not passed.
 
-        Called right after the tracker registered ``container``. If its init looks
-        gone, its EXIT is in the recent-exit cache or still queued on the socket:
+        Called right after the tracker registered ``container``. Nothing to check
+        when that came from its init's EXEC message, being handled now: its EXIT,
+        if it has exited already, is queued behind that message. Otherwise, if its
+        init looks gone, its EXIT is in the recent-exit cache or still queued on the socket:
         :meth:`_settle` decides once this wakeup's messages are read. (Not here:
         reading the socket from inside its own handler would recurse once per
         queued container, and a backlog of hundreds would overflow the stack.)
         """
+        if container.pid == self._execing_init:
+            return
         stat = read_stat(container.pid)
         if stat is not None and stat.state not in ("Z", "X", "x") and (
             expected_start is None or stat.start == expected_start
