@@ -162,7 +162,7 @@ static __always_inline void note_init_exec(const struct rt_proc *p, u32 tgid)
     if (r && r->kind == RT_KIND_RUNC && !r->init_pid && r->start_ns <= p->start_ns) {
         r->init_pid = tgid;
         if (send_event(RT_EV_INIT_EXEC, runc, bpf_ktime_get_ns(), 0, 0, tgid, RT_RB_NOW) == 0)
-            r->flags |= RT_P_INIT_SENT;
+            r->init_sent = 1;
     }
 }
 
@@ -468,7 +468,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 status = status_of(&st, &flags);
 
     if (p) {
-        u32 kind = p->kind, init_pid = p->init_pid, pflags = p->flags;
+        u32 kind = p->kind, init_pid = p->init_pid, init_sent = p->init_sent;
         if (kind == RT_KIND_DESC) {
             struct rt_recent_exit r = {};
             r.start_ns = p->start_ns;
@@ -479,12 +479,13 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
             recent_exits.update(&tgid, &r);
         }
         procs.delete(&tgid);
-        /* A runc whose init exec record was sent has had its container resolved
-         * from that record: its exit changes nothing user space must act on now,
-         * so it does not wake the loop (one wake-up in four per `runc run`). */
+        /* A runc whose init exec record is ahead of this one in the ring buffer:
+         * user space resolves the call from that record (or has no call for it),
+         * so this exit changes nothing it must act on now, and does not wake it
+         * (one wake-up in four per `runc run`). */
         if (kind == RT_KIND_RUNC)
             send_event(RT_EV_RUNC_EXIT, tgid, now, status, flags, init_pid,
-                       (pflags & RT_P_INIT_SENT) ? RT_RB_LATER : RT_RB_NOW);
+                       init_sent ? RT_RB_LATER : RT_RB_NOW);
     }
     if (c && containers.delete(&tgid) == 0)
         send_event(RT_EV_CONTAINER_EXIT, tgid, now, status, flags, 0, RT_RB_NOW);

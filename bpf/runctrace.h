@@ -42,8 +42,7 @@
 #define RT_KIND_DESC 2 /* a descendant of one, at most RT_MAX_DEPTH below */
 
 /* rt_proc.flags */
-#define RT_P_CHDIR 1     /* the runc process called chdir (runc chdirs into --bundle) */
-#define RT_P_INIT_SENT 2 /* its RT_EV_INIT_EXEC record is in the ring buffer */
+#define RT_P_CHDIR 1 /* the runc process called chdir (runc chdirs into --bundle) */
 
 /* comm of runc 1.1's container init until it execs the container's program
  * (set by runc's nsexec with PR_SET_NAME). */
@@ -94,7 +93,10 @@ struct rt_proc {
     __u32 flags;    /* RT_P_* */
     __u32 runc;     /* RT_KIND_DESC: the tgid of the runc process it descends from */
     __u32 init_pid; /* RT_KIND_RUNC: its container's init, once seen exec'ing (0: not yet) */
-    __u32 pad;
+    /* RT_KIND_RUNC: 1 once its RT_EV_INIT_EXEC record is in the ring buffer. Not a
+     * bit in flags: the init sets it while runc itself may be setting RT_P_CHDIR,
+     * and two plain read-modify-writes of one word could lose either bit. */
+    __u32 init_sent;
     __u64 start_ns; /* bpf_ktime_get_ns() at its fork (or exec, for runc) */
     struct rt_exit st;
 };

@@ -461,6 +461,23 @@ def test_parse_call_after_runc_chdir():
     assert parse_call(["runc", "run", "x"], "/work/b", cwd_may_be_bundle=True).bundle == "/work/b"
 
 
+def test_parse_call_read_late_but_before_runc_chdir(tmp_path):
+    """A cwd read late may still be the caller's: runc's chdir comes ms after its
+    exec. The bundle on disk tells which."""
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "config.json").write_text("{}")
+    start, bundle = str(tmp_path), str(tmp_path / "b")
+    relative = ["runc", "create", "--bundle", "b", "--pid-file", "init.pid", "x"]
+    call = parse_call(relative, start, cwd_may_be_bundle=True)  # not moved yet
+    assert (call.bundle, call.pid_file) == (bundle, f"{start}/init.pid")
+    call = parse_call(relative, bundle, cwd_may_be_bundle=True)  # moved
+    assert (call.bundle, call.pid_file) == (bundle, None)
+    absolute = ["runc", "run", "--bundle", bundle, "--pid-file", "init.pid", "x"]
+    call = parse_call(absolute, start, cwd_may_be_bundle=True)  # not moved yet
+    assert (call.bundle, call.pid_file) == (bundle, f"{start}/init.pid")
+    assert parse_call(absolute, bundle, cwd_may_be_bundle=True).pid_file is None  # moved
+
+
 def test_process_alive():
     assert process_alive(os.getpid())
     with open("/proc/self/stat", "rb") as f:

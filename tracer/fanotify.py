@@ -7,19 +7,21 @@ How it works, and why each part is needed
    the exec wait for us: a frozen (SIGSTOP) or dead recorder cannot delay a container
    start. (Inspektor Gadget's runcfanotify used ``FAN_OPEN_EXEC_PERM`` with a
    blocking reader; one stuck reader then froze every runc exec on the host.)
-2. **The process-events connector (netlink).** At fanotify time the exec has not
-   happened yet: ``/proc/PID/cmdline`` still shows the caller's. The connector's
-   ``PROC_EVENT_EXEC`` says when the exec is done, so runc's argv is read then, with
-   no polling. The same socket's ``PROC_EVENT_EXIT`` carries the wait status of every
+2. **The process-events connector (netlink).** fanotify reports the open of the
+   file, while the exec is under way: ``/proc/PID/cmdline`` may still show the
+   caller's. The connector's ``PROC_EVENT_EXEC`` says when the exec is done, so
+   runc's argv is read then, with no polling. The same socket's ``PROC_EVENT_EXIT`` carries the wait status of every
    exiting process, which gives both "runc create finished" and "the container's
    init exited, with this exit code or signal". A classic-BPF socket filter drops all
    other connector messages in the kernel.
 
-   Only this socket wakes the loop; the fanotify queue is read when an EXEC message
-   arrives. fanotify queues its event while the exec opens the file, before the
-   exec completes and the connector sends EXEC, so the event is always there to be
-   read by then. Waking for it too would cost a wake-up per runc exec (3 of the 12
-   per `runc run`) to learn nothing that cannot wait for the EXEC.
+   Only this socket wakes the loop. fanotify queues its event while the exec opens
+   the file, before the exec completes and the connector sends EXEC; so the queue
+   is read when the first EXEC of a wake-up is handled, which finds that exec's
+   event there, and once more after the socket is drained, for the execs whose
+   EXEC came later in the same wake-up (they wait in ``_recent_exec`` until then).
+   Waking for fanotify too would cost a wake-up per runc exec (3 of the 12 per
+   `runc run`) to learn nothing that cannot wait for the EXEC.
 3. **The container's init, from the same socket.** runc's init names itself
    ``runc:[2:INIT]`` (``prctl(PR_SET_NAME)``), which the connector reports as a
    ``PROC_EVENT_COMM``; the filter lets through only renames to that name. Its
@@ -144,7 +146,8 @@ class FanotifyNotifier(LoopNotifier):
 
         self._pending_exec: dict[int, tuple[float, str]] = {}  # pid -> (when, runtime): exec not done yet
         self._unsure: set[int] = set()  # watched inits that looked gone: settled after each wakeup
-        # pid -> CLOCK_MONOTONIC ns of an exec the connector reported before fanotify's event was read
+        # pid -> CLOCK_MONOTONIC ns of its last exec, for any process on the host
+        # whose exec was not matched to a fanotify event (yet: see module doc, 2.)
         self._recent_exec: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._recent_exit: collections.OrderedDict[int, int] = collections.OrderedDict()
         # runc inits that named themselves and have not exec'd yet: pid -> (their
@@ -152,8 +155,9 @@ class FanotifyNotifier(LoopNotifier):
         self._inits: collections.OrderedDict[int, Optional[tuple[int, int]]] = collections.OrderedDict()
         # inits that exec'd their program while their runc was still unknown
         self._unplaced: collections.OrderedDict[int, None] = collections.OrderedDict()
-        # `runc init` processes (runc:[0:PARENT]), until they exit. runc 1.1's init
-        # execs runc a second time, a sealed copy of itself: that exec needs no read.
+        # `runc init` processes (runc:[0:PARENT]), until their next runc exec or
+        # their exit. runc 1.1's init execs runc a second time, a sealed copy of
+        # itself: that exec needs no read.
         self._runc_inits: collections.OrderedDict[int, None] = collections.OrderedDict()
         # the init whose exec is being handled: see _watch
         self._execing_init = 0
@@ -234,6 +238,7 @@ class FanotifyNotifier(LoopNotifier):
 
     def _on_runc_exec(self, pid: int, runtime: str) -> None:
         if pid in self._runc_inits:
+            del self._runc_inits[pid]  # it does so once: a later runc exec is read
             return  # `runc init` exec'ing its own copy: still `runc init`
         # If the connector already reported this pid's exec, and the process now
         # runs runc, the arguments are readable; otherwise wait for PROC_EVENT_EXEC.
@@ -273,11 +278,18 @@ class FanotifyNotifier(LoopNotifier):
                 if err.errno == errno.ENOBUFS:  # the kernel dropped messages for us
                     self.stats.lost += 1
                     self._resync = True
+                    # the lost messages may hold every EXEC: read fanotify anyway,
+                    # and forget the runc inits (their exits may be among them)
+                    fanotify_read = True
+                    self._runc_inits.clear()
                     log.warning("runctrace: process-events connector overflowed; exits may be lost")
                     continue
                 raise
             for ev in _sys.decode_proc_events(bytes(buf[:size])):
                 if ev.what == _sys.PROC_EXEC:
+                    # an earlier exec of the same process (a wrapper that exec'd
+                    # runc) must not be matched to this exec's fanotify event
+                    self._recent_exec.pop(ev.tgid, None)
                     if not fanotify_read:
                         # this exec's fanotify event, if it was runc's, is queued by
                         # now (module doc, 2.): read it before the EXEC is handled
@@ -328,8 +340,8 @@ class FanotifyNotifier(LoopNotifier):
     def _init_execd(self, runc_pid: int, init_pid: int, init_start: Optional[int]) -> None:
         """``init_pid``, made by ``runc_pid``, started its program: a `runc run` is resolved."""
         if runc_pid not in self._tracker.calls and runc_pid in self._recent_exec:
-            # its runc's exec is still unread in the fanotify queue (this wake-up
-            # began with the connector alone, and is catching up)
+            # its runc's EXEC came after this wake-up's first read of the fanotify
+            # queue (a backlog): its event is still unread
             self._read_fanotify()
         rexec = self._tracker.calls.get(runc_pid)
         if rexec is None:
@@ -479,3 +491,4 @@ class FanotifyNotifier(LoopNotifier):
             if when < deadline:
                 del self._pending_exec[pid]
                 self.stats.missed += 1
+                self._resync = True  # a create it made, if any, is in runc's state directory

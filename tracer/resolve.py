@@ -139,16 +139,23 @@ def parse_call(argv: list[str], cwd: Optional[str], cwd_may_be_bundle: bool = Fa
     runc 1.1 makes ``--root`` and ``--pid-file`` absolute and *then* chdirs into
     ``--bundle`` (and only when ``--bundle`` is given). A cwd read from /proc after
     that chdir is the bundle itself, not the directory runc was started in. When the
-    caller knows the read may have come after the chdir (``cwd_may_be_bundle``):
-    a relative ``--bundle`` is taken to be that cwd, and a relative ``--pid-file``,
-    relative to a directory no longer known, is dropped (state.json is used instead).
+    caller knows the read may have come after the chdir (``cwd_may_be_bundle``), the
+    files tell: if ``--bundle`` resolved against the cwd holds a config.json (or the
+    cwd is not an absolute ``--bundle``), runc has not moved yet and the paths stand.
+    Otherwise a relative ``--bundle`` is taken to be that cwd, and a relative
+    ``--pid-file``, relative to a directory no longer known, is dropped (state.json
+    is used instead).
     """
     call = parse_runc_args(argv, cwd)
     bundle_flag = call.command_flags.get("bundle")
     if not cwd_may_be_bundle or not cwd or not bundle_flag or not call.creates_container:
         return call  # no chdir happened, or it does not matter
     if not os.path.isabs(bundle_flag):
+        if os.path.isfile(os.path.join(cwd, bundle_flag, "config.json")):
+            return call  # not moved yet: the cwd is the caller's
         call.bundle = os.path.normpath(cwd)
+    elif os.path.realpath(bundle_flag) != os.path.normpath(cwd):
+        return call  # not in its bundle yet (/proc shows the cwd with symlinks resolved)
     pid_file_flag = call.command_flags.get("pid-file")
     if pid_file_flag and not os.path.isabs(pid_file_flag):
         call.pid_file = None
