@@ -10,10 +10,11 @@ How it works, and why each part is needed
 2. **The process-events connector (netlink).** fanotify reports the open of the
    file, while the exec is under way: ``/proc/PID/cmdline`` may still show the
    caller's. The connector's ``PROC_EVENT_EXEC`` says when the exec is done, so
-   runc's argv is read then, with no polling. The same socket's ``PROC_EVENT_EXIT`` carries the wait status of every
-   exiting process, which gives both "runc create finished" and "the container's
-   init exited, with this exit code or signal". A classic-BPF socket filter drops all
-   other connector messages in the kernel.
+   runc's argv is read then, with no polling. The same socket's
+   ``PROC_EVENT_EXIT`` carries the wait status of every exiting process, which
+   gives both "runc create finished" and "the container's init exited, with this
+   exit code or signal". A classic-BPF socket filter drops all other connector
+   messages in the kernel.
 
    Only this socket wakes the loop. fanotify queues its event while the exec opens
    the file, before the exec completes and the connector sends EXEC; so the queue
