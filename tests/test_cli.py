@@ -282,3 +282,14 @@ def test_containers_running_before_start_are_initial_events(tmp_path, bundles, c
     rows = [r for r in pq.read_table(out).to_pylist() if r["container_id"] == cid]
     assert [r["type"] for r in rows] == ["initial", "remove"]
     assert rows[0]["bundle"] == str(sleeper) and rows[0]["process_args"] == ["sleep", "30"]
+
+
+@pytest.mark.parametrize("command, pool", [("record", "system"), ("report", "mimalloc")])
+def test_record_gives_arrow_glibc_malloc_and_report_keeps_mimalloc(command, pool):
+    """Arrow picks its allocator once, when it loads; the CLI chooses it for record
+    (fewer pages touched per flush) and leaves report's alone."""
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    code = ("import sys; sys.argv = ['runctrace', sys.argv[1]]; import runctrace.cli, pyarrow; "
+            "print(pyarrow.default_memory_pool().backend_name)")
+    out = subprocess.run([sys.executable, "-c", code, command], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == pool

@@ -7,10 +7,22 @@ user as one line on stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+
+# `record` writes Arrow buffers with glibc's malloc, not pyarrow's default mimalloc,
+# which hands out fresh pages where malloc reuses the same warm ones: a flush of 50
+# rows touched ~1,500 fewer pages (counted with /proc/PID/clear_refs). On a VM that
+# charges for each page touched after a pause, pages are what a flush costs
+# (BENCHMARKS.md). Arrow reads the variable once, when it loads: hence here, before
+# the imports below. Not for `report`, whose large tables mimalloc serves well; and
+# a user's own choice stands.
+if sys.argv[1:2] == ["record"]:
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 from .backends import CHOICES, open_notifier
 from .errors import RunctraceError
@@ -82,15 +94,10 @@ def record(
         recorder.backend = notifier.name
         out = Console(highlight=False, soft_wrap=True)
         err = Console(stderr=True, highlight=False, soft_wrap=True)
-        show = print_event(out)
-
-        def on_event(event):
-            recorder.write(event)
-            if not quiet:
-                show(event)
-
         status_console = (out if out.is_terminal else err) if err.is_terminal else None
-        session = Session(notifier, on_event, on_idle=recorder.flush, idle_due=recorder.flush_due_in,
+        # rows are buffered on the notifier's thread; this one prints and writes
+        session = Session(notifier, None if quiet else print_event(out), on_event_inline=recorder.write,
+                          on_idle=recorder.flush, idle_due=recorder.flush_due_in,
                           duration=duration, status_console=status_console, stop=stop)
         try:
             if initial:  # before announcing: what runs now is "initial", anything later an "add"
