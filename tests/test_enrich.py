@@ -60,21 +60,12 @@ def test_redact_env_copies_and_keeps_keys():
     assert enrich.redact_env(None) is None
 
 
-def test_cgroup_prefers_unified_then_memory(tmp_path, monkeypatch):
-    import builtins
-
+def test_cgroup_prefers_unified_then_memory(monkeypatch):
     contents = {
-        "hybrid": "12:memory:/runc/c1\n1:name=systemd:/user.slice\n0::/\n",
-        "unified": "0::/system.slice/c2\n",
+        "hybrid": b"12:memory:/runc/c1\n1:name=systemd:/user.slice\n0::/\n",
+        "unified": b"0::/system.slice/c2\n",
     }
-    real_open = builtins.open
-
-    def fake_open(path, *a, **k):
-        if str(path).startswith("/proc/fake-"):
-            (tmp_path / "cg").write_text(contents[str(path).split("-")[1].split("/")[0]])
-            return real_open(tmp_path / "cg", *a, **k)
-        return real_open(path, *a, **k)
-
-    monkeypatch.setattr(builtins, "open", fake_open)
+    # /proc/PID/cgroup as each layout writes it
+    monkeypatch.setattr(enrich, "read_proc", lambda path: contents[path.split("-")[1].split("/")[0]])
     assert enrich.cgroup_of("fake-hybrid") == "/runc/c1"
     assert enrich.cgroup_of("fake-unified") == "/system.slice/c2"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -187,3 +188,21 @@ def test_state_with_a_lone_surrogate_in_its_bundle_is_an_error():
 ])
 def test_rfc3339(text, ns):
     assert spec.rfc3339_to_ns(text) == ns
+
+
+def test_read_proc_reads_a_long_cmdline_whole():
+    """procfs hands out a long /proc/PID/cmdline over several reads."""
+    import subprocess
+
+    from runctrace.spec import read_proc
+
+    # a shell that waits, its argv ~60 KB long
+    args = ["/bin/sh", "-c", "read x", "sh", *(f"arg{i:05d}-" + "x" * 50 for i in range(1000))]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE)
+    try:
+        time.sleep(0.2)
+        raw = read_proc(f"/proc/{proc.pid}/cmdline")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert raw.split(b"\0")[:-1] == [a.encode() for a in args]

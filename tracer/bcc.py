@@ -65,6 +65,7 @@ from .errors import NotSupported
 from .notifier import Callback, LoopNotifier, Support, log
 from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, process_ended, read_stat, stat_alive
 from .runcargs import parse_runc_args
+from .spec import read_proc
 from .runtimes import RuncBinary, find_runc
 
 # ------------------------------------------------------------ the shared definitions
@@ -587,8 +588,7 @@ class BccNotifier(LoopNotifier):
     def _complete_argv(self, pid: int, argv: list[str]) -> list[str]:
         """argv was cut in the kernel; /proc/PID/cmdline has it whole if runc still runs."""
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                raw = f.read()
+            raw = read_proc(f"/proc/{pid}/cmdline")
         except OSError:
             self.stats.missed += 1
             return argv

@@ -8,6 +8,8 @@ import copy
 import os
 from typing import Any, Optional
 
+from .spec import read_proc
+
 
 REDACTED = "<redacted>"
 
@@ -54,8 +56,7 @@ def manager_of(root: Optional[str], caller: Optional[str], annotations: Optional
 def comm(pid: int) -> Optional[str]:
     """The command name of ``pid`` (who ran runc, when given runc's parent)."""
     try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().strip().decode("utf-8", "replace")
+        return read_proc(f"/proc/{pid}/comm").strip().decode("utf-8", "replace")
     except OSError:
         return None
 
@@ -74,8 +75,7 @@ def namespaces(pid: int) -> dict[str, Optional[int]]:
 def cgroup_of(pid: int) -> Optional[str]:
     """The cgroup of ``pid``: the unified (v2) path, else the memory controller's (v1)."""
     try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
+        lines = read_proc(f"/proc/{pid}/cgroup").decode("utf-8", "replace").splitlines()
     except OSError:
         return None
     paths: dict[str, str] = {}

@@ -54,6 +54,7 @@ from .errors import NotSupported
 from .notifier import Callback, LoopNotifier, Support, log
 from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, read_stat
 from .runcargs import parse_runc_args
+from .spec import read_proc
 from .runtimes import RUNC_INIT_COMM, RuncBinary, find_runc
 
 # Bounded caches: sized for bursts far beyond what one host starts per second.
@@ -381,8 +382,7 @@ class FanotifyNotifier(LoopNotifier):
         then exec something else, whose arguments are not runc's.
         """
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                raw = f.read()
+            raw = read_proc(f"/proc/{pid}/cmdline")
         except OSError:
             raw = b""
         argv = [os.fsdecode(a) for a in raw.split(b"\0")[:-1]] if raw else []

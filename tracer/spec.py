@@ -271,10 +271,28 @@ class ProcStat:
     start: int  # field 22: start time in clock ticks since boot
 
 
+def read_proc(path: str) -> bytes:
+    """The whole of a small file such as ``/proc/PID/stat``; raises OSError.
+
+    Plain os.open/os.read, not open(): Python's io stack (a FileIO, a BufferedReader
+    and its 8 KiB buffer) touched ~30 pages of memory per call where these touch
+    2-4 (counted as bench/bench_pages.py counts). The recorder reads several such
+    files per container, and on a VM that charges for each page touched after a
+    pause, pages are what a read costs (BENCHMARKS.md).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 16384):  # procfs may return less than asked before the end
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_stat(pid: int) -> Optional[ProcStat]:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
+        raw = read_proc(f"/proc/{pid}/stat")
     except OSError:
         return None
     # comm (field 2) may hold spaces and parentheses: split after the last ')'
