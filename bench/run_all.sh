@@ -8,7 +8,8 @@ mkdir -p bench/results
 $PY bench/bench_record.py --backends fanotify,bcc --rounds 40 --block 8 --burst 2000 --concurrency 8 | tee bench/results/record.txt
 $PY bench/bench_latency.py --backends fanotify,bcc -n 500 -c 4 --idle 60 --memory 100,10000 | tee bench/results/latency.txt
 $PY bench/bench_scaling.py --backends fanotify,bcc --levels 1,2,4,8,16 --rounds 8 | tee bench/results/scaling.txt
-$PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 300 --rounds 4 --against 38e17c7 | tee bench/results/cpu-seq.txt
-$PY bench/bench_cpu.py --backends fanotify,bcc --mode burst -n 400 -c 8 --rounds 4 --against 38e17c7 | tee bench/results/cpu-burst.txt
+$PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 300 --rounds 4 --against ed6a4ec | tee bench/results/cpu-seq.txt
+$PY bench/bench_cpu.py --backends fanotify,bcc --mode burst -n 400 -c 8 --rounds 4 --against ed6a4ec | tee bench/results/cpu-burst.txt
+$PY bench/bench_pages.py --backends fanotify,bcc -n 20 --rounds 2 --against ed6a4ec | tee bench/results/pages.txt
 $PY bench/bench_wakeup.py | tee bench/results/wakeup.txt
 $PY bench/bench_report.py | tee bench/results/report.txt
