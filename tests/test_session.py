@@ -115,105 +115,25 @@ def test_signals_stop_a_session_wherever_they_land():
             assert stop.is_set()
 
 
-class Steady(Notifier):
-    """Emits ``n`` events from its own thread, ``gap`` seconds apart, once started."""
 
-    name = "steady"
+def test_wake_ups_before_the_flush_is_due_do_not_write_early():
+    """The status line wakes the session every 0.25 s; pending rows still wait for
+    their flush interval, and are written once it has passed."""
+    flushes, pending_since = [], time.monotonic()
 
-    def __init__(self, n, gap):
-        super().__init__()
-        self.n, self.gap = n, gap
-        self.loop_thread = None
+    def due():
+        return None if flushes else max(0.0, pending_since + 0.6 - time.monotonic())
 
-    @classmethod
-    def supported(cls):
-        return Support(True)
+    notifier = Dying()  # never started: no events
+    session = Session(notifier, lambda e: None, on_idle=lambda: flushes.append(time.monotonic()),
+                      idle_due=due, duration=1.0)
+    ticker = threading.Event()
 
-    def add_watch_container_termination(self, container_id, pid):
-        pass
+    def tick():  # what the status line's timer does: wake the session
+        while not ticker.wait(0.05):
+            notifier.wake_consumer()
 
-    def close(self):
-        self._closed.set()
-        self._finish_iteration()
-
-    def emit_one(self, i):
-        self._emit(ContainerEvent(EventType.ADD, f"c{i}", i, None, None, time.time_ns(), self.name))
-
-    def start(self, first=0):
-        def loop():
-            for i in range(first, self.n):
-                self.emit_one(i)
-                time.sleep(self.gap)
-
-        self.loop_thread = threading.Thread(target=loop, daemon=True)
-        self.loop_thread.start()
-        return self
-
-
-def test_a_tap_sees_every_event_once_in_order_including_those_queued_before_it():
-    notifier = Steady(300, 0.0005)
-    for i in range(3):  # emitted before the tap: queued
-        notifier.emit_one(i)
-    seen, threads = [], set()
-
-    def tap(event):
-        seen.append(event.container_pid)
-        threads.add(threading.current_thread())
-
-    notifier.start(first=3)
-    time.sleep(0.01)  # the tap lands in the middle of the stream
-    notifier.tap(tap, also_queue=False)
-    notifier.loop_thread.join()
-    assert seen == list(range(300))
-    assert notifier.loop_thread in threads  # the tap ran where the events came from
-    assert notifier.get(timeout=0) is None  # also_queue=False: nothing left queued
-
-
-def test_a_tap_that_also_queues_leaves_the_queue_complete():
-    notifier = Steady(50, 0.0005)
-    notifier.emit_one(0)
-    seen = []
-    notifier.start(first=1)
-    notifier.tap(lambda e: seen.append(e.container_pid))
-    notifier.loop_thread.join()
-    queued = []
-    while (event := notifier.get(timeout=0)) is not None:
-        queued.append(event.container_pid)
-    assert seen == queued == list(range(50))
-
-
-class Buffer:
-    """A recorder's buffering and flush schedule, as Session sees them."""
-
-    def __init__(self, interval):
-        self.interval, self.rows, self.written, self.flushes, self.since = interval, [], [], 0, None
-        self.threads = set()
-
-    def write(self, event):
-        self.threads.add(threading.current_thread())
-        if not self.rows:
-            self.since = time.monotonic()
-        self.rows.append(event.container_pid)
-
-    def due(self):
-        return None if not self.rows else max(0.0, self.since + self.interval - time.monotonic())
-
-    def flush(self):
-        self.flushes += 1
-        rows, self.rows = self.rows, []
-        self.written += rows
-
-
-def test_inline_events_wake_the_session_once_per_flush_not_per_event():
-    """``record``: rows buffered on the notifier's thread; the session's own thread
-    wakes to write them once per flush interval, never once per event."""
-    notifier = Steady(100, 0.01)  # 100 events over ~1.1 s
-    buffer = Buffer(interval=0.4)
-    session = Session(notifier, on_event_inline=buffer.write, on_idle=buffer.flush, idle_due=buffer.due,
-                      duration=1.6)
-    notifier.start()
+    threading.Thread(target=tick, daemon=True).start()
     session.run()
-    buffer.flush()  # what record's close() does
-    assert buffer.written == list(range(100)) and session.events == 100
-    assert buffer.threads == {notifier.loop_thread}
-    assert 2 <= buffer.flushes <= 5, buffer.flushes  # ~1.1 s of events / 0.4 s, + close
+    ticker.set()
+    assert len(flushes) == 1 and flushes[0] - pending_since >= 0.59

@@ -96,7 +96,14 @@ def record(
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         status_console = (out if out.is_terminal else err) if err.is_terminal else None
         # rows are buffered on the notifier's thread; this one prints and writes
-        session = Session(notifier, None if quiet else print_event(out), on_event_inline=recorder.write,
+        show = print_event(out)
+
+        def on_event(event):
+            recorder.write(event)
+            if not quiet:
+                show(event)
+
+        session = Session(notifier, on_event,
                           on_idle=recorder.flush, idle_due=recorder.flush_due_in,
                           duration=duration, status_console=status_console, stop=stop)
         try:

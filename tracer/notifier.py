@@ -103,13 +103,6 @@ class _Handoff:
                 self._interrupted = False
                 raise queue.Empty
 
-    def take_all(self) -> list[object]:
-        """Everything queued now, without waiting (and leaving a pending interrupt)."""
-        items = []
-        while self._items:
-            items.append(self._items.popleft())
-        return items
-
     def interrupt(self) -> None:
         """Wake the consumer now: its get() raises ``queue.Empty`` if nothing came."""
         self._interrupted = True
@@ -124,11 +117,6 @@ class Notifier(abc.ABC):
         self._queue = _Handoff()
         self.stats = Stats()
         self._closed = threading.Event()
-        # tap(): a consumer's function run on the loop thread, and whether events
-        # are still queued for it too. The lock orders tap() against _emit().
-        self._tap: Optional[Callback] = None
-        self._tap_queues = True
-        self._tap_lock = threading.Lock()
 
     # ----------------------------------------------------------------- the interface
 
@@ -154,26 +142,6 @@ class Notifier(abc.ABC):
 
     # ------------------------------------------------------------ delivery of events
 
-    def tap(self, fn: Callback, *, also_queue: bool = True) -> None:
-        """From now on, call ``fn(event)`` on the event loop's thread as each event
-        comes, before it is queued (``also_queue=False``: instead of queueing it).
-
-        For a consumer's quick bookkeeping, such as ``record`` buffering a row: done
-        while the event is fresh it costs a fraction of what a thread woken up for
-        it pays (BENCHMARKS.md). ``fn`` must never block: the loop waits for it.
-        Events queued before the tap are given to ``fn`` here, on the caller's
-        thread, in order. Only for a notifier built without a callback.
-        """
-        if self._callback is not None:
-            raise TypeError("a notifier built with a callback delivers events to it")
-        with self._tap_lock:  # _emit() waits: each event reaches fn once, in order
-            self._tap, self._tap_queues = fn, also_queue
-            for item in self._queue.take_all():
-                if item is not _CLOSED:
-                    self._deliver(fn, item)  # type: ignore[arg-type]
-                if item is _CLOSED or also_queue:
-                    self._queue.put(item)
-
     def _emit(self, event: ContainerEvent) -> None:
         kind = event.type.value
         if kind == "add":
@@ -182,21 +150,11 @@ class Notifier(abc.ABC):
             self.stats.initial += 1
         else:
             self.stats.removes += 1
-        consumer = self._callback
-        if consumer is None:
-            with self._tap_lock:
-                consumer = self._tap
-                if consumer is not None:
-                    self._deliver(consumer, event)
-                if consumer is None or self._tap_queues:
-                    self._queue.put(event)
+        if self._callback is None:
+            self._queue.put(event)
             return
-        self._deliver(consumer, event)
-
-    @staticmethod
-    def _deliver(consumer: Callback, event: ContainerEvent) -> None:
         try:
-            consumer(event)
+            self._callback(event)
         except Exception:  # a consumer bug must not kill the event loop
             log.exception("runctrace: callback raised on %s", event.describe())
 

@@ -13,7 +13,7 @@ Two layouts, one schema (schema.py):
 * **A single file** (``record -o FILE.parquet``): row groups appended each flush,
   the footer written on close. Readable only after a clean stop (SIGINT/SIGTERM).
 
-Both write at least every ``max_rows`` rows, and put the notifier's
+Both buffer at most ``max_rows`` rows between flushes, and put the notifier's
 counters (adds, removes, lost, missed) in each file's key-value metadata: a loss is
 never silent. Files are created 0600 and directories 0700, never through a symlink.
 """
@@ -107,44 +107,34 @@ class _Buffered:
         """Seconds until the pending rows must be written (0: now), None if none are pending.
 
         The oldest pending row may wait ``flush_interval``: that is all a crash can
-        lose. ``max_rows`` pending rows are due at once. The caller (``Session``)
-        calls :meth:`flush` in time.
+        lose. The caller (``Session``) calls :meth:`flush` in time.
         """
-        rows = len(self._rows)
-        if not rows:
+        if not self._rows:
             return None
-        if rows >= self.max_rows:
-            return 0.0
         return max(0.0, self._pending_since + self.flush_interval - time.monotonic())
 
     def write(self, event: ContainerEvent) -> None:
-        """Buffer one event, to be written by :meth:`flush` (or close).
-
-        Never writes itself: ``record`` calls this on the notifier's thread, which
-        must never wait for a disk.
-        """
-        row = event_to_row(event, self.host, self.keep_env)
+        """Buffer one event; written by :meth:`flush` (or at ``max_rows``, or close)."""
         with self._lock:
             if not self._rows:
                 self._pending_since = time.monotonic()
-            self._rows.append(row)
+            self._rows.append(event_to_row(event, self.host, self.keep_env))
+            full = len(self._rows) >= self.max_rows
+        if full:
+            self.flush()
 
     def flush(self) -> None:
-        """Write the pending rows. Rows buffered meanwhile wait for the next flush;
-        on an error (a full disk) the rows are kept for a later flush to retry."""
         with self._lock:
-            rows, since = self._rows, self._pending_since
+            if not self._rows:
+                return
+            rows = self._rows
+            try:
+                self._write_rows(rows)
+            except OSError as err:
+                # keep the rows: a later flush may succeed once space is freed
+                raise RecordingError(f"cannot write to {self.target}: {_why(err)}") from err
             self._rows = []
-        if not rows:
-            return
-        try:
-            self._write_rows(rows)
-        except OSError as err:
-            with self._lock:
-                self._rows[:0] = rows
-                self._pending_since = since
-            raise RecordingError(f"cannot write to {self.target}: {_why(err)}") from err
-        self.rows_written += len(rows)
+            self.rows_written += len(rows)
 
     def _metadata(self) -> dict[bytes, bytes]:
         meta = dict(SCHEMA.metadata)

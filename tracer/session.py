@@ -105,21 +105,13 @@ class Session:
     ``idle_due``: seconds until ``on_idle`` must run (the recorder's next flush of
     pending rows), or None if nothing is pending. Nothing pending, no deadline and
     no status line: the session sleeps until an event or a signal arrives.
-
-    ``on_event_inline`` runs on the notifier's thread instead, as each event comes
-    (:meth:`Notifier.tap`): ``record`` buffers rows there. With no ``on_event``
-    this thread then wakes only for ``on_idle``, once per flush, not per batch: on a
-    VM that charges for every page a thread touches after a pause (BENCHMARKS.md),
-    converting an event while the notifier's thread still has it at hand costs a
-    fraction of what a thread woken for it pays.
     """
 
     def __init__(
         self,
         notifier: Notifier,
-        on_event: Optional[Callable[[ContainerEvent], None]] = None,
+        on_event: Callable[[ContainerEvent], None],
         *,
-        on_event_inline: Optional[Callable[[ContainerEvent], None]] = None,
         on_idle: Callable[[], None] = lambda: None,
         idle_due: Callable[[], Optional[float]] = lambda: None,
         duration: Optional[float] = None,
@@ -136,9 +128,6 @@ class Session:
         self._console = status_console
         self._stop = stop if stop is not None else Stop()
         self._stop.also_wake(notifier.wake_consumer)
-        self.on_event_inline = on_event_inline
-        if on_event_inline is not None:
-            notifier.tap(self._inline, also_queue=on_event is not None)
 
     def stop(self) -> None:
         self._stop.set()
@@ -148,29 +137,14 @@ class Session:
         return (f"{self.notifier.name}: {self.events} events, {len(self.running)} running, "
                 f"{s.lost} lost, {s.missed} missed")
 
-    def _count(self, event: ContainerEvent) -> None:
+    def _handle(self, event: ContainerEvent) -> None:
         self.events += 1
         key = (event.container_id, event.container_pid)
         if event.type.value == "remove":
             self.running.discard(key)
         else:
             self.running.add(key)
-
-    def _inline(self, event: ContainerEvent) -> None:
-        """On the notifier's thread: count, ``on_event_inline``, and wake the session
-        when its next flush must be scheduled (the first pending row) or is due now."""
-        was_idle = self.idle_due() is None
-        self._count(event)
-        self.on_event_inline(event)  # type: ignore[misc]
-        if was_idle or self.idle_due() == 0:
-            self.notifier.wake_consumer()
-
-    def _handle(self, event: ContainerEvent) -> None:
-        """On the session's thread: an event from the queue."""
-        if self.on_event_inline is None:
-            self._count(event)
-        if self.on_event is not None:
-            self.on_event(event)
+        self.on_event(event)
 
     def run(self) -> None:
         """Until the deadline or ``stop`` (see :func:`stop_signals`); then close the
@@ -212,7 +186,7 @@ class Session:
                     # the event loop stopped by itself: report it, never spin on it
                     self.failure = self.notifier.failure or f"{self.notifier.name} notifier closed"
                     break
-                else:  # a timeout, or a wake-up: write what is due
+                else:  # a timeout, or a wake-up (stop, the status line): write what is due
                     due = self.idle_due()
                     if due is not None and due <= EARLY_S:
                         self.on_idle()
