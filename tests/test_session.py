@@ -115,10 +115,10 @@ def test_signals_stop_a_session_wherever_they_land():
             assert stop.is_set()
 
 
-
 def test_wake_ups_before_the_flush_is_due_do_not_write_early():
-    """The status line wakes the session every 0.25 s; pending rows still wait for
-    their flush interval, and are written once it has passed."""
+    """Wake-ups before the flush is due (a stop that is not one, the status line's
+    timeouts every 0.25 s) leave pending rows for their flush interval, and they
+    are written once it has passed."""
     flushes, pending_since = [], time.monotonic()
 
     def due():
@@ -129,7 +129,7 @@ def test_wake_ups_before_the_flush_is_due_do_not_write_early():
                       idle_due=due, duration=1.0)
     ticker = threading.Event()
 
-    def tick():  # what the status line's timer does: wake the session
+    def tick():  # wake the session often, with nothing to do
         while not ticker.wait(0.05):
             notifier.wake_consumer()
 

@@ -65,8 +65,8 @@ from .errors import NotSupported
 from .notifier import Callback, LoopNotifier, Support, log
 from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, process_ended, read_stat, stat_alive
 from .runcargs import parse_runc_args
-from .spec import read_proc
 from .runtimes import RuncBinary, find_runc
+from .spec import read_proc
 
 # ------------------------------------------------------------ the shared definitions
 

@@ -94,8 +94,6 @@ def record(
         recorder.backend = notifier.name
         out = Console(highlight=False, soft_wrap=True)
         err = Console(stderr=True, highlight=False, soft_wrap=True)
-        status_console = (out if out.is_terminal else err) if err.is_terminal else None
-        # rows are buffered on the notifier's thread; this one prints and writes
         show = print_event(out)
 
         def on_event(event):
@@ -103,6 +101,7 @@ def record(
             if not quiet:
                 show(event)
 
+        status_console = (out if out.is_terminal else err) if err.is_terminal else None
         session = Session(notifier, on_event,
                           on_idle=recorder.flush, idle_due=recorder.flush_due_in,
                           duration=duration, status_console=status_console, stop=stop)

@@ -54,8 +54,8 @@ from .errors import NotSupported
 from .notifier import Callback, LoopNotifier, Support, log
 from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, read_stat
 from .runcargs import parse_runc_args
-from .spec import read_proc
 from .runtimes import RUNC_INIT_COMM, RuncBinary, find_runc
+from .spec import read_proc
 
 # Bounded caches: sized for bursts far beyond what one host starts per second.
 _RECENT = 4096
