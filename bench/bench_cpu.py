@@ -25,6 +25,7 @@ timings drift by 10-20% from one run to the next.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -34,7 +35,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_record import CLK_TCK, Recorder  # noqa: E402
@@ -105,6 +106,31 @@ def worktree(commit: str, parent: Path) -> str:
     return str(parent / "pkg")
 
 
+@contextlib.contextmanager
+def sides(against: Optional[str], tmp: Path) -> Iterator[list[tuple[str, Optional[str]]]]:
+    """The sides to compare, as (name, PYTHONPATH or None for this checkout): this
+    checkout, and ``against`` from a temporary git worktree, removed afterwards."""
+    if not against:
+        yield [("this", None)]
+        return
+    (tmp / "against" / "pkg").mkdir(parents=True)
+    try:
+        yield [("this", None), (against, worktree(against, tmp / "against"))]
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "against" / "tree")],
+                       capture_output=True)
+
+
+def interleaved(sides: list[tuple[str, Optional[str]]], rounds: int,
+                measure: Callable[[Optional[str]], dict]) -> dict[str, list[dict]]:
+    """``measure(pythonpath)`` of each side, ``rounds`` times, the order alternating each round."""
+    results: dict[str, list[dict]] = {name: [] for name, _ in sides}
+    for r in range(rounds):
+        for name, path in (sides if r % 2 == 0 else sides[::-1]):
+            results[name].append(measure(path))
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", default="fanotify,bcc")
@@ -119,26 +145,15 @@ def main() -> None:
         rootfs = make_rootfs(tmp / "rootfs")
         args_ = ["sleep", "30"] if args.mode == "burst" else ["true"]
         bundle = make_bundle(tmp / "b", rootfs, args_, name="x")
-        sides: list[tuple[str, Optional[str]]] = [("this", None)]
-        try:
-            if args.against:
-                (tmp / "against" / "pkg").mkdir(parents=True)
-                sides.append((args.against, worktree(args.against, tmp / "against")))
+        with sides(args.against, tmp) as compared:
             for backend in args.backends.split(","):
-                results: dict[str, list[dict]] = {name: [] for name, _ in sides}
-                for r in range(args.rounds):
-                    for name, path in (sides if r % 2 == 0 else sides[::-1]):
-                        results[name].append(steady_cpu(backend, args.mode, bundle, tmp, args.n,
-                                                        args.concurrency, path))
+                results = interleaved(compared, args.rounds, lambda path: steady_cpu(
+                    backend, args.mode, bundle, tmp, args.n, args.concurrency, path))
                 for name, rs in results.items():
                     med = {k: statistics.median(x[k] for x in rs) for k in ("total", "main", "notifier")}
                     print(f"{backend:9} {args.mode} c={args.concurrency} {name:>10}: CPU per container "
                           f"{med['total']:.2f} ms (main {med['main']:.2f}, notifier {med['notifier']:.2f}); "
                           f"medians of {len(rs)}: {[round(x['total'], 2) for x in rs]}", flush=True)
-        finally:
-            if args.against:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "against" / "tree")],
-                               capture_output=True)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_cpu import REPO, worktree  # noqa: E402
+from bench_cpu import interleaved, sides  # noqa: E402
 from bench_record import Recorder  # noqa: E402
 
 from runctrace.workload import make_bundle, make_rootfs, runc  # noqa: E402
@@ -103,26 +102,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="runctrace-bench-") as d:
         tmp = Path(d)
         bundle = make_bundle(tmp / "b", make_rootfs(tmp / "rootfs"), ["true"], name="x")
-        sides: list[tuple[str, Optional[str]]] = [("this", None)]
-        try:
-            if args.against:
-                (tmp / "against" / "pkg").mkdir(parents=True)
-                sides.append((args.against, worktree(args.against, tmp / "against")))
+        with sides(args.against, tmp) as compared:
             print("pages touched (medians)        per container: private  libraries"
                   "     per flush: private  libraries")
             for backend in args.backends.split(","):
-                results: dict[str, list[dict]] = {name: [] for name, _ in sides}
-                for r in range(args.rounds):
-                    for name, path in (sides if r % 2 == 0 else sides[::-1]):
-                        results[name].append(sample(backend, bundle, tmp, args.n, path))
+                results = interleaved(compared, args.rounds, lambda path: sample(backend, bundle, tmp, args.n, path))
                 for name, rs in results.items():
                     m = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
                     print(f"{backend:9} {name:>10}                   {m['container']:7.0f}  {m['container_libs']:9.0f}"
                           f"                {m['flush']:7.0f}  {m['flush_libs']:9.0f}", flush=True)
-        finally:
-            if args.against:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "against" / "tree")],
-                               capture_output=True)
 
 
 if __name__ == "__main__":
