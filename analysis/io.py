@@ -57,6 +57,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from runctrace.errors import RunctraceError
+from runctrace.recording import JOURNAL_NAME
 from runctrace.schema import SCHEMA, SCHEMA_VERSION
 
 from . import fields
@@ -186,6 +187,16 @@ def _parquet_files(directory: str) -> List[str]:
     return out
 
 
+def _journals(directory: str) -> List[str]:
+    """The recorders' journals in a dataset directory (``host=*/.journal-*.jsonl``)."""
+    out = []
+    for host in sorted(os.listdir(directory)):
+        if host.startswith("host=") and os.path.isdir(os.path.join(directory, host)):
+            out.extend(os.path.join(directory, host, n) for n in sorted(os.listdir(os.path.join(directory, host)))
+                       if JOURNAL_NAME.match(n))
+    return out
+
+
 def _hive_keys(files: Sequence[str], base: str) -> List[str]:
     keys: List[str] = []
     for f in files:
@@ -249,6 +260,13 @@ class Recordings:
                 files = _parquet_files(path)
                 if not files:
                     self.notes.append(f"{path}: no .parquet files in this directory")
+                journals = _journals(path)
+                if journals:
+                    self.notes.append(
+                        f"{path}: {len(journals)} recorder journal(s) hold events not yet in Parquet, left out here: "
+                        "a running recorder's (written as Parquet every --file-interval and when it stops), or one "
+                        f"that crashed (the next `runctrace record -o {path}` writes them), e.g. {journals[0]}"
+                    )
                 found.append((path, files, path))
             elif os.path.exists(path):
                 found.append((path, [path], None))

@@ -26,7 +26,7 @@ if sys.argv[1:2] == ["record"]:
 
 from .backends import CHOICES, open_notifier
 from .errors import RunctraceError
-from .recording import default_output, open_recorder
+from .recording import default_output, open_recorder, recovery_notes
 from .session import Session, print_event, stop_signals
 from .views import EVENT_TABLE_HEADER, event_json, event_table_row
 
@@ -79,6 +79,10 @@ def record(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print each event."),
     keep_env: bool = typer.Option(False, "--keep-env", help="Keep environment values in the recorded spec (redacted by default: they often hold secrets)."),
     flush_interval: float = typer.Option(1.0, "--flush-interval", min=0.05, help="Seconds between writes; a crash loses at most this much."),
+    file_interval: float = typer.Option(
+        60.0, "--file-interval", min=0,
+        help="Seconds between Parquet files. In between, a dataset's rows go to a journal that the next `record` on it recovers after a crash. 0: a file at every write.",
+    ),
     compact: bool = typer.Option(False, "--compact", help="On exit, merge each partition's small files into one."),
     initial: bool = typer.Option(True, "--initial/--no-initial", help="Report containers already running at start as 'initial' events."),
 ) -> None:
@@ -86,7 +90,8 @@ def record(
     with stop_signals() as stop:
         notifier, why = open_notifier(backend, runc_paths=tuple(runc_path))
         try:
-            recorder = open_recorder(output, keep_env=keep_env, flush_interval=flush_interval)
+            recorder = open_recorder(output, keep_env=keep_env, flush_interval=flush_interval,
+                                     file_interval=file_interval)
         except RunctraceError:
             notifier.close()
             raise
@@ -95,6 +100,8 @@ def record(
         out = Console(highlight=False, soft_wrap=True)
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         show = print_event(out)
+        for line in recovery_notes(recorder):
+            err.print(f"runctrace: {line}", markup=False)
 
         def on_event(event):
             recorder.write(event)

@@ -4,9 +4,18 @@ Two layouts, one schema (schema.py):
 
 * **A dataset directory** (the default, ``record -o DIR``), for recorders left
   running for weeks. Every flush (1 s by default, only when there are events)
-  writes one complete Parquet file, fsyncs it and renames it into place, so a
-  ``kill -9`` loses at most the last flush interval and every file on disk is
-  readable with no repair step. Files sit in hive-style partitions
+  appends the new rows to a journal, one JSON line each, and fdatasyncs it: a
+  ``kill -9`` loses at most the last flush interval. Every ``file_interval`` (60 s
+  by default), at ``max_rows`` and on close, the journal's rows become one complete
+  Parquet file, fsynced and renamed into place, and the journal is deleted. So
+  every Parquet file on disk is readable with no repair step, and the next
+  recorder on the directory turns a crashed recorder's journal into its Parquet
+  file before it starts (``_recover_journals``). Why two steps: writing Parquet
+  is the costliest thing the recorder does, most of it in pyarrow's code that
+  goes cold between flushes (~2,400 memory pages a flush, BENCHMARKS.md), while a
+  JSON append is a few; and a file a minute, not a second, is 60x fewer small
+  files for readers to open. ``file_interval <= flush_interval`` writes Parquet
+  at every flush and keeps no journal. Files sit in hive-style partitions
   ``host=<name>/date=<YYYY-MM-DD>/``, so many hosts' recordings can share a tree;
   the ``host`` column lives in the path, not in the files (Spark refuses a column
   that is both). ``compact()`` merges a partition's small files.
@@ -21,9 +30,11 @@ never silent. Files are created 0600 and directories 0700, never through a symli
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import json
 import os
+import re
 import socket
 import stat
 import threading
@@ -36,7 +47,7 @@ import pyarrow.parquet as pq
 
 from .errors import RecordingError
 from .events import ContainerEvent, EventType
-from .schema import DATASET_SCHEMA, SCHEMA, event_to_row, rows_to_table
+from .schema import DATASET_SCHEMA, SCHEMA, event_to_row, row_from_json, rows_to_table
 
 DEFAULT_DATASET = "runctrace-data"
 
@@ -51,6 +62,17 @@ _FLUSH_OPTIONS = {
     "write_statistics": [name for name in SCHEMA.names if name != "config_json"],
 }
 _COMPACT_OPTIONS = {**_FLUSH_OPTIONS, "compression": "zstd"}
+
+
+# The journal of a dataset recorder: `.journal-<pid>-<segment>.jsonl` in its host
+# directory. The leading dot keeps it out of every reader's listing (pyarrow, DuckDB
+# and Spark skip hidden files); the pid and segment name the Parquet file(s) it
+# becomes, so a recovery that is itself interrupted never writes a row twice.
+JOURNAL_NAME = re.compile(r"^\.journal-(\d+)-(\d+)\.jsonl$")
+# One encoder made once: json.dumps with any option builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+# A journal line starting with this holds the recorder's counters, not a row.
+_STATS_MARK = b"#"
 
 
 def default_output() -> str:
@@ -109,9 +131,20 @@ class _Buffered:
         The oldest pending row may wait ``flush_interval``: that is all a crash can
         lose. The caller (``Session``) calls :meth:`flush` in time.
         """
+        due = [d for d in (self._rows_due_in(), self._files_due_in()) if d is not None]
+        return min(due) if due else None
+
+    def _rows_due_in(self) -> Optional[float]:
         if not self._rows:
             return None
         return max(0.0, self._pending_since + self.flush_interval - time.monotonic())
+
+    def _files_due_in(self) -> Optional[float]:
+        """When journaled rows must become a Parquet file (dataset layout only)."""
+        return None
+
+    def _write_files(self) -> None:
+        """Turn journaled rows into Parquet files (dataset layout only)."""
 
     def write(self, event: ContainerEvent) -> None:
         """Buffer one event; written by :meth:`flush` (or at ``max_rows``, or close)."""
@@ -124,25 +157,33 @@ class _Buffered:
             self.flush()
 
     def flush(self) -> None:
+        """Write the pending rows; and the journaled ones as Parquet, if that is due."""
         with self._lock:
-            if not self._rows:
-                return
             rows = self._rows
             try:
-                self._write_rows(rows)
+                if rows:
+                    self._write_rows(rows)
+                    self._rows = []
+                    self.rows_written += len(rows)
+                if self._files_due_in() == 0:
+                    self._write_files()
             except OSError as err:
                 # keep the rows: a later flush may succeed once space is freed
                 raise RecordingError(f"cannot write to {self.target}: {_why(err)}") from err
-            self._rows = []
-            self.rows_written += len(rows)
 
-    def _metadata(self) -> dict[bytes, bytes]:
-        meta = dict(SCHEMA.metadata)
+    def _stats(self) -> dict:
+        """The notifier's counters so far, and its backend: what each file's metadata says."""
         stats = self.stats_source() if self.stats_source is not None else self.stats
-        meta[b"runctrace.stats"] = json.dumps(stats).encode()
+        return {"stats": stats, "backend": self.backend}
+
+    def _metadata(self, recorded: Optional[dict] = None) -> dict[bytes, bytes]:
+        """``recorded``: another recorder's :meth:`_stats` (a recovered journal's)."""
+        recorded = recorded if recorded is not None else self._stats()
+        meta = dict(SCHEMA.metadata)
+        meta[b"runctrace.stats"] = json.dumps(recorded.get("stats") or {}).encode()
         meta[b"runctrace.host"] = self.host.encode()
-        if self.backend:
-            meta[b"runctrace.backend"] = self.backend.encode()
+        if recorded.get("backend"):
+            meta[b"runctrace.backend"] = str(recorded["backend"]).encode()
         return meta
 
     target = ""
@@ -152,13 +193,18 @@ class _Buffered:
 
 
 class ParquetRecorder(_Buffered):
-    """One Parquet file, complete once closed."""
+    """One Parquet file, complete once closed.
+
+    Nothing in it is readable before its footer is written on close, so a row group
+    written every second would buy no safety: rows are written as a row group every
+    ``file_interval`` (or ``max_rows``), like a dataset's files.
+    """
 
     def __init__(
         self, path: str, *, host: Optional[str] = None, flush_interval: float = 1.0, max_rows: int = 10_000,
-        keep_env: bool = False,
+        keep_env: bool = False, file_interval: float = 60.0,
     ) -> None:
-        super().__init__(host, flush_interval, max_rows, keep_env)
+        super().__init__(host, max(flush_interval, file_interval), max_rows, keep_env)
         self.path = self.target = path
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
@@ -186,6 +232,25 @@ class ParquetRecorder(_Buffered):
                 raise RecordingError(f"cannot finish {self.path}: {_why(err)}") from err
 
 
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _unlink_unlocked(name: str, dir_fd: int) -> None:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(name, dir_fd=dir_fd)
+    except BlockingIOError:
+        pass  # being created by a live recorder
+    finally:
+        os.close(fd)
+
+
 def _open_dir(name: str, dir_fd: Optional[int] = None, create: bool = True) -> int:
     """Open (creating 0700 if missing) a directory without following a symlink."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -201,14 +266,84 @@ def _open_dir(name: str, dir_fd: Optional[int] = None, create: bool = True) -> i
     return os.open(name, flags, dir_fd=dir_fd)
 
 
+
+class _Journal:
+    """The segment of rows not yet in a Parquet file, kept flock'd while its recorder lives.
+
+    The lock is how another recorder starting on the directory tells a live journal
+    from a crashed one (flock locks die with their process). The file is created
+    under a temporary name and locked before it is renamed into place, so no
+    recovery can see it unlocked.
+    """
+
+    def __init__(self, dir_fd: int, segment: int) -> None:
+        self.dir_fd = dir_fd
+        self.name = f".journal-{os.getpid()}-{segment:06d}.jsonl"
+        tmp = self.name + ".new"
+        self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          0o600, dir_fd=dir_fd)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        os.rename(tmp, self.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        self.size = 0
+
+    def append(self, rows: list[dict], stats: dict) -> None:
+        """The rows and the counters so far, in one write(2), then fdatasync."""
+        data = "".join([*(_encode(row) + "\n" for row in rows), "#", _encode(stats), "\n"]).encode()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+            os.fdatasync(self.fd)
+        except OSError:
+            # a full disk mid-write: cut the partial lines, so the retry of these
+            # rows does not leave them twice (or a torn line) in the journal
+            os.ftruncate(self.fd, self.size)
+            raise
+        self.size += len(data)
+
+    def remove(self) -> None:
+        os.unlink(self.name, dir_fd=self.dir_fd)
+        os.fsync(self.dir_fd)
+        os.close(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _read_journal(fd: int) -> tuple[list[dict], dict, int]:
+    """A journal's rows, its last counters, and how many lines were unreadable.
+
+    A last line without its newline is a write cut short by a crash (power loss;
+    a kill -9 does not split a write(2) to a local file) and counts as unreadable.
+    """
+    with os.fdopen(os.dup(fd), "rb") as f:
+        lines = f.read().split(b"\n")
+    rows, stats, bad = [], {}, 0
+    bad += lines.pop() != b""  # the text after the last newline
+    for line in lines:
+        try:
+            value = json.loads(line[1:] if line.startswith(_STATS_MARK) else line)
+        except ValueError:
+            bad += 1
+            continue
+        if not isinstance(value, dict):
+            bad += 1
+        elif line.startswith(_STATS_MARK):
+            stats = value
+        else:
+            rows.append(row_from_json(value))
+    return rows, stats, bad
+
+
 class DatasetRecorder(_Buffered):
     """A hive-partitioned directory of small, complete, crash-safe Parquet files."""
 
     def __init__(
         self, directory: str, *, host: Optional[str] = None, flush_interval: float = 1.0, max_rows: int = 10_000,
-        keep_env: bool = False,
+        keep_env: bool = False, file_interval: float = 60.0,
     ) -> None:
         super().__init__(host, flush_interval, max_rows, keep_env)
+        self.file_interval = file_interval
         self.directory = self.target = directory
         if "/" in self.host or self.host in ("", ".", ".."):
             raise RecordingError(f"host name {self.host!r} cannot name a partition directory")
@@ -228,7 +363,14 @@ class DatasetRecorder(_Buffered):
         self._date_fds: dict[str, int] = {}
         self._seq = 0
         self.files_written = 0
+        self._segment = 0  # names the journal, and the Parquet files it becomes
+        self._journal: Optional[_Journal] = None
+        self._journaled: list[dict] = []  # the rows in the journal, for its Parquet file
+        self._journaled_since = 0.0
+        self.recovered = 0  # rows of crashed recorders' journals written at start
+        self.unrecovered: list[str] = []  # journals that could not be read: kept, and named
         self._clean_leftovers()
+        self._recover_journals()
 
     # ----------------------------------------------------------------- writing
 
@@ -239,22 +381,47 @@ class DatasetRecorder(_Buffered):
         return fd
 
     def _write_rows(self, rows: list[dict]) -> None:
+        if self.file_interval <= self.flush_interval:
+            self._segment += 1
+            self._write_parts(rows, os.getpid(), self._segment, self._metadata())
+            return
+        if self._journal is None:
+            self._segment += 1
+            self._journal = _Journal(self._host_fd, self._segment)
+            self._journaled_since = time.monotonic()
+        self._journal.append(rows, self._stats())
+        self._journaled.extend(rows)
+
+    def _files_due_in(self) -> Optional[float]:
+        if not self._journaled:
+            return None
+        if len(self._journaled) >= self.max_rows:
+            return 0.0
+        return max(0.0, self._journaled_since + self.file_interval - time.monotonic())
+
+    def _write_files(self) -> None:
+        if self._journal is None:
+            return
+        self._write_parts(self._journaled, os.getpid(), self._segment, self._metadata())
+        self._journal.remove()  # after the files: a crash in between writes nothing twice
+        self._journal, self._journaled = None, []
+
+    def _write_parts(self, rows: list[dict], pid: int, segment: int, meta: dict, skip_existing: bool = False) -> None:
+        """One Parquet file per date partition, named by the writer's pid and segment."""
         by_date: dict[str, list[dict]] = {}
         for row in rows:
             date = datetime.fromtimestamp(row["time_ns"] / 1e9, timezone.utc).strftime("%Y-%m-%d")
             by_date.setdefault(date, []).append(row)
         for date, date_rows in by_date.items():
+            dir_fd = self._date_fd(date)
+            name = f"part-{date_rows[0]['time_ns']}-{pid}-{segment:06d}.parquet"
+            if skip_existing and _exists(name, dir_fd):
+                continue  # written before a crash that came before the journal's removal
             # DATASET_SCHEMA has no host column (the partition path holds it)
-            self._write_file(self._date_fd(date), rows_to_table(date_rows, DATASET_SCHEMA), date_rows[0]["time_ns"])
+            self._write_file(dir_fd, rows_to_table(date_rows, DATASET_SCHEMA), name, meta)
 
-    def _write_file(
-        self, dir_fd: int, table: pa.Table, first_ns: int, prefix: str = "part", extra_meta: Optional[dict] = None,
-        options: dict = _FLUSH_OPTIONS,
-    ) -> str:
+    def _write_file(self, dir_fd: int, table: pa.Table, name: str, meta: dict, options: dict = _FLUSH_OPTIONS) -> str:
         """Write ``table`` as a complete file: temp name, fsync, rename, fsync the dir."""
-        meta = {**self._metadata(), **(extra_meta or {})}
-        self._seq += 1
-        name = f"{prefix}-{first_ns}-{os.getpid()}-{self._seq:06d}.parquet"
         tmp = f".{name}.tmp"  # a leading dot: pyarrow, DuckDB and Spark skip it
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
@@ -272,6 +439,41 @@ class DatasetRecorder(_Buffered):
             raise
         self.files_written += 1
         return name
+
+    def _recover_journals(self) -> None:
+        """Write the journals that crashed recorders left in this host's directory as Parquet.
+
+        A journal still locked belongs to a live recorder, and is left alone. One
+        that cannot be made into a table (it was edited, or a future version wrote
+        it) is kept, renamed ``.bad``, and named in ``unrecovered``: the recorder
+        starts anyway, and nothing is deleted.
+        """
+        for name in sorted(os.listdir(self._host_fd)):
+            m = JOURNAL_NAME.match(name)
+            if name.startswith(".journal-") and name.endswith(".jsonl.new"):
+                _unlink_unlocked(name, self._host_fd)  # a crash before its rename: still empty
+            if not m:
+                continue
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._host_fd)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live recorder's
+                rows, recorded, bad = _read_journal(fd)
+                try:
+                    self._write_parts(rows, int(m[1]), int(m[2]), self._metadata(recorded), skip_existing=True)
+                except (pa.ArrowException, KeyError, TypeError, ValueError) as err:
+                    os.rename(name, name + ".bad", src_dir_fd=self._host_fd, dst_dir_fd=self._host_fd)
+                    self.unrecovered.append(f"{name}.bad ({err})")
+                    continue
+                os.unlink(name, dir_fd=self._host_fd)
+                os.fsync(self._host_fd)
+                self.recovered += len(rows)
+                if bad:
+                    self.unrecovered.append(f"{name}: {bad} unreadable line(s) skipped")
+            finally:
+                os.close(fd)
 
     def _clean_leftovers(self) -> None:
         """After a crash: drop half-written temp files, finish an interrupted compaction."""
@@ -300,6 +502,8 @@ class DatasetRecorder(_Buffered):
         next start, which deletes the listed sources (see _clean_leftovers).
         """
         self.flush()
+        with self._lock:
+            self._write_files()
         removed = 0
         for date_name in sorted(os.listdir(self._host_fd)):
             if not date_name.startswith("date="):
@@ -313,9 +517,10 @@ class DatasetRecorder(_Buffered):
                 with open(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd), "rb") as f:
                     tables.append(pq.read_table(f, schema=DATASET_SCHEMA))
             merged = pa.concat_tables(tables).sort_by("time_ns")
+            self._seq += 1
             name = self._write_file(
-                dfd, merged, merged["time_ns"][0].as_py(), prefix="compact",
-                extra_meta={b"runctrace.compacted_from": json.dumps(sources).encode()}, options=_COMPACT_OPTIONS,
+                dfd, merged, f"compact-{merged['time_ns'][0].as_py()}-{os.getpid()}-{self._seq:06d}.parquet",
+                {**self._metadata(), b"runctrace.compacted_from": json.dumps(sources).encode()}, _COMPACT_OPTIONS,
             )
             removed += self._drop_sources(dfd, name)
         return removed
@@ -341,12 +546,28 @@ class DatasetRecorder(_Buffered):
         self.stats, self.backend, self.stats_source = stats or {}, backend, None
         try:
             self.flush()
+            with self._lock:
+                try:
+                    self._write_files()
+                except OSError as err:  # the rows stay in the journal, for the next start
+                    raise RecordingError(f"cannot write to {self.target}: {_why(err)}") from err
             if compact:
                 self.compact()
         finally:
+            if self._journal is not None:
+                self._journal.close()  # unlocked: the next recorder here recovers it
             for fd in [*self._date_fds.values(), self._host_fd, self._root_fd]:
                 os.close(fd)
             self._date_fds.clear()
+
+
+def recovery_notes(recorder: _Buffered) -> list[str]:
+    """What a dataset recorder found of crashed recorders at start, for the user."""
+    notes = []
+    if getattr(recorder, "recovered", 0):
+        notes.append(f"recovered {recorder.recovered} events from the journal of a recorder that did not stop cleanly")
+    notes += [f"journal not recovered: {name}" for name in getattr(recorder, "unrecovered", [])]
+    return notes
 
 
 def open_recorder(output: str, **kwargs) -> _Buffered:

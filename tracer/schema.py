@@ -142,6 +142,18 @@ def event_to_row(event: ContainerEvent, host: str | None = None, keep_env: bool 
     return row
 
 
+_MAP_COLUMNS = tuple(f.name for f in SCHEMA if pa.types.is_map(f.type))
+
+
+def row_from_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of :func:`event_to_row` back from JSON (a recorder's journal): a MAP
+    column's entries are (key, value) tuples, which JSON turned into lists."""
+    for name in _MAP_COLUMNS:
+        if isinstance(row.get(name), list):
+            row[name] = [tuple(pair) for pair in row[name]]
+    return row
+
+
 def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = SCHEMA) -> pa.Table:
     """Rows from :func:`event_to_row` as a table of ``schema`` (keys it lacks are left out)."""
     return pa.Table.from_pylist(list(rows), schema=schema)

@@ -1,0 +1,213 @@
+"""A dataset recorder's journal: rows durable every flush, Parquet every file interval,
+and a crashed recorder's rows recovered by the next one, exactly once."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from runctrace import recording
+from runctrace.events import ContainerEvent, EventType
+from runctrace.recording import DatasetRecorder, recovery_notes
+
+T0 = 1_795_000_000 * 10**9
+
+
+def event(cid: str, t_ns: int, kind=EventType.ADD, **kw) -> ContainerEvent:
+    config = {
+        "process": {"args": ["sh", "-c", "échο ✓"], "env": ["K=v"]},
+        "annotations": {"io.kubernetes.pod.name": "web-0", "k": "ünïcode"},
+    }
+    return ContainerEvent(kind, cid, 42, config, "/b", t_ns, "fake", runtime_args=["runc", "run", cid], **kw)
+
+
+def read(root: Path):
+    return ds.dataset(root, format="parquet", partitioning="hive").to_table().sort_by("time_ns")
+
+
+def journals(root: Path) -> list[Path]:
+    return sorted(root.glob("host=*/.journal-*"))
+
+
+def parquet(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.parquet"))
+
+
+def crash_after(root: Path, script: str) -> None:
+    """Run ``script`` with ``rec``, a recorder on ``root``, in a process that then dies
+    without closing anything (os._exit: no finally, no atexit), as a kill -9 would."""
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_journal import event, T0
+        from runctrace.events import EventType
+        from runctrace.recording import DatasetRecorder
+        rec = DatasetRecorder({str(root)!r}, host="h")
+        rec.stats_source = lambda: {{"adds": 7, "lost": 0}}
+        rec.backend = "fake"
+    """) + textwrap.dedent(script) + "\nos._exit(0)\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_rows_wait_in_the_journal_then_become_one_file(tmp_path):
+    root = tmp_path / "d"
+    rec = DatasetRecorder(str(root), host="h", flush_interval=0.05, file_interval=0.3)
+    for i in range(3):
+        rec.write(event(f"c{i}", T0 + i))
+        rec.flush()
+    assert parquet(root) == [] and len(journals(root)) == 1
+    assert 0 < rec.flush_due_in() <= 0.3  # nothing pending, but the file is due
+    time.sleep(rec.flush_due_in())
+    rec.flush()
+    (only,) = parquet(root)
+    assert journals(root) == []
+    assert read(root).column("container_id").to_pylist() == ["c0", "c1", "c2"]
+    rec.write(event("c3", T0 + 3))
+    rec.close()
+    assert len(parquet(root)) == 2 and journals(root) == []
+    assert only.name.split("-")[2:] == [str(os.getpid()), "000001.parquet"]
+
+
+def test_a_crashed_recorders_rows_are_recovered_unchanged(tmp_path):
+    reference, root = tmp_path / "ref", tmp_path / "d"
+    events = [event("a", T0), event("a", T0 + 5, EventType.REMOVE, exit_code=3, started_ns=T0),
+              event("b", T0 + 86400 * 10**9)]  # the next day: a second partition
+    rec = DatasetRecorder(str(reference), host="h", file_interval=0)
+    for e in events:
+        rec.write(e)
+    rec.close()
+
+    crash_after(root, """
+        rec.write(event("a", T0))
+        rec.write(event("a", T0 + 5, EventType.REMOVE, exit_code=3, started_ns=T0))
+        rec.flush()
+        rec.write(event("b", T0 + 86400 * 10**9))
+        rec.flush()
+    """)
+    assert parquet(root) == [] and len(journals(root)) == 1
+    rec = DatasetRecorder(str(root), host="h")
+    assert rec.recovered == 3 and rec.unrecovered == []
+    assert recovery_notes(rec) == ["recovered 3 events from the journal of a recorder that did not stop cleanly"]
+    rec.close()
+    assert journals(root) == []
+    assert read(root).equals(read(reference))
+    # the files say whose they were: the dead recorder's pid and counters
+    for path in parquet(root):
+        meta = ds.dataset(path).schema.metadata
+        assert meta[b"runctrace.stats"] == b'{"adds": 7, "lost": 0}' and meta[b"runctrace.backend"] == b"fake"
+        assert path.name.split("-")[2] != str(os.getpid())
+
+
+def test_a_live_recorders_journal_is_left_alone(tmp_path):
+    root = tmp_path / "d"
+    live = DatasetRecorder(str(root), host="h")
+    live.write(event("a", T0))
+    live.flush()
+    # and a crashed recorder's journal that never got its name (empty by then)
+    (root / "host=h" / ".journal-1-000001.jsonl.new").write_bytes(b"")
+    other = DatasetRecorder(str(root), host="h")  # its own lock: the same process is no exception
+    assert other.recovered == 0 and [p.name for p in journals(root)] == [live._journal.name]
+    other.close()
+    live.close()
+    assert read(root).column("container_id").to_pylist() == ["a"]
+
+
+def test_a_crash_between_the_file_and_the_journals_removal_writes_nothing_twice(tmp_path):
+    root = tmp_path / "d"
+    crash_after(root, """
+        rec.write(event("a", T0))
+        rec.write(event("b", T0 + 1))
+        rec.flush()
+        rec._write_parts(rec._journaled, os.getpid(), rec._segment, rec._metadata())
+    """)
+    assert len(parquet(root)) == 1 and len(journals(root)) == 1
+    rec = DatasetRecorder(str(root), host="h")
+    rec.close()
+    assert journals(root) == [] and len(parquet(root)) == 1
+    assert read(root).column("container_id").to_pylist() == ["a", "b"]
+
+
+def test_torn_and_garbled_lines_are_skipped_and_counted(tmp_path):
+    root = tmp_path / "d"
+    crash_after(root, """
+        rec.write(event("a", T0))
+        rec.flush()
+    """)
+    (journal,) = journals(root)
+    with open(journal, "ab") as f:
+        f.write(b'not json\n[1, 2]\n{"time_ns": 1, "type": "add", "contai')  # a torn last line
+    rec = DatasetRecorder(str(root), host="h")
+    rec.close()
+    assert rec.recovered == 1
+    assert rec.unrecovered == [f"{journal.name}: 3 unreadable line(s) skipped"]
+    assert read(root).column("container_id").to_pylist() == ["a"]
+
+
+def test_a_journal_that_is_no_table_is_kept_aside_and_named(tmp_path):
+    root = tmp_path / "d"
+    crash_after(root, """
+        rec.write(event("a", T0))
+        rec.flush()
+    """)
+    (journal,) = journals(root)
+    journal.write_text('{"time_ns": "yesterday", "container_id": 5}\n')
+    rec = DatasetRecorder(str(root), host="h")  # starts anyway
+    rec.write(event("b", T0 + 1))
+    rec.close()
+    assert rec.recovered == 0 and len(rec.unrecovered) == 1
+    assert rec.unrecovered[0].startswith(journal.name + ".bad (")
+    assert journals(root) == [journal.with_name(journal.name + ".bad")]
+    assert read(root).column("container_id").to_pylist() == ["b"]
+
+
+def test_a_write_cut_short_by_a_full_disk_leaves_no_partial_line(tmp_path, monkeypatch):
+    root = tmp_path / "d"
+    rec = DatasetRecorder(str(root), host="h")
+    rec.write(event("a", T0))
+    rec.flush()
+    (journal,) = journals(root)
+    size = journal.stat().st_size
+    real_write, calls = os.write, []
+
+    def write_half_then_fail(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(recording.os, "write", write_half_then_fail)
+    rec.write(event("b", T0 + 1))
+    with pytest.raises(recording.RecordingError, match="no space left"):
+        rec.flush()
+    assert journal.stat().st_size == size  # the half line is gone
+    monkeypatch.setattr(recording.os, "write", real_write)
+    rec.flush()  # the retry writes b once
+    rec.close()
+    assert read(root).column("container_id").to_pylist() == ["a", "b"]
+
+
+def test_readers_name_the_journals_they_leave_out(tmp_path):
+    from runctrace.analysis import io
+
+    root = tmp_path / "d"
+    live = DatasetRecorder(str(root), host="h", file_interval=0)
+    live.write(event("a", T0))
+    live.flush()  # one Parquet file
+    live.file_interval = 60.0
+    live.write(event("b", T0 + 1))
+    live.flush()  # and one row in a journal
+    rec = io.open_recordings(root)
+    assert rec.events().container_id.tolist() == ["a"]
+    (note,) = [n for n in rec.notes if "journal" in n]
+    assert "1 recorder journal(s)" in note and ".journal-" in note
+    live.close()
+    rec = io.open_recordings(root)
+    assert rec.events().container_id.tolist() == ["a", "b"] and not [n for n in rec.notes if "journal" in n]
