@@ -137,3 +137,54 @@ def test_wake_ups_before_the_flush_is_due_do_not_write_early():
     session.run()
     ticker.set()
     assert len(flushes) == 1 and flushes[0] - pending_since >= 0.59
+
+
+class Ticking(Dying):
+    """Emits an event every ``every`` seconds, ``n`` times, then idles."""
+
+    name = "ticking"
+
+    def __init__(self, n: int, every: float) -> None:
+        super().__init__()
+        self.n, self.every, self.emitted = n, every, []
+
+    def start(self):
+        def loop():
+            for i in range(self.n):
+                self.emitted.append(time.monotonic())
+                self._emit(ContainerEvent(EventType.ADD, f"c{i}", i + 1, None, None, time.time_ns(), self.name))
+                time.sleep(self.every)
+
+        threading.Thread(target=loop, daemon=True).start()
+        return self
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_hold_leaves_events_queued_until_the_pending_rows_are_due(hold):
+    """With ``hold`` (record -q), events that come while rows are pending are handled
+    when those rows are written, in one wake-up; without it, within a batch."""
+    handled, flushes, pending = [], [], []
+
+    def on_event(e):
+        handled.append(time.monotonic())
+        if not pending:
+            pending.append(time.monotonic())
+
+    def due():
+        return max(0.0, pending[0] + 0.8 - time.monotonic()) if pending else None
+
+    def flush():
+        flushes.append(time.monotonic())
+        pending.clear()
+
+    notifier = Ticking(5, 0.1).start()
+    Session(notifier, on_event, on_idle=flush, idle_due=due, duration=1.5,
+            hold=due if hold else (lambda: None)).run()
+    assert len(handled) == 5 and len(flushes) == 1
+    delays = [h - e for h, e in zip(handled, notifier.emitted)]
+    assert delays[0] < 0.1  # the first event of a quiet spell is taken at once
+    if hold:
+        assert all(h >= flushes[0] - 0.01 for h in handled[1:])  # the rest, just before the write
+        assert flushes[0] - handled[0] >= 0.79
+    else:
+        assert max(delays) < 0.3

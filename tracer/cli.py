@@ -111,7 +111,8 @@ def record(
         status_console = (out if out.is_terminal else err) if err.is_terminal else None
         session = Session(notifier, on_event,
                           on_idle=recorder.flush, idle_due=recorder.flush_due_in,
-                          duration=duration, status_console=status_console, stop=stop)
+                          duration=duration, status_console=status_console, stop=stop,
+                          hold=recorder.rows_due_in if quiet else lambda: None)
         try:
             if initial:  # before announcing: what runs now is "initial", anything later an "add"
                 notifier.discover_running()

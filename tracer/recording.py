@@ -131,10 +131,11 @@ class _Buffered:
         The oldest pending row may wait ``flush_interval``: that is all a crash can
         lose. The caller (``Session``) calls :meth:`flush` in time.
         """
-        due = [d for d in (self._rows_due_in(), self._files_due_in()) if d is not None]
+        due = [d for d in (self.rows_due_in(), self._files_due_in()) if d is not None]
         return min(due) if due else None
 
-    def _rows_due_in(self) -> Optional[float]:
+    def rows_due_in(self) -> Optional[float]:
+        """Seconds until the pending rows are written (0: now), None if none are pending."""
         if not self._rows:
             return None
         return max(0.0, self._pending_since + self.flush_interval - time.monotonic())
