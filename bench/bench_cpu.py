@@ -3,7 +3,7 @@
 another commit, interleaved in the same run.
 
     sudo .venv/bin/python bench/bench_cpu.py [--backends fanotify,bcc] [--mode seq|burst]
-                                             [-n 300] [-c 1] [--rounds 4] [--against COMMIT]
+                                             [-n 300] [-c 1] [--gap 0] [--rounds 4] [--against COMMIT]
 
 One `runctrace record` per measurement, left to settle, then 3 warm-up containers
 per unit of concurrency, then N containers, then a wait for its next flush, so the
@@ -15,6 +15,13 @@ notifier thread apart.
     --mode burst  `runc run -d`, `runc state`, `runc delete --force` of a sleeping
                   container, C at a time: three runc calls per container, one of
                   which makes it (the shape of completeness in bench_record.py)
+    --gap S       sleep S seconds after each container: a host where containers
+                  come now and then, where every wake-up finds the recorder's
+                  memory cold (back to back, each one finds it warm)
+
+The recorder writes the dataset layout (`record -o DIR`, the default). Since
+1869250 its rows go to a journal every second and to Parquet every minute, which
+falls outside a run of this length; see BENCHMARKS.md for that file's cost.
 
 --against COMMIT checks that commit out into a temporary git worktree and runs its
 recorder (PYTHONPATH) in blocks interleaved with this checkout's, the order
@@ -56,7 +63,7 @@ def thread_ticks(pid: int) -> dict[str, int]:
     return out
 
 
-def workload(mode: str, bundle: Path):
+def workload(mode: str, bundle: Path, gap: float = 0.0):
     def one(cid: str) -> None:
         if mode == "burst":
             runc("run", "-d", cid, cwd=bundle)
@@ -64,6 +71,8 @@ def workload(mode: str, bundle: Path):
             runc("delete", "--force", cid)
         else:
             runc("run", cid, cwd=bundle)
+        if gap:
+            time.sleep(gap)
     return one
 
 
@@ -73,12 +82,12 @@ def run_many(one, n: int, concurrency: int) -> None:
 
 
 def steady_cpu(backend: str, mode: str, bundle: Path, tmp: Path, n: int, concurrency: int,
-               pythonpath: Optional[str] = None) -> dict:
+               pythonpath: Optional[str] = None, gap: float = 0.0) -> dict:
     """CPU ms per container of one recorder: whole process, main thread, notifier thread."""
-    rec = Recorder(backend, tmp / f"cpu-{backend}-{uuid.uuid4().hex[:6]}.parquet", pythonpath=pythonpath)
+    rec = Recorder(backend, tmp / f"cpu-{backend}-{uuid.uuid4().hex[:6]}", pythonpath=pythonpath)
     try:
         rec.wait_idle()
-        one = workload(mode, bundle)
+        one = workload(mode, bundle, gap)
         run_many(one, 3 * concurrency, concurrency)  # warm-up, not counted
         time.sleep(FLUSH_WAIT_S)  # and its flush
         before = thread_ticks(rec.proc.pid)
@@ -137,6 +146,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=("seq", "burst"), default="seq")
     ap.add_argument("-n", type=int, default=300, help="containers per measurement")
     ap.add_argument("-c", "--concurrency", type=int, default=1)
+    ap.add_argument("--gap", type=float, default=0.0, help="seconds of sleep after each container")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--against", help="a commit to compare with, interleaved")
     args = ap.parse_args()
@@ -148,10 +158,11 @@ def main() -> None:
         with sides(args.against, tmp) as compared:
             for backend in args.backends.split(","):
                 results = interleaved(compared, args.rounds, lambda path: steady_cpu(
-                    backend, args.mode, bundle, tmp, args.n, args.concurrency, path))
+                    backend, args.mode, bundle, tmp, args.n, args.concurrency, path, args.gap))
                 for name, rs in results.items():
                     med = {k: statistics.median(x[k] for x in rs) for k in ("total", "main", "notifier")}
-                    print(f"{backend:9} {args.mode} c={args.concurrency} {name:>10}: CPU per container "
+                    gap = f" gap={args.gap:g}s" if args.gap else ""
+                    print(f"{backend:9} {args.mode} c={args.concurrency}{gap} {name:>10}: CPU per container "
                           f"{med['total']:.2f} ms (main {med['main']:.2f}, notifier {med['notifier']:.2f}); "
                           f"medians of {len(rs)}: {[round(x['total'], 2) for x in rs]}", flush=True)
 
