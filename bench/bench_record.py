@@ -3,6 +3,7 @@
 
     sudo .venv/bin/python bench/bench_record.py [--backends fanotify,bcc] [--rounds 40] [--block 8]
                                                  [--burst 500] [--concurrency 8]
+                                                 [--against COMMIT [--overhead-only]]
 
 1. Start overhead: latency of `runc run` of /bin/true (a busybox container) with no
    recorder, and with each backend's recorder attached (`runctrace record`, a separate
@@ -10,7 +11,10 @@
    Every block follows a few untimed warm-up runs. Prints each backend's ratio of
    medians to the no-recorder side with a 95% bootstrap confidence interval over
    rounds, sequentially and with 4 runc's at once (2 cores: a recorder that burns CPU
-   during a burst slows runc itself).
+   during a burst slows runc itself). With --against COMMIT, each backend's recorder
+   at that commit (a temporary git worktree, see bench_cpu.py) is one more side of
+   the same interleaved blocks, so a change in overhead is measured, not inferred
+   from two runs an hour apart.
 2. Completeness: a burst of N containers at concurrency C; how many were recorded
    with an add and a remove carrying the right PID.
 3. Recorder CPU: its user+system time per container in steady state (300 sequential
@@ -123,7 +127,8 @@ def bootstrap_ratio(pairs: list[tuple[list[float], list[float]]], rounds: int = 
     return ratio(pairs), boots[int(0.025 * rounds)], boots[int(0.975 * rounds)]
 
 
-def overhead(backends: list[str], bundle: Path, tmp: Path, rounds: int, n: int, concurrency: int) -> dict:
+def overhead(backends: list[str], bundle: Path, tmp: Path, rounds: int, n: int, concurrency: int,
+             paths: Optional[dict[str, str]] = None) -> dict:
     """Interleaved blocks: no recorder, and each backend's recorder, in one run.
 
     Each round measures every side once, in an order that rotates from round to
@@ -132,7 +137,10 @@ def overhead(backends: list[str], bundle: Path, tmp: Path, rounds: int, n: int, 
     Returns, per backend, the ratio of its median to the no-recorder median and the
     95% bootstrap interval over rounds. (Not CPU: a block of a few containers ends
     before the recorder's first flush of them; bench_cpu.py measures steady state.)
+    ``paths``: a side named ``backend@commit`` runs the runctrace found at
+    ``paths[commit]`` (PYTHONPATH).
     """
+    paths = paths or {}
     sides = ["none", *backends]
     blocks: dict[str, list[list[float]]] = {side: [] for side in sides}
     for i in range(rounds):
@@ -140,7 +148,9 @@ def overhead(backends: list[str], bundle: Path, tmp: Path, rounds: int, n: int, 
             if side == "none":
                 blocks[side].append(block(bundle, n, concurrency))
                 continue
-            rec = Recorder(side, tmp / f"oh-{side}-{concurrency}-{i}.parquet")
+            backend, _, commit = side.partition("@")
+            rec = Recorder(backend, tmp / f"oh-{backend}-{commit}-{concurrency}-{i}.parquet",
+                           pythonpath=paths.get(commit))
             rec.wait_idle()
             blocks[side].append(block(bundle, n, concurrency))
             rec.stop()
@@ -206,8 +216,11 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=8, help="timed runs per block")
     ap.add_argument("--burst", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--against", help="also measure each backend's recorder at this commit, interleaved")
+    ap.add_argument("--overhead-only", action="store_true", help="only the start overhead (sequential)")
     args = ap.parse_args()
     backends = args.backends.split(",")
+    from bench_cpu import sides  # one module imports the other's Recorder
     with tempfile.TemporaryDirectory(prefix="runctrace-bench-") as d:
         tmp = Path(d)
         rootfs = make_rootfs(tmp / "rootfs")
@@ -215,13 +228,21 @@ def main() -> None:
         sleep_bundle = make_bundle(tmp / "b", rootfs, ["sleep", "30"], name="sleep")
         timed_runs(true_bundle, 5)  # warm caches
         report: dict = {b: {} for b in backends}
-        for label, concurrency, rounds in (("sequential", 1, args.rounds), ("4 at once", 4, max(args.rounds // 2, 4))):
-            print(f"== start overhead, {label} ({', '.join(['none', *backends])} interleaved)", flush=True)
-            for b, res in overhead(backends, true_bundle, tmp, rounds, args.block, concurrency).items():
-                print(f"{b:9} ratio {res['ratio']:.3f} (95% CI {res['ci95'][0]:.3f}-{res['ci95'][1]:.3f}); median "
-                      f"{res['median_with_ms']:.1f} ms with / {res['median_without_ms']:.1f} ms without, "
-                      f"{res['runs_per_side']} runs a side", flush=True)
-                report[b][label] = res
+        with sides(args.against, tmp) as compared:
+            paths = {name: path for name, path in compared if path}
+            measured = backends + [f"{b}@{c}" for b in backends for c in paths]
+            levels = (("sequential", 1, args.rounds),) if args.overhead_only else (
+                ("sequential", 1, args.rounds), ("4 at once", 4, max(args.rounds // 2, 4)))
+            for label, concurrency, rounds in levels:
+                print(f"== start overhead, {label} ({', '.join(['none', *measured])} interleaved)", flush=True)
+                for b, res in overhead(measured, true_bundle, tmp, rounds, args.block, concurrency, paths).items():
+                    print(f"{b:9} ratio {res['ratio']:.3f} (95% CI {res['ci95'][0]:.3f}-{res['ci95'][1]:.3f}); median "
+                          f"{res['median_with_ms']:.1f} ms with / {res['median_without_ms']:.1f} ms without, "
+                          f"{res['runs_per_side']} runs a side", flush=True)
+                    report.setdefault(b, {})[label] = res
+        if args.overhead_only:
+            print(json.dumps(report, indent=1, default=str))
+            return
         print("== recorder CPU, steady state: 300 sequential `runc run` of /bin/true, flush included", flush=True)
         from bench_cpu import steady_cpu  # one module imports the other's Recorder
 
