@@ -188,12 +188,13 @@ def _parquet_files(directory: str) -> List[str]:
 
 
 def _journals(directory: str) -> List[str]:
-    """The recorders' journals in a dataset directory (``host=*/.journal-*.jsonl``)."""
+    """The recorders' journals in a dataset directory (``host=*/.journal-*.jsonl``),
+    and those a recorder could not read and kept aside (``.jsonl.bad``)."""
     out = []
     for host in sorted(os.listdir(directory)):
         if host.startswith("host=") and os.path.isdir(os.path.join(directory, host)):
             out.extend(os.path.join(directory, host, n) for n in sorted(os.listdir(os.path.join(directory, host)))
-                       if JOURNAL_NAME.match(n))
+                       if JOURNAL_NAME.match(n.removesuffix(".bad")))
     return out
 
 

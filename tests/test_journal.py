@@ -111,10 +111,15 @@ def test_a_live_recorders_journal_is_left_alone(tmp_path):
     live = DatasetRecorder(str(root), host="h")
     live.write(event("a", T0))
     live.flush()
-    # and a crashed recorder's journal that never got its name (empty by then)
-    (root / "host=h" / ".journal-1-000001.jsonl.new").write_bytes(b"")
+    # and journals that never got their name (filesystems without O_TMPFILE): one
+    # a crash left long ago, and one a recorder is creating this moment
+    stale, young = (root / "host=h" / f".journal-1-00000{i}-ab.jsonl.new" for i in (1, 2))
+    stale.write_bytes(b"")
+    os.utime(stale, (time.time() - 3600,) * 2)
+    young.write_bytes(b"")
     other = DatasetRecorder(str(root), host="h")  # its own lock: the same process is no exception
-    assert other.recovered == 0 and [p.name for p in journals(root)] == [live._journal.name]
+    assert other.recovered == 0
+    assert [p.name for p in journals(root)] == [young.name, live._journal.name]
     other.close()
     live.close()
     assert read(root).column("container_id").to_pylist() == ["a"]
@@ -151,6 +156,22 @@ def test_torn_and_garbled_lines_are_skipped_and_counted(tmp_path):
     assert read(root).column("container_id").to_pylist() == ["a"]
 
 
+def test_a_journal_gets_its_name_only_once_locked(tmp_path):
+    """Nameless (O_TMPFILE) until locked, then linked in: no other recorder can find
+    it unlocked, and a name in use (same pid, another pid namespace) is not taken."""
+    root = tmp_path / "d"
+    rec = DatasetRecorder(str(root), host="h")
+    taken = root / "host=h" / f".journal-{os.getpid()}-000001.jsonl"
+    taken.write_bytes(b"someone else's\n")
+    rec.write(event("a", T0))
+    rec.flush()
+    assert taken.read_bytes() == b"someone else's\n"
+    assert [p.name for p in journals(root)] == [taken.name, f".journal-{os.getpid()}-1000001.jsonl"]
+    taken.unlink()
+    rec.close()
+    assert read(root).column("container_id").to_pylist() == ["a"]
+
+
 def test_a_journal_that_is_no_table_is_kept_aside_and_named(tmp_path):
     root = tmp_path / "d"
     crash_after(root, """
@@ -158,7 +179,8 @@ def test_a_journal_that_is_no_table_is_kept_aside_and_named(tmp_path):
         rec.flush()
     """)
     (journal,) = journals(root)
-    journal.write_text('{"time_ns": "yesterday", "container_id": 5}\n')
+    journal.write_text('{"time_ns": 1, "container_id": "x", "annotations": [1]}\n'
+                       '{"time_ns": "yesterday", "container_id": 5}\n')
     rec = DatasetRecorder(str(root), host="h")  # starts anyway
     rec.write(event("b", T0 + 1))
     rec.close()
@@ -166,6 +188,9 @@ def test_a_journal_that_is_no_table_is_kept_aside_and_named(tmp_path):
     assert rec.unrecovered[0].startswith(journal.name + ".bad (")
     assert journals(root) == [journal.with_name(journal.name + ".bad")]
     assert read(root).column("container_id").to_pylist() == ["b"]
+    from runctrace.analysis import io
+
+    assert any(".jsonl.bad" in n for n in io.open_recordings(root).notes)  # readers say so too
 
 
 def test_a_write_cut_short_by_a_full_disk_leaves_no_partial_line(tmp_path, monkeypatch):

@@ -179,7 +179,7 @@ def test_hold_leaves_events_queued_until_the_pending_rows_are_due(hold):
 
     notifier = Ticking(5, 0.1).start()
     Session(notifier, on_event, on_idle=flush, idle_due=due, duration=1.5,
-            hold=due if hold else (lambda: None)).run()
+            hold=due if hold else None).run()
     assert len(handled) == 5 and len(flushes) == 1
     delays = [h - e for h, e in zip(handled, notifier.emitted)]
     assert delays[0] < 0.1  # the first event of a quiet spell is taken at once
@@ -188,3 +188,45 @@ def test_hold_leaves_events_queued_until_the_pending_rows_are_due(hold):
         assert flushes[0] - handled[0] >= 0.79
     else:
         assert max(delays) < 0.3
+
+
+class Flood(Dying):
+    """One event, then ``n`` more at once a moment later."""
+
+    name = "flood"
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def start(self):
+        def loop():
+            self._emit(ContainerEvent(EventType.ADD, "first", 1, None, None, time.time_ns(), self.name))
+            time.sleep(0.1)
+            for i in range(self.n):
+                self._emit(ContainerEvent(EventType.ADD, f"c{i}", i + 2, None, None, time.time_ns(), self.name))
+
+        threading.Thread(target=loop, daemon=True).start()
+        return self
+
+
+def test_a_held_backlog_is_drained_whole_before_its_write():
+    """More than BATCH_MAX events held until the write are all handled before it:
+    a cap would leave the rest pending anew, to wait for the write after."""
+    events, flushes, pending = [], [], []
+
+    def on_event(e):
+        events.append(e)
+        if not pending:
+            pending.append(time.monotonic())
+
+    def due():
+        return max(0.0, pending[0] + 0.5 - time.monotonic()) if pending else None
+
+    def flush():
+        flushes.append(len(events))
+        pending.clear()
+
+    Session(Flood(2500).start(), on_event, on_idle=flush, idle_due=due, duration=1.3, hold=due).run()
+    assert len(events) == 2501
+    assert flushes == [2501]

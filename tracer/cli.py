@@ -112,7 +112,7 @@ def record(
         session = Session(notifier, on_event,
                           on_idle=recorder.flush, idle_due=recorder.flush_due_in,
                           duration=duration, status_console=status_console, stop=stop,
-                          hold=recorder.rows_due_in if quiet else lambda: None)
+                          hold=recorder.rows_due_in if quiet else None)
         try:
             if initial:  # before announcing: what runs now is "initial", anything later an "add"
                 notifier.discover_running()

@@ -241,15 +241,17 @@ def _exists(name: str, dir_fd: int) -> bool:
     return True
 
 
-def _unlink_unlocked(name: str, dir_fd: int) -> None:
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+# A journal's ".new" name (filesystems without O_TMPFILE) lives for microseconds
+# in a live recorder; one this old was left by a crash before its rename.
+_STALE_NEW_S = 60.0
+
+
+def _unlink_stale(name: str, dir_fd: int) -> None:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.unlink(name, dir_fd=dir_fd)
-    except BlockingIOError:
-        pass  # being created by a live recorder
-    finally:
-        os.close(fd)
+        if time.time() - os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime > _STALE_NEW_S:
+            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
 
 
 def _open_dir(name: str, dir_fd: Optional[int] = None, create: bool = True) -> int:
@@ -272,20 +274,52 @@ class _Journal:
     """The segment of rows not yet in a Parquet file, kept flock'd while its recorder lives.
 
     The lock is how another recorder starting on the directory tells a live journal
-    from a crashed one (flock locks die with their process). The file is created
-    under a temporary name and locked before it is renamed into place, so no
-    recovery can see it unlocked.
+    from a crashed one (flock locks die with their process). So the file must never
+    be visible under its name unlocked: it is made nameless (``O_TMPFILE``),
+    locked, and only then linked in, which also refuses to replace an existing
+    file (a recorder with the same pid in another pid namespace). Filesystems
+    without ``O_TMPFILE`` get a dot-name ending ``.new`` instead, renamed once
+    locked; recovery leaves such a file alone while it is young (``_STALE_NEW_S``).
+    The directory is fsynced after, so the name survives a power cut with the rows.
     """
 
     def __init__(self, dir_fd: int, segment: int) -> None:
         self.dir_fd = dir_fd
-        self.name = f".journal-{os.getpid()}-{segment:06d}.jsonl"
-        tmp = self.name + ".new"
-        self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
-                          0o600, dir_fd=dir_fd)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        os.rename(tmp, self.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         self.size = 0
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        try:
+            self.fd = os.open(".", flags | os.O_TMPFILE, 0o600, dir_fd=dir_fd)
+            tmp = None
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            tmp = f".journal-{os.getpid()}-{segment:06d}-{os.urandom(4).hex()}.jsonl.new"
+            self.fd = os.open(tmp, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            for attempt in range(100):
+                self.name = f".journal-{os.getpid()}-{segment + attempt * 1_000_000:06d}.jsonl"
+                try:
+                    if tmp is None:
+                        os.link(f"/proc/self/fd/{self.fd}", self.name, dst_dir_fd=dir_fd)
+                    else:
+                        os.link(tmp, self.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                    break
+                except FileExistsError:
+                    continue  # another recorder's, with our pid (another pid namespace)
+            else:
+                raise OSError(errno.EEXIST, "no free journal name")
+            if tmp is not None:
+                os.unlink(tmp, dir_fd=dir_fd)
+            os.fsync(dir_fd)
+        except BaseException:
+            os.close(self.fd)
+            if tmp is not None:
+                try:
+                    os.unlink(tmp, dir_fd=dir_fd)
+                except OSError:
+                    pass
+            raise
 
     def append(self, rows: list[dict], stats: dict) -> None:
         """The rows and the counters so far, in one write(2), then fdatasync."""
@@ -303,9 +337,13 @@ class _Journal:
         self.size += len(data)
 
     def remove(self) -> None:
-        os.unlink(self.name, dir_fd=self.dir_fd)
-        os.fsync(self.dir_fd)
-        os.close(self.fd)
+        try:
+            os.unlink(self.name, dir_fd=self.dir_fd)
+            os.fsync(self.dir_fd)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self.fd)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -370,8 +408,13 @@ class DatasetRecorder(_Buffered):
         self._journaled_since = 0.0
         self.recovered = 0  # rows of crashed recorders' journals written at start
         self.unrecovered: list[str] = []  # journals that could not be read: kept, and named
-        self._clean_leftovers()
-        self._recover_journals()
+        try:
+            self._clean_leftovers()
+            self._recover_journals()
+        except OSError as err:
+            for fd in [*self._date_fds.values(), self._host_fd, self._root_fd]:
+                os.close(fd)
+            raise RecordingError(f"cannot recover earlier recordings in {directory}: {_why(err)}") from err
 
     # ----------------------------------------------------------------- writing
 
@@ -389,6 +432,7 @@ class DatasetRecorder(_Buffered):
         if self._journal is None:
             self._segment += 1
             self._journal = _Journal(self._host_fd, self._segment)
+            self._segment = int(JOURNAL_NAME.match(self._journal.name)[2])  # the name it got
             self._journaled_since = time.monotonic()
         self._journal.append(rows, self._stats())
         self._journaled.extend(rows)
@@ -404,8 +448,8 @@ class DatasetRecorder(_Buffered):
         if self._journal is None:
             return
         self._write_parts(self._journaled, os.getpid(), self._segment, self._metadata())
-        self._journal.remove()  # after the files: a crash in between writes nothing twice
-        self._journal, self._journaled = None, []
+        journal, self._journal, self._journaled = self._journal, None, []
+        journal.remove()  # after the files: a crash in between writes nothing twice
 
     def _write_parts(self, rows: list[dict], pid: int, segment: int, meta: dict, skip_existing: bool = False) -> None:
         """One Parquet file per date partition, named by the writer's pid and segment."""
@@ -444,25 +488,32 @@ class DatasetRecorder(_Buffered):
     def _recover_journals(self) -> None:
         """Write the journals that crashed recorders left in this host's directory as Parquet.
 
-        A journal still locked belongs to a live recorder, and is left alone. One
-        that cannot be made into a table (it was edited, or a future version wrote
-        it) is kept, renamed ``.bad``, and named in ``unrecovered``: the recorder
-        starts anyway, and nothing is deleted.
+        A journal still locked belongs to a live recorder, and is left alone; one
+        unlinked once we hold its lock was recovered by another recorder starting
+        at the same moment. One that cannot be made into a table (it was edited, or
+        a future version wrote it) is kept, renamed ``.bad``, and named in
+        ``unrecovered``: the recorder starts anyway, and nothing is deleted.
         """
         for name in sorted(os.listdir(self._host_fd)):
-            m = JOURNAL_NAME.match(name)
             if name.startswith(".journal-") and name.endswith(".jsonl.new"):
-                _unlink_unlocked(name, self._host_fd)  # a crash before its rename: still empty
+                _unlink_stale(name, self._host_fd)
+            m = JOURNAL_NAME.match(name)
             if not m:
                 continue
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._host_fd)
+            try:
+                # O_RDWR: NFS emulates flock with fcntl locks, whose exclusive kind needs it
+                fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._host_fd)
+            except FileNotFoundError:
+                continue  # recovered by another recorder meanwhile
             try:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a live recorder's
-                rows, recorded, bad = _read_journal(fd)
+                if os.fstat(fd).st_nlink == 0:
+                    continue  # recovered by another recorder before we got the lock
                 try:
+                    rows, recorded, bad = _read_journal(fd)
                     self._write_parts(rows, int(m[1]), int(m[2]), self._metadata(recorded), skip_existing=True)
                 except (pa.ArrowException, KeyError, TypeError, ValueError) as err:
                     os.rename(name, name + ".bad", src_dir_fd=self._host_fd, dst_dir_fd=self._host_fd)

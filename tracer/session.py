@@ -99,9 +99,7 @@ class Session:
 
     Each wake-up handles everything queued, then sleeps ``BATCH_S`` while more
     gather: one wake-up per batch, not per event (a wake-up costs more than handling
-    an event, measured). Printing lags at most that. (Holding events longer, up to
-    the flush interval, saved no measurable CPU, and holds the GIL longer when the
-    batch is handled: the notifier's thread waits for it.)
+    an event, measured). Printing lags at most that.
     ``idle_due``: seconds until ``on_idle`` must run (the recorder's next flush of
     pending rows), or None if nothing is pending. Nothing pending, no deadline and
     no status line: the session sleeps until an event or a signal arrives.
@@ -112,7 +110,9 @@ class Session:
     instead, and the session wakes once per write, not once per batch. On a host
     where containers start now and then, each wake-up finds the recorder's memory
     gone cold and pays for it (BENCHMARKS.md, "Where the CPU goes"): two wake-ups
-    a second, not two per container.
+    a second, not two per container. Such a wake-up drains the whole queue
+    before the write (a cap would leave the rest to wait for the write after),
+    looking at the stop and the deadline every ``BATCH_MAX`` events.
     """
 
     def __init__(
@@ -125,7 +125,7 @@ class Session:
         duration: Optional[float] = None,
         status_console: Optional[Console] = None,
         stop: Optional[Stop] = None,
-        hold: Callable[[], Optional[float]] = lambda: None,
+        hold: Optional[Callable[[], Optional[float]]] = None,
     ) -> None:
         self.notifier = notifier
         self.on_event = on_event
@@ -180,10 +180,14 @@ class Session:
                 event = self.notifier.get(timeout=max(0.0, min(waits)) if waits else None)
                 if event is not None:
                     self._handle(event)
-                    for _ in range(BATCH_MAX):  # bounded: a flood still sees stop and the deadline
-                        if (event := self.notifier.get(timeout=0)) is None:
-                            break
+                    handled = 1
+                    while (event := self.notifier.get(timeout=0)) is not None:
                         self._handle(event)
+                        handled += 1
+                        # bounded: a flood still sees stop and the deadline
+                        if handled % BATCH_MAX == 0 and (self.hold is None or self._stop.is_set() or (
+                                deadline is not None and time.monotonic() >= deadline)):
+                            break
                     # Write now what would be due before the next wake-up.
                     due = self.idle_due()
                     if due is not None and due <= BATCH_S:
@@ -191,7 +195,7 @@ class Session:
                     if status:
                         status.update(self.status_text())
                     # let the next events gather (see the class doc)
-                    pause = max(BATCH_S, self.hold() or 0.0)
+                    pause = max(BATCH_S, (self.hold and self.hold()) or 0.0)
                     if status:
                         pause = min(pause, max(BATCH_S, STATUS_S))
                     if deadline is not None:
