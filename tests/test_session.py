@@ -230,3 +230,18 @@ def test_a_held_backlog_is_drained_whole_before_its_write():
     Session(Flood(2500).start(), on_event, on_idle=flush, idle_due=due, duration=1.3, hold=due).run()
     assert len(events) == 2501
     assert flushes == [2501]
+
+
+def test_hold_waits_at_most_a_second_whatever_the_buffer_says():
+    """A single file writes its row groups every minute; held events still reach
+    the buffer (and its max_rows) within HOLD_MAX_S."""
+    handled, pending = [], []
+
+    def on_event(e):
+        handled.append(time.monotonic())
+        pending.append(1)
+
+    notifier = Ticking(4, 0.4).start()
+    Session(notifier, on_event, duration=2.5, hold=lambda: 60.0 if pending else None).run()
+    assert len(handled) == 4
+    assert max(h - e for h, e in zip(handled, notifier.emitted)) < 1.2

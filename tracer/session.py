@@ -92,6 +92,11 @@ BATCH_S = 0.05
 BATCH_MAX = 1000
 STATUS_S = 0.25
 EARLY_S = 0.002  # a timed wait may end this much before the flush it waited for
+# The longest events wait in the queue under ``hold``: the buffer they wait for
+# may be written only every minute (a single file's row groups), and only a
+# handled event counts toward its max_rows: a minute of a flood must not pile up
+# unconverted.
+HOLD_MAX_S = 1.0
 
 
 class Session:
@@ -195,7 +200,7 @@ class Session:
                     if status:
                         status.update(self.status_text())
                     # let the next events gather (see the class doc)
-                    pause = max(BATCH_S, (self.hold and self.hold()) or 0.0)
+                    pause = max(BATCH_S, min(HOLD_MAX_S, (self.hold and self.hold()) or 0.0))
                     if status:
                         pause = min(pause, max(BATCH_S, STATUS_S))
                     if deadline is not None:
