@@ -57,6 +57,16 @@ def crash_after(root: Path, script: str) -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def crashed_with_one_row(root: Path) -> Path:
+    """The journal a recorder left after writing the add of "a" and dying."""
+    crash_after(root, """
+        rec.write(event("a", T0))
+        rec.flush()
+    """)
+    (journal,) = journals(root)
+    return journal
+
+
 def test_rows_wait_in_the_journal_then_become_one_file(tmp_path):
     root = tmp_path / "d"
     rec = DatasetRecorder(str(root), host="h", flush_interval=0.05, file_interval=0.3)
@@ -142,11 +152,7 @@ def test_a_crash_between_the_file_and_the_journals_removal_writes_nothing_twice(
 
 def test_torn_and_garbled_lines_are_skipped_and_counted(tmp_path):
     root = tmp_path / "d"
-    crash_after(root, """
-        rec.write(event("a", T0))
-        rec.flush()
-    """)
-    (journal,) = journals(root)
+    journal = crashed_with_one_row(root)
     with open(journal, "ab") as f:
         f.write(b'not json\n[1, 2]\n{"time_ns": 1, "type": "add", "contai')  # a torn last line
     rec = DatasetRecorder(str(root), host="h")
@@ -174,11 +180,7 @@ def test_a_journal_gets_its_name_only_once_locked(tmp_path):
 
 def test_a_journal_that_is_no_table_is_kept_aside_and_named(tmp_path):
     root = tmp_path / "d"
-    crash_after(root, """
-        rec.write(event("a", T0))
-        rec.flush()
-    """)
-    (journal,) = journals(root)
+    journal = crashed_with_one_row(root)
     journal.write_text('{"time_ns": 1, "container_id": "x", "annotations": [1]}\n'
                        '{"time_ns": "yesterday", "container_id": 5}\n')
     rec = DatasetRecorder(str(root), host="h")  # starts anyway

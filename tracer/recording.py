@@ -157,8 +157,9 @@ class _Buffered:
         if full:
             self.flush()
 
-    def flush(self) -> None:
-        """Write the pending rows; and the journaled ones as Parquet, if that is due."""
+    def flush(self, files: bool = False) -> None:
+        """Write the pending rows; and the journaled ones as Parquet if that is due,
+        or now with ``files`` (close, compact)."""
         with self._lock:
             rows = self._rows
             try:
@@ -166,7 +167,7 @@ class _Buffered:
                     self._write_rows(rows)
                     self._rows = []
                     self.rows_written += len(rows)
-                if self._files_due_in() == 0:
+                if files or self._files_due_in() == 0:
                     self._write_files()
             except OSError as err:
                 # keep the rows: a later flush may succeed once space is freed
@@ -553,9 +554,7 @@ class DatasetRecorder(_Buffered):
         before they are deleted. A crash in between leaves duplicates only until the
         next start, which deletes the listed sources (see _clean_leftovers).
         """
-        self.flush()
-        with self._lock:
-            self._write_files()
+        self.flush(files=True)
         removed = 0
         for date_name in sorted(os.listdir(self._host_fd)):
             if not date_name.startswith("date="):
@@ -597,12 +596,7 @@ class DatasetRecorder(_Buffered):
     def close(self, stats: Optional[dict] = None, backend: Optional[str] = None, compact: bool = False) -> None:
         self.stats, self.backend, self.stats_source = stats or {}, backend, None
         try:
-            self.flush()
-            with self._lock:
-                try:
-                    self._write_files()
-                except OSError as err:  # the rows stay in the journal, for the next start
-                    raise RecordingError(f"cannot write to {self.target}: {_why(err)}") from err
+            self.flush(files=True)  # if that fails, the rows stay in the journal for the next start
             if compact:
                 self.compact()
         finally:
