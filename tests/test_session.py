@@ -245,3 +245,40 @@ def test_hold_waits_at_most_a_second_whatever_the_buffer_says():
     Session(notifier, on_event, duration=2.5, hold=lambda: 60.0 if pending else None).run()
     assert len(handled) == 4
     assert max(h - e for h, e in zip(handled, notifier.emitted)) < 1.2
+
+
+
+class Prefilled(Dying):
+    """``n`` events queued before the session starts: a drain longer than a flush interval."""
+
+    name = "prefilled"
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        for i in range(n):
+            self._emit(ContainerEvent(EventType.ADD, f"c{i}", i + 1, None, None, 0, self.name))
+
+
+def test_a_held_flood_longer_than_the_flush_interval_is_still_written_on_time():
+    """The whole-backlog drain must not starve the write: rows that fall due are
+    written while the flood is drained, not when it ends."""
+    flushes, pending, handled = [], [], []
+
+    def on_event(e):
+        handled.append(1)
+        time.sleep(0.00002)  # a consumer that takes its time: the drain lasts ~2 s
+        if not pending:
+            pending.append(time.monotonic())
+
+    def due():
+        return max(0.0, pending[0] + 0.2 - time.monotonic()) if pending else None
+
+    def flush():
+        flushes.append(time.monotonic() - pending[0])
+        pending.clear()
+
+    session = Session(Prefilled(30_000), on_event, on_idle=flush, idle_due=due, duration=4, hold=due)
+    session.run()
+    assert len(handled) == 30_000
+    assert len(flushes) >= 3
+    assert max(flushes) < 0.5  # due after 0.2 s

@@ -117,7 +117,8 @@ class Session:
     gone cold and pays for it (BENCHMARKS.md, "Where the CPU goes"): two wake-ups
     a second, not two per container. Such a wake-up drains the whole queue
     before the write (a cap would leave the rest to wait for the write after),
-    looking at the stop and the deadline every ``BATCH_MAX`` events.
+    looking at the stop, the deadline and the write every ``BATCH_MAX`` events:
+    a flood that outlasts the flush interval still gets its rows written on time.
     """
 
     def __init__(
@@ -189,9 +190,13 @@ class Session:
                     while (event := self.notifier.get(timeout=0)) is not None:
                         self._handle(event)
                         handled += 1
-                        # bounded: a flood still sees stop and the deadline
+                        # bounded: a flood still sees stop, the deadline, and a
+                        # write it has kept waiting (a backlog drains in a few ms;
+                        # a flood that never lets the queue empty must not starve
+                        # the write, the crash-loss bound)
                         if handled % BATCH_MAX == 0 and (self.hold is None or self._stop.is_set() or (
-                                deadline is not None and time.monotonic() >= deadline)):
+                                deadline is not None and time.monotonic() >= deadline) or (
+                                self._write_due() and time.monotonic() - now >= BATCH_S)):
                             break
                     # Write now what would be due before the next wake-up.
                     due = self.idle_due()
@@ -224,6 +229,10 @@ class Session:
             self._handle(event)
         if self.failure:
             raise RunctraceError(self.failure)
+
+    def _write_due(self) -> bool:
+        due = self.idle_due()
+        return due is not None and due <= 0
 
     failure: Optional[str] = None
 
