@@ -4,6 +4,7 @@ and a crashed recorder's rows recovered by the next one, exactly once."""
 from __future__ import annotations
 
 import errno
+import stat
 import os
 import subprocess
 import sys
@@ -238,3 +239,67 @@ def test_readers_name_the_journals_they_leave_out(tmp_path):
     live.close()
     rec = io.open_recordings(root)
     assert rec.events().container_id.tolist() == ["a", "b"] and not [n for n in rec.notes if "journal" in n]
+
+
+@pytest.mark.parametrize("broken", ["no /proc", "no hard links"])
+def test_a_journal_is_named_without_proc_or_hard_links(tmp_path, monkeypatch, broken):
+    """O_TMPFILE needs a link through /proc; without /proc, or on a filesystem with
+    no hard links, the journal is a locked .new file linked (or renamed) in."""
+    real_link = os.link
+
+    def link(src, dst, **kw):
+        if broken == "no hard links" or str(src).startswith("/proc/"):
+            raise OSError(errno.ENOENT if broken == "no /proc" else errno.EPERM, "refused")
+        return real_link(src, dst, **kw)
+
+    monkeypatch.setattr(recording.os, "link", link)
+    root = tmp_path / "d"
+    rec = DatasetRecorder(str(root), host="h")
+    rec.write(event("a", T0))
+    rec.flush()
+    assert [p.name for p in journals(root)] == [f".journal-{os.getpid()}-000001.jsonl"]
+    assert not list(root.glob("host=h/*.new"))
+    rec.close()
+    assert read(root).column("container_id").to_pylist() == ["a"]
+
+
+def test_a_journal_whose_directory_cannot_be_synced_leaves_no_name(tmp_path, monkeypatch):
+    """Its fd is closed on the error, which drops the lock: a name left behind would
+    be taken for a crashed recorder's journal."""
+    root = tmp_path / "d"
+    rec = DatasetRecorder(str(root), host="h")
+    rec.write(event("a", T0))
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(recording.os, "fsync", fsync)
+    with pytest.raises(recording.RecordingError):
+        rec.flush()
+    assert journals(root) == []
+    monkeypatch.setattr(recording.os, "fsync", real_fsync)
+    rec.close()  # the rows were kept for the retry
+    assert read(root).column("container_id").to_pylist() == ["a"]
+
+
+def test_a_journal_set_aside_while_we_waited_for_its_lock_is_left_alone(tmp_path, monkeypatch):
+    """Two recorders starting together: the first to lock a bad journal renames it
+    .bad; the other, which opened it before, must then skip it, not fail."""
+    root = tmp_path / "d"
+    journal = crashed_with_one_row(root)
+    real_flock = recording.fcntl.flock
+
+    def flock(fd, op):
+        if op & recording.fcntl.LOCK_NB and journal.exists():
+            journal.rename(journal.with_name(journal.name + ".bad"))  # the other recorder, meanwhile
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(recording.fcntl, "flock", flock)
+    rec = DatasetRecorder(str(root), host="h")
+    monkeypatch.setattr(recording.fcntl, "flock", real_flock)
+    assert rec.recovered == 0 and rec.unrecovered == []
+    rec.close()
+    assert journals(root) == [journal.with_name(journal.name + ".bad")]

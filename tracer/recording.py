@@ -40,7 +40,7 @@ import stat
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Callable, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -255,6 +255,39 @@ def _unlink_stale(name: str, dir_fd: int) -> None:
         pass
 
 
+_JOURNAL_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+
+
+class _NoFreeName(FileExistsError):
+    """Every journal name this recorder may use is taken."""
+
+
+def _still_named(fd: int, name: str, dir_fd: int) -> bool:
+    """Is the file open as ``fd`` still the one called ``name``?"""
+    try:
+        there = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)
+
+
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def _rename_unless_taken(src: str, dst: str, dir_fd: int) -> None:
+    try:
+        os.stat(dst, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return
+    raise FileExistsError(errno.EEXIST, "taken", dst)
+
+
 def _open_dir(name: str, dir_fd: Optional[int] = None, create: bool = True) -> int:
     """Open (creating 0700 if missing) a directory without following a symlink."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -279,48 +312,81 @@ class _Journal:
     be visible under its name unlocked: it is made nameless (``O_TMPFILE``),
     locked, and only then linked in, which also refuses to replace an existing
     file (a recorder with the same pid in another pid namespace). Filesystems
-    without ``O_TMPFILE`` get a dot-name ending ``.new`` instead, renamed once
-    locked; recovery leaves such a file alone while it is young (``_STALE_NEW_S``).
+    without ``O_TMPFILE``, or hosts without /proc, get a dot-name ending ``.new``
+    instead, linked in once locked (renamed, where the filesystem has no hard
+    links); recovery leaves such a file alone while it is young (``_STALE_NEW_S``).
     The directory is fsynced after, so the name survives a power cut with the rows.
     """
 
     def __init__(self, dir_fd: int, segment: int) -> None:
         self.dir_fd = dir_fd
         self.size = 0
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        self.fd = self._nameless(segment)
+        if self.fd < 0:
+            self.fd = self._named(segment)
         try:
-            self.fd = os.open(".", flags | os.O_TMPFILE, 0o600, dir_fd=dir_fd)
-            tmp = None
+            os.fsync(dir_fd)
+        except BaseException:
+            # unlocked once closed: the name must not outlive this failure, or the
+            # next recorder would recover an empty journal, or a live one's
+            _unlink_quietly(self.name, dir_fd)
+            os.close(self.fd)
+            raise
+
+    def _nameless(self, segment: int) -> int:
+        """An O_TMPFILE, locked, then linked in through /proc; -1 if this cannot work here."""
+        try:
+            fd = os.open(".", _JOURNAL_FLAGS | os.O_TMPFILE, 0o600, dir_fd=self.dir_fd)
         except OSError as err:
             if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise
-            tmp = f".journal-{os.getpid()}-{segment:06d}-{os.urandom(4).hex()}.jsonl.new"
-            self.fd = os.open(tmp, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+            return -1  # no O_TMPFILE on this filesystem
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-            for attempt in range(100):
-                self.name = f".journal-{os.getpid()}-{segment + attempt * 1_000_000:06d}.jsonl"
-                try:
-                    if tmp is None:
-                        os.link(f"/proc/self/fd/{self.fd}", self.name, dst_dir_fd=dir_fd)
-                    else:
-                        os.link(tmp, self.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-                    break
-                except FileExistsError:
-                    continue  # another recorder's, with our pid (another pid namespace)
-            else:
-                raise OSError(errno.EEXIST, "no free journal name")
-            if tmp is not None:
-                os.unlink(tmp, dir_fd=dir_fd)
-            os.fsync(dir_fd)
-        except BaseException:
-            os.close(self.fd)
-            if tmp is not None:
-                try:
-                    os.unlink(tmp, dir_fd=dir_fd)
-                except OSError:
-                    pass
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._link_free_name(segment, lambda name: os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=self.dir_fd))
+            return fd
+        except _NoFreeName:
+            os.close(fd)
             raise
+        except OSError:
+            os.close(fd)
+            return -1  # no /proc mounted, or no hard links on this filesystem
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _named(self, segment: int) -> int:
+        """A dot-name ending ``.new``, locked, then linked (or, with no hard links, renamed) in."""
+        tmp = f".journal-{os.getpid()}-{segment:06d}-{os.urandom(4).hex()}.jsonl.new"
+        fd = os.open(tmp, _JOURNAL_FLAGS | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=self.dir_fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._link_free_name(segment, lambda name: os.link(
+                    tmp, name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd, follow_symlinks=False))
+            except _NoFreeName:
+                raise
+            except OSError:
+                # no hard links here: rename, which would replace a file silently, so
+                # look first (a race only with a recorder of our pid in another pid
+                # namespace, on a filesystem without links)
+                self._link_free_name(segment, lambda name: _rename_unless_taken(tmp, name, self.dir_fd))
+            _unlink_quietly(tmp, self.dir_fd)
+            return fd
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(tmp, self.dir_fd)
+            raise
+
+    def _link_free_name(self, segment: int, link: Callable[[str], None]) -> None:
+        for attempt in range(100):
+            self.name = f".journal-{os.getpid()}-{segment + attempt * 1_000_000:06d}.jsonl"
+            try:
+                link(self.name)
+                return
+            except FileExistsError:
+                continue  # another recorder's, with our pid (another pid namespace)
+        raise _NoFreeName(errno.EEXIST, "no free journal name")
 
     def append(self, rows: list[dict], stats: dict) -> None:
         """The rows and the counters so far, in one write(2), then fdatasync."""
@@ -511,8 +577,8 @@ class DatasetRecorder(_Buffered):
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a live recorder's
-                if os.fstat(fd).st_nlink == 0:
-                    continue  # recovered by another recorder before we got the lock
+                if not _still_named(fd, name, self._host_fd):
+                    continue  # recovered (or set aside as .bad) by another recorder before we got the lock
                 try:
                     rows, recorded, bad = _read_journal(fd)
                     self._write_parts(rows, int(m[1]), int(m[2]), self._metadata(recorded), skip_existing=True)
