@@ -34,16 +34,18 @@
  *   procs        runc processes and their descendants down to RT_MAX_DEPTH, with
  *                what is known of how each is ending. Kernel-owned.
  *   containers   container init PIDs user space watches. User space inserts,
- *                the kernel deletes at exit (see "the handshake" below).
+ *                the kernel deletes once the process is a zombie (see "the
+ *                handshake" and "when an exit is sent" below).
  *   recent_exits how runc's descendants ended, for user space to look up when a
  *                container's init was gone before it could be put in "containers".
  *   counters     drops, so that a loss is never silent.
  *
  * The handshake for "containers": at exit, the kernel writes recent_exits first,
- * then deletes the PID from containers and reports an exit only if that delete
- * succeeded. User space inserts the PID, then checks that the process is still
- * alive; if not, it deletes the PID itself: whichever side deletes successfully
- * reports the exit, so there is exactly one report and no gap.
+ * then (once the process is a zombie) deletes the PID from containers and
+ * reports an exit only if that delete succeeded. User space inserts the PID,
+ * then checks that the process is still alive (not exiting); if not, it deletes
+ * the PID itself: whichever side deletes successfully reports the exit, so there
+ * is exactly one report and no gap.
  */
 #include <uapi/linux/ptrace.h>
 #include "runctrace.h"
@@ -72,7 +74,7 @@ BPF_TABLE("lru_hash", u32, struct rt_exec_event, exec_stash, 256);
 /* Not LRU: evicting a runc entry would lose its exit without a trace. A full map
  * refuses inserts, and that is counted. */
 BPF_HASH(procs, u32, struct rt_proc, 16384);
-BPF_HASH(containers, u32, struct rt_exit, 16384);
+BPF_HASH(containers, u32, struct rt_watch, 16384);
 BPF_TABLE("lru_hash", u32, struct rt_recent_exit, recent_exits, 4096);
 BPF_ARRAY(counters, u64, RT_C_COUNT);
 /* A 8.5 KiB event does not fit on the 512-byte BPF stack. */
@@ -290,6 +292,11 @@ static __always_inline int finish_exec(long ret)
         u32 size = offsetof(struct rt_exec_event, args) + (s->args_size & (RT_ARGS_SIZE - 1));
         if (size > sizeof(*s)) /* never true; bounds the size for the verifier */
             size = sizeof(*s);
+        /* At once, even for a `runc run`, which user space needs only when its
+         * init starts: by then a detached run's runc has exited, and under load
+         * a foreground one's may have too, taking its cwd (the bundle, without
+         * --bundle) and its parent along. (Tried: 2 of 400 runs at concurrency 8
+         * lost their bundle.) */
         if (events.ringbuf_output(s, size, RT_RB_NOW))
             count(RT_C_RINGBUF_FULL);
     }
@@ -364,10 +371,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
         p->st.code = args->error_code;
         p->st.how = RT_HOW_EXIT_GROUP;
     }
-    struct rt_exit *c = containers.lookup(&tgid);
+    struct rt_watch *c = containers.lookup(&tgid);
     if (c) {
-        c->code = args->error_code;
-        c->how = RT_HOW_EXIT_GROUP;
+        c->st.code = args->error_code;
+        c->st.how = RT_HOW_EXIT_GROUP;
     }
     return 0;
 }
@@ -377,9 +384,48 @@ static __always_inline void note_signal(u32 pid, u32 sig, bool only_if_none)
     struct rt_proc *p = procs.lookup(&pid);
     if (p && (!only_if_none || !p->st.sig))
         p->st.sig = sig;
-    struct rt_exit *c = containers.lookup(&pid);
-    if (c && (!only_if_none || !c->sig))
-        c->sig = sig;
+    struct rt_watch *c = containers.lookup(&pid);
+    if (c && (!only_if_none || !c->st.sig))
+        c->st.sig = sig;
+}
+
+/* ------------------------------------------------- when a watched exit is sent
+ *
+ * sched_process_exit fires at the start of the exit, before the process is a
+ * zombie: until exit_notify(), /proc still shows it running and `runc delete`
+ * refuses the container. A REMOVE sent then would have user space poll for the
+ * zombie (it did: a wake-up or two per container). So the exit is only noted
+ * there (exit_ns, status), and sent from the first of:
+ *
+ * - signal_generate of the parent's notification, which exit_notify() sends
+ *   just after it made the process a zombie, in the exiting process's context:
+ *   si_code CLD_EXITED, CLD_KILLED or CLD_DUMPED (user space cannot forge these
+ *   for another process; a stop or continue has other codes);
+ * - sched_process_free, for a parent that ignores SIGCHLD (no notification;
+ *   the process is reaped at once) or an exit signal of 0. That comes an RCU
+ *   grace period after the reap, which has freed the PID: a new process could
+ *   take it meanwhile, but user space cannot watch it under that PID until
+ *   this entry is gone (its insert refuses an existing key).
+ */
+#define RT_CLD_EXITED 1
+#define RT_CLD_DUMPED 3
+
+static __always_inline void send_watched_exit(u32 tgid)
+{
+    struct rt_watch *c = containers.lookup(&tgid);
+    if (!c || !c->exit_ns)
+        return; /* not watched, or not exited yet */
+    u64 when = c->exit_ns;
+    u32 status = c->status, flags = c->flags | RT_F_ENDED;
+    /* the handshake: whoever deletes the entry reports the exit */
+    if (containers.delete(&tgid) == 0)
+        send_event(RT_EV_CONTAINER_EXIT, tgid, when, status, flags, 0, RT_RB_NOW);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_free)
+{
+    send_watched_exit(args->pid);
+    return 0;
 }
 
 /* Which signal killed a process is not in any exit tracepoint, so it is inferred
@@ -401,6 +447,9 @@ static __always_inline void note_signal(u32 pid, u32 sig, bool only_if_none)
  * after some other signal reached the process, is reported as that other signal. */
 TRACEPOINT_PROBE(signal, signal_generate)
 {
+    /* Whatever the result: a parent's SIGCHLD at its default action is "ignored". */
+    if (args->code >= RT_CLD_EXITED && args->code <= RT_CLD_DUMPED)
+        send_watched_exit(current_tgid());
     if (args->result != RT_SIGNAL_DELIVERED)
         return 0;
     note_signal(args->pid, args->sig, false);
@@ -450,7 +499,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     exec_stash.delete(&tgid);
 
     struct rt_proc *p = procs.lookup(&tgid);
-    struct rt_exit *c = containers.lookup(&tgid);
+    struct rt_watch *c = containers.lookup(&tgid);
     /* procs' record started earlier (at fork) than containers' (when user space
      * found the PID), so it has seen every signal and exit_group when present.
      * (Written as nested tests: clang turns "!p && !c" into an OR of the two
@@ -461,7 +510,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     } else {
         if (!c)
             return 0; /* the common case */
-        st = *c;
+        st = c->st;
     }
     u64 now = bpf_ktime_get_ns();
     u32 flags = 0;
@@ -487,7 +536,11 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
             send_event(RT_EV_RUNC_EXIT, tgid, now, status, flags, init_pid,
                        init_sent ? RT_RB_LATER : RT_RB_NOW);
     }
-    if (c && containers.delete(&tgid) == 0)
-        send_event(RT_EV_CONTAINER_EXIT, tgid, now, status, flags, 0, RT_RB_NOW);
+    if (c) {
+        /* sent when it is a zombie: see "when a watched exit is sent" */
+        c->status = status;
+        c->flags = flags;
+        c->exit_ns = now;
+    }
     return 0;
 }

@@ -36,6 +36,7 @@
 #define RT_F_ARGS_TRUNCATED 2  /* exec: more than RT_MAX_ARGS args or RT_ARGS_SIZE bytes */
 #define RT_F_STATUS_KNOWN 4    /* exits: rt_event.status holds a wait(2) status */
 #define RT_F_MAY_CREATE 8      /* exec: an argument is "create", "run" or "restore" */
+#define RT_F_ENDED 16          /* RT_EV_CONTAINER_EXIT: sent once the process was a zombie (or freed) */
 
 /* rt_proc.kind */
 #define RT_KIND_RUNC 1 /* a watched runc process */
@@ -84,6 +85,14 @@ struct rt_exit {
     __u32 sig;  /* last signal that was delivered to it (0: none) */
     __u32 how;  /* RT_HOW_* (0: no exit_group seen) */
     __u32 pad;
+};
+
+/* Value of the "containers" map: a watched PID, and its exit once it happened. */
+struct rt_watch {
+    struct rt_exit st; /* how it is ending, as far as seen */
+    __u64 exit_ns;     /* bpf_ktime_get_ns() when its last thread exited; 0 while it runs */
+    __u32 status;      /* wait(2) status at that exit, if flags & RT_F_STATUS_KNOWN */
+    __u32 flags;
 };
 
 /* Value of the "procs" map. */

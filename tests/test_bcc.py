@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -277,6 +278,37 @@ class TestKernelFilter:
         assert not [e for e in seen.events if e.container_pid in pids]
 
 
+    def test_a_runc_run_wakes_user_space_three_times(self, seen, notifier, bcct_runc, tmp_path):
+        """runc's exec, its container's start (the ADD) and its end (the REMOVE):
+        runc's exit rides along with a later record (RT_RB_LATER), and the
+        container's exit comes when its init is a zombie, with no polling for it.
+        Counted as the notifier thread's sleeps (voluntary context switches) while
+        the test's thread waits on runc."""
+        bundle = make_bundle(tmp_path / "b", ["true"])
+        status = f"/proc/self/task/{notifier._thread.native_id}/status"
+
+        def sleeps() -> int:
+            with open(status) as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+
+        # a root of its own: earlier tests' creates left an inotify watch on
+        # /run/runc, which wakes the loop as each container's directory appears
+        root = str(tmp_path / "root")
+        ids = [bcct_runc.new_id(f"wake{i}", root) for i in range(10)]
+        seen.pump(0.2)
+        # one shell runs them all: this thread waits, and never holds the GIL
+        # the notifier needs (waiting for it is a voluntary switch too)
+        script = "for id in $IDS; do runc --root \"$ROOT\" run \"$id\" || exit 1; sleep 0.05; done"
+        before = sleeps()
+        subprocess.run(["sh", "-c", script], cwd=bundle, env={**os.environ, "IDS": " ".join(ids), "ROOT": root},
+                       check=True, stdout=subprocess.DEVNULL)
+        after = sleeps()
+        for cid in ids:
+            add, remove = seen.lifecycle(cid)
+            assert add.bundle == str(bundle) and remove.exit_code == 0
+        assert after - before <= 3 * len(ids) + 3  # was about 4 per container
+
+
 # ------------------------------------------------------------ watching by PID
 
 
@@ -299,6 +331,27 @@ class TestWatchByPid:
         proc.wait()
         (remove,) = seen.until_removed("bcct-external3")
         assert (remove.exit_code, remove.signal) == (3, None)
+        # sent by the kernel once the process was a zombie: no polling for it
+        assert [r.flags & C["RT_F_ENDED"] for r in notifier.recent_records
+                if r.type == C["RT_EV_CONTAINER_EXIT"] and r.pid == proc.pid] == [C["RT_F_ENDED"]]
+
+    def test_exit_under_a_parent_that_ignores_sigchld(self, seen, notifier):
+        """No notification is sent and the kernel reaps the process at once: its
+        exit still comes, with its code (from sched_process_free)."""
+        code = ("import os, signal, sys, time\n"
+                "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+                "pid = os.fork()\n"
+                "if pid == 0:\n    time.sleep(0.3)\n    os._exit(5)\n"
+                "print(pid, flush=True)\ntime.sleep(5)\n")
+        parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            pid = int(parent.stdout.readline())
+            notifier.add_watch_container_termination("bcct-autoreap", pid)
+            (remove,) = seen.until_removed("bcct-autoreap", timeout=3)
+            assert remove.container_pid == pid and (remove.exit_code, remove.signal) == (5, None)
+        finally:
+            parent.kill()
+            parent.wait()
 
     def test_already_dead_process(self, seen, notifier):
         proc = subprocess.Popen(["true"])

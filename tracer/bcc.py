@@ -17,9 +17,11 @@ How it works, and why each part is needed
    records how each ends: ``exit_group``'s argument, or the signal that reached it.
    Only the container init starting its program (with its PID), the end of a runc
    process (with that PID too, if seen), and the end of a PID this module put in the
-   ``containers`` map (a container's init), cross to user space. A REMOVE is held back until the init is
-   a zombie: the exit tracepoint fires a moment before, when ``runc delete`` would
-   still call the container running.
+   ``containers`` map (a container's init), cross to user space. A container's exit
+   is sent once the init is a zombie, from the parent's notification
+   (``signal_generate``) or ``sched_process_free``: the exit tracepoint fires a moment
+   before, when ``runc delete`` would still call the container running, and user
+   space would have to poll for the zombie.
 3. **runc's own records, in user space** (:mod:`runctrace.resolve`, shared with the
    fanotify backend): a `runc run` is resolved when the kernel reports its init
    starting its program; a create or restore by its ``--pid-file`` when runc exits,
@@ -130,7 +132,7 @@ class KernelRecord(NamedTuple):
 # a copy padded to the full 8.5 KiB for an exec record).
 _HDR = struct.Struct("=IIQIIII")  # type, pid, ktime_ns, status, flags, init_pid, pad
 _EXEC_FIXED = struct.Struct(f"={_HDR.size}xII{C['RT_PATH_MAX']}s")  # argc, args_size, filename
-_STATUS_KNOWN, _EV_EXEC = C["RT_F_STATUS_KNOWN"], C["RT_EV_EXEC"]
+_STATUS_KNOWN, _ENDED, _EV_EXEC = C["RT_F_STATUS_KNOWN"], C["RT_F_ENDED"], C["RT_EV_EXEC"]
 # The ctypes mirrors are checked against the C structs when the program compiles;
 # these against the mirrors, here.
 assert _HDR.size == ct.sizeof(RtEvent) and _EXEC_FIXED.size == RtExecEvent.args.offset
@@ -159,7 +161,7 @@ def decode_record(raw: bytes) -> KernelRecord:
 TRACEPOINTS = (
     "syscalls:sys_enter_execve", "syscalls:sys_exit_execve", "syscalls:sys_enter_chdir",
     "syscalls:sys_enter_exit_group",
-    "sched:sched_process_fork", "sched:sched_process_exit",
+    "sched:sched_process_fork", "sched:sched_process_exit", "sched:sched_process_free",
     "signal:signal_generate", "signal:signal_deliver",
 )
 _TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -317,17 +319,17 @@ _DROP_COUNTERS = (
 )
 _ANY_COUNTER = C["RT_C_ANY"]
 BPF_NOEXIST = 1  # bpf(2) map update flag: insert only
-# The kernel reports an exit at sched_process_exit, before the process has become a
-# zombie; its REMOVE waits until it has (see _Ending). Polled this often, at most
-# this long (the init of a PID namespace first waits for all its namespace's
-# processes to die).
+# An init that user space found exiting (see _watch) may not be a zombie yet; its
+# REMOVE waits until it is (see _Ending). Polled this often, at most this long (the
+# init of a PID namespace first waits for all its namespace's processes to die).
+# The kernel's own exit records come when the init is a zombie already.
 _ENDING_POLL_S = 0.001
 _ENDING_MAX_S = 5.0
 
 
 @dataclass
 class _Ending:
-    """A watched init whose exit the kernel reported, not yet a zombie."""
+    """A watched init that is exiting, not yet a zombie."""
 
     status: Optional[int]
     when_ns: Optional[int]
@@ -513,7 +515,7 @@ class BccNotifier(LoopNotifier):
             elif rec.type == C["RT_EV_RUNC_EXIT"]:
                 self._tracker.runc_exited(rec.pid, rec.status, init_pid=rec.init_pid)
             elif rec.type == C["RT_EV_CONTAINER_EXIT"]:
-                self._ended(rec.pid, rec.status, mono_to_wall_ns(rec.ktime_ns))
+                self._ended(rec.pid, rec.status, mono_to_wall_ns(rec.ktime_ns), zombie=bool(rec.flags & _ENDED))
 
     def _read_counters(self) -> None:
         """Add what the kernel dropped since the last look to ``stats.lost``.
@@ -643,16 +645,17 @@ class BccNotifier(LoopNotifier):
         else:
             self._ended(pid, None, None, error="exited before it was watched; exit status unknown")
 
-    def _ended(self, pid: int, status: Optional[int], when_ns: Optional[int], error: Optional[str] = None) -> None:
+    def _ended(self, pid: int, status: Optional[int], when_ns: Optional[int], error: Optional[str] = None,
+               *, zombie: bool = False) -> None:
         """A watched init is exiting: emit its REMOVE once it has become a zombie (or gone).
 
-        The kernel reports the exit from sched_process_exit, a moment before the
-        process is a zombie: a consumer that runs `runc delete` on the REMOVE would
-        otherwise be told the container is still running. (The fanotify backend's
-        connector message comes after that point, so both agree.)
+        ``zombie``: the kernel sent the exit once it was (RT_F_ENDED). Otherwise (user
+        space found it exiting) it may be a moment before: a consumer that runs
+        `runc delete` on the REMOVE would be told the container is still running.
+        (The fanotify backend's connector message comes after that point, so both agree.)
         """
         start = self._starts.pop(pid, None)
-        if process_ended(pid, start):
+        if zombie or process_ended(pid, start):
             self._tracker.pid_exited(pid, status, when_ns, error)
         else:
             self._ending[pid] = _Ending(status, when_ns, error, start, time.monotonic() + _ENDING_MAX_S)
