@@ -118,3 +118,34 @@ def test_connector_filter_refuses_a_name_the_kernel_cannot_hold():
 def test_comm_events_decode_to_the_name():
     ev, = _sys.decode_proc_events(comm_msg(b"runc:[2:INIT]", 47, 46))
     assert (ev.what, ev.pid, ev.tgid, ev.comm) == (_sys.PROC_COMM, 47, 46, b"runc:[2:INIT]")
+
+
+def test_readers_answer_none_when_nothing_is_queued_and_views_otherwise():
+    """No exception for EAGAIN (the common case of every look after a wake-up);
+    real errors still raise."""
+    import os
+    import socket
+
+    r, w = os.pipe2(os.O_NONBLOCK)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        pipe, sock = _sys.Reader(r, 64), _sys.Reader(a.fileno(), 64)
+        assert pipe.read() is None and sock.recv() is None
+        os.write(w, b"abc")
+        assert bytes(pipe.read()) == b"abc" and pipe.read() is None
+        b.send(b"one")
+        b.send(b"two")
+        assert bytes(sock.recv()) == b"one" and bytes(sock.recv()) == b"two" and sock.recv() is None
+        os.close(w)
+        assert bytes(pipe.read()) == b""  # end of file is not "nothing queued"
+        with pytest.raises(OSError):
+            _sys.Reader(w, 8).read()  # a closed fd: EBADF
+    finally:
+        os.close(r)
+        a.close()
+        b.close()
+
+
+def test_inotify_records_decode_from_a_view_as_from_bytes():
+    data = inotify_record(1, _sys.In.MOVED_TO, b"state.json")
+    assert _sys.decode_inotify(memoryview(bytearray(data))) == _sys.decode_inotify(data)

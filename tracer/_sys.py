@@ -7,7 +7,8 @@ ABI mode, so nothing needs compiling at install time.
 Layout, in the spirit of inotify_simple:
 
 * :func:`_check` is the only place that looks at a syscall's ``-1``, retries ``EINTR``
-  and raises ``OSError(errno, strerror)``.
+  and raises ``OSError(errno, strerror)``; except for :class:`Reader`, whose
+  ``EAGAIN`` is an answer ("nothing queued"), not an error.
 * Decoding the kernel's byte records (:func:`decode_fanotify`, :func:`decode_inotify`,
   :func:`decode_proc_events`) are pure functions over ``bytes``: the unit tests feed
   them hand-built records with no syscall at all.
@@ -20,7 +21,7 @@ import errno
 import os
 import socket
 import struct
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Optional
 
 import cffi
 
@@ -39,6 +40,8 @@ _ffi.cdef(
     int setsockopt(int sockfd, int level, int optname, const void *optval,
                    uint32_t optlen);
     long syscall(long number, ...);
+    ssize_t read(int fd, void *buf, size_t count);
+    ssize_t recv(int sockfd, void *buf, size_t len, int flags);
     """
 )
 _libc = _ffi.dlopen(None)
@@ -122,25 +125,69 @@ def fanotify_mark(fd: int, flags: int, mask: int, path: str, dirfd: int = AT_FDC
     _retry(_libc.fanotify_mark, fd, int(flags), int(mask), dirfd, os.fsencode(path))
 
 
-def read_available(fd: int, size: int = 64 * 1024) -> Iterator[bytes]:
-    """Every read() a non-blocking fd has ready, until EAGAIN."""
-    while True:
-        try:
-            yield os.read(fd, size)
-        except BlockingIOError:
-            return
+class Reader:
+    """Reads of one non-blocking fd into one reused buffer; ``None``, not an
+    exception, when nothing is queued.
+
+    The event loops look at their fds after every wake-up, and most of those
+    looks find nothing. ``os.read`` and ``socket.recv_into`` raise
+    BlockingIOError then, and CPython builds each one's message with strerror()
+    and a locale decode: in an exec storm, a few percent of the fanotify
+    backend's CPU (perf). Here the ``-1``/``EAGAIN`` is a return value.
+    """
+
+    def __init__(self, fd: int, size: int = 64 * 1024) -> None:
+        self.fd = fd
+        self.buf = bytearray(size)
+        self._cbuf = _ffi.from_buffer(self.buf)
+
+    def _done(self, n: int) -> Optional[memoryview]:
+        if n >= 0:
+            return memoryview(self.buf)[:n]
+        err = _ffi.errno
+        if err in (errno.EAGAIN, errno.EWOULDBLOCK):
+            return None
+        raise OSError(err, os.strerror(err))
+
+    def read(self) -> Optional[memoryview]:
+        """One read(2): the bytes (a view of the buffer, valid until the next
+        call), or None if nothing is queued."""
+        while True:
+            try:
+                return self._done(_libc.read(self.fd, self._cbuf, len(self.buf)))
+            except InterruptedError:
+                continue
+
+    def recv(self) -> Optional[memoryview]:
+        """One datagram, as :meth:`read` (``MSG_DONTWAIT``: the socket's own mode aside)."""
+        while True:
+            try:
+                return self._done(_libc.recv(self.fd, self._cbuf, len(self.buf), MSG_DONTWAIT))
+            except InterruptedError:
+                continue
+
+    def fanotify_records(self) -> list[FanotifyRecord]:
+        """Every record a fanotify fd has queued. Each open ``fd`` is the caller's to close."""
+        return self._records(decode_fanotify)
+
+    def inotify_records(self) -> list["InotifyRecord"]:
+        """Every record an inotify fd has queued."""
+        return self._records(decode_inotify)
+
+    def _records(self, decode):
+        out = []
+        while True:
+            data = self.read()
+            if data is None:
+                return out
+            out += decode(data)
+            # a read takes every whole record that fits (fanotify's are 24 bytes,
+            # inotify's at most 272): one that left room for more got them all
+            if len(data) < len(self.buf) - 4096:
+                return out
 
 
-def read_fanotify(fd: int) -> Iterator[FanotifyRecord]:
-    """The records a non-blocking fanotify fd has ready. Each open ``fd`` is the caller's to close."""
-    for buf in read_available(fd):
-        yield from decode_fanotify(buf)
-
-
-def read_inotify(fd: int) -> Iterator["InotifyRecord"]:
-    """The records a non-blocking inotify fd has ready."""
-    for buf in read_available(fd):
-        yield from decode_inotify(buf)
+MSG_DONTWAIT = socket.MSG_DONTWAIT
 
 
 def decode_fanotify(buf: bytes) -> list[FanotifyRecord]:
@@ -213,13 +260,13 @@ def inotify_rm_watch(fd: int, wd: int) -> None:
             raise
 
 
-def decode_inotify(buf: bytes) -> list[InotifyRecord]:
+def decode_inotify(buf: bytes | memoryview) -> list[InotifyRecord]:
     out = []
     off = 0
     while off + _IN_EVENT.size <= len(buf):
         wd, mask, cookie, name_len = _IN_EVENT.unpack_from(buf, off)
         off += _IN_EVENT.size
-        raw = buf[off : off + name_len]
+        raw = bytes(buf[off : off + name_len])  # buf may be a memoryview (Reader)
         off += name_len
         out.append(InotifyRecord(wd, mask, cookie, os.fsdecode(raw.split(b"\0", 1)[0])))
     return out

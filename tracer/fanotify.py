@@ -121,10 +121,15 @@ class FanotifyNotifier(LoopNotifier):
             self._fds.append(self._fan)
             for binary in self.binaries:
                 self._mark_binary(binary.path)
+            self._fan_rx = _sys.Reader(self._fan)
             self._cn = _sys.open_proc_connector(comm=RUNC_INIT_COMM)
-            self._cn_buf = bytearray(64 * 1024)  # a datagram holds one message of ~80 bytes
+            # one reused buffer: socket.recv(n) allocates n bytes first, and a large
+            # n is an mmap and munmap per message (~8 us each, measured). A
+            # datagram holds one message of ~80 bytes.
+            self._cn_rx = _sys.Reader(self._cn.fileno())
             self._bin_ino = _sys.inotify_init1(_sys.IN_NONBLOCK | _sys.IN_CLOEXEC)
             self._fds.append(self._bin_ino)
+            self._bin_rx = _sys.Reader(self._bin_ino, 16 * 1024)
             self._tracker = Tracker(self.name, self._emit, self.stats, self._watch, sees_inits=True)
             self._epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
             # not self._fan: it is read when the connector reports an exec (module doc, 2.)
@@ -220,7 +225,7 @@ class FanotifyNotifier(LoopNotifier):
             self._loop_failed(err)
 
     def _read_fanotify(self) -> None:
-        for rec in _sys.read_fanotify(self._fan):
+        for rec in self._fan_rx.fanotify_records():
             runtime = "runc"
             if rec.fd != _sys.FAN_NOFD:
                 try:
@@ -262,32 +267,31 @@ class FanotifyNotifier(LoopNotifier):
             return False
 
     def _read_connector(self) -> None:
-        buf = self._cn_buf
-        fanotify_read = False
+        # The fanotify queue is read at the first EXEC of a wake-up (its event is
+        # queued by then: module doc, 2.), and once more after the socket is
+        # drained if EXECs came after that read: theirs may have been queued
+        # after it. They wait in the recent-exec cache until then.
+        fanotify_read = reread = False
         while True:
             try:
-                # Into one reused buffer: socket.recv(n) allocates n bytes first,
-                # and a large n is an mmap and munmap per message (~8 us each,
-                # two dozen times per container, measured).
-                size = self._cn.recv_into(buf)
-            except BlockingIOError:
-                if fanotify_read:
-                    # runc execs opened after that read whose EXEC came after it
-                    # too: they wait in the recent-exec cache, and are matched now
+                data = self._cn_rx.recv()
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    raise
+                # the kernel dropped messages for us
+                self.stats.lost += 1
+                self._resync = True
+                # the lost messages may hold every EXEC: read fanotify anyway,
+                # and forget the runc inits (their exits may be among them)
+                fanotify_read = reread = True
+                self._runc_inits.clear()
+                log.warning("runctrace: process-events connector overflowed; exits may be lost")
+                continue
+            if data is None:
+                if reread:
                     self._read_fanotify()
                 return
-            except OSError as err:
-                if err.errno == errno.ENOBUFS:  # the kernel dropped messages for us
-                    self.stats.lost += 1
-                    self._resync = True
-                    # the lost messages may hold every EXEC: read fanotify anyway,
-                    # and forget the runc inits (their exits may be among them)
-                    fanotify_read = True
-                    self._runc_inits.clear()
-                    log.warning("runctrace: process-events connector overflowed; exits may be lost")
-                    continue
-                raise
-            for ev in _sys.decode_proc_events(bytes(buf[:size])):
+            for ev in _sys.decode_proc_events(data):
                 if ev.what == _sys.PROC_EXEC:
                     # an earlier exec of the same process (a wrapper that exec'd
                     # runc) must not be matched to this exec's fanotify event
@@ -297,6 +301,8 @@ class FanotifyNotifier(LoopNotifier):
                         # now (module doc, 2.): read it before the EXEC is handled
                         self._read_fanotify()
                         fanotify_read = True
+                    else:
+                        reread = True
                     self._on_exec(ev.tgid, ev.timestamp_ns)
                 elif ev.what == _sys.PROC_EXIT:  # of whole processes: threads are filtered out
                     self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns, ev.parent_tgid)
@@ -459,7 +465,7 @@ class FanotifyNotifier(LoopNotifier):
 
     def _read_bin_dirs(self) -> None:
         changed = False
-        for rec in _sys.read_inotify(self._bin_ino):
+        for rec in self._bin_rx.inotify_records():
             if rec.name in self._bin_dirs.get(self._bin_wds.get(rec.wd, ""), ()):
                 changed = True
         if changed:

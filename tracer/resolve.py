@@ -210,6 +210,8 @@ class StateDirWatcher:
             )
         except OSError:
             self.fan_fd = -1  # no fanotify: inotify alone still works, with a narrower window
+        self._ino_rx = _sys.Reader(self.fd, 16 * 1024)
+        self._fan_rx = _sys.Reader(self.fan_fd, 16 * 1024) if self.fan_fd >= 0 else None
         self._wd_path: dict[int, str] = {}
         self._path_wd: dict[str, int] = {}
         self._marked: set[str] = set()
@@ -238,7 +240,7 @@ class StateDirWatcher:
 
     def _read_inotify(self) -> list[str]:
         ready: list[str] = []
-        for rec in _sys.read_inotify(self.fd):
+        for rec in self._ino_rx.inotify_records():
             if rec.mask & _sys.IN_Q_OVERFLOW:
                 self.overflows += 1  # events were lost: look at everything
                 ready.extend(self.expected)
@@ -265,7 +267,7 @@ class StateDirWatcher:
 
     def _read_fanotify(self) -> list[tuple[str, Optional[dict]]]:
         ready: list[tuple[str, Optional[dict]]] = []
-        for rec in _sys.read_fanotify(self.fan_fd):
+        for rec in self._fan_rx.fanotify_records():
             if rec.mask & _sys.FAN_Q_OVERFLOW:
                 self.overflows += 1
                 ready.extend((d, None) for d in self.expected)
