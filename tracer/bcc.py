@@ -66,7 +66,6 @@ from . import _sys
 from .errors import NotSupported
 from .notifier import Callback, LoopNotifier, Support, log
 from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, process_ended, read_stat, stat_alive
-from .runcargs import parse_runc_args
 from .runtimes import RuncBinary, find_runc
 from .spec import read_proc
 
@@ -406,8 +405,9 @@ class BccNotifier(LoopNotifier):
             from bcc.libbcc import lib
 
             self._lib = lib
-            procs = self._bpf[b"procs"]
+            procs, watched = self._bpf[b"procs"], self._bpf[b"containers"]
             self._procs_fd, self._proc_leaf, self._pid_key = procs.map_fd, procs.Leaf(), ct.c_uint32(0)
+            self._watched_fd, self._watch_leaf = watched.map_fd, watched.Leaf()
             for fd in (self._ring_fd, *self._tracker.states.fds(), self._wake):
                 self._epoll.register(fd, select.EPOLLIN)
         except OSError as err:
@@ -556,11 +556,8 @@ class BccNotifier(LoopNotifier):
         argv = list(rec.argv)
         if rec.flags & C["RT_F_ARGS_TRUNCATED"]:
             argv = self._complete_argv(pid, argv)
-        if not parse_runc_args(argv, None).creates_container:
-            # state, delete, kill, start...: no container, so no cwd to read and no
-            # exit to follow. (A container is only ever made by create, run or restore.)
-            self._forget_proc(pid)
-            return
+        # (The kernel sent only calls with "create", "run" or "restore" among their
+        # arguments, or cut short: the tracker's parse has the last word, below.)
         # Read the cwd first, then whether runc has called chdir: the kernel sets
         # that flag *before* the chdir, so "not set" means the cwd read is good.
         try:
@@ -572,7 +569,9 @@ class BccNotifier(LoopNotifier):
             pid, argv, cwd, runtime, started_ns=rec.ktime_ns, cwd_may_be_bundle=moved
         )
         if rexec is None:
-            self._forget_proc(pid)  # start, delete, state...: its exit is of no interest
+            # no container after all ("--root run", state, delete...): its exit is
+            # of no interest. (A container is only ever made by create, run or restore.)
+            self._forget_proc(pid)
 
     def _runtime_of(self, rec: KernelRecord) -> Optional[str]:
         """The watched binary's main path, or None if this exec is not a watched runc."""
@@ -624,9 +623,10 @@ class BccNotifier(LoopNotifier):
         runc's own descendants).
         """
         pid = container.pid
-        table = self._bpf[b"containers"]
-        key, leaf = table.Key(pid), table.Leaf()
-        if self._lib.bpf_update_elem(table.map_fd, ct.byref(key), ct.byref(leaf), BPF_NOEXIST) < 0:
+        key = self._pid_key
+        key.value = pid
+        # the leaf is all zeros, always: the kernel writes the entry, not this copy
+        if self._lib.bpf_update_elem(self._watched_fd, ct.byref(key), ct.byref(self._watch_leaf), BPF_NOEXIST) < 0:
             err = ct.get_errno()
             if err != errno.EEXIST:
                 log.warning("runctrace: cannot watch PID %d in the kernel: %s", pid, os.strerror(err))
@@ -637,7 +637,7 @@ class BccNotifier(LoopNotifier):
             self._starts[pid] = start
             return
         recent = self._recent_exit(pid, rexec)
-        if self._lib.bpf_delete_elem(table.map_fd, ct.byref(key)) < 0:
+        if self._lib.bpf_delete_elem(self._watched_fd, ct.byref(key)) < 0:
             return  # the kernel deleted it: its CONTAINER_EXIT record is on the way
         self._starts[pid] = start
         if recent is not None and recent.flags & C["RT_F_STATUS_KNOWN"]:

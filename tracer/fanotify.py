@@ -296,7 +296,9 @@ class FanotifyNotifier(LoopNotifier):
                     # an earlier exec of the same process (a wrapper that exec'd
                     # runc) must not be matched to this exec's fanotify event
                     self._recent_exec.pop(ev.tgid, None)
-                    if not fanotify_read:
+                    if ev.tgid in self._inits:
+                        pass  # a runc init starting its container's program, not runc
+                    elif not fanotify_read:
                         # this exec's fanotify event, if it was runc's, is queued by
                         # now (module doc, 2.): read it before the EXEC is handled
                         self._read_fanotify()

@@ -43,13 +43,18 @@ def _read_capped(path: str, cap: int, *, dir_fd: Optional[int] = None) -> tuple[
             return None, f"{path} is {st.st_size} bytes, over the {cap}-byte limit"
         chunks, total = [], 0
         while True:  # the size may change under us: enforce the cap while reading too
-            chunk = os.read(fd, min(1 << 20, cap + 1 - total))
+            # a byte more than fstat said first: if just the size comes back, that
+            # is the end, and the file takes one read(2), not a second to see it
+            ask = min(1 << 20, (min(st.st_size, cap) + 1 if total <= st.st_size else cap + 1) - total)
+            chunk = os.read(fd, ask)
             if not chunk:
                 break
             chunks.append(chunk)
             total += len(chunk)
             if total > cap:
                 return None, f"{path} grew over the {cap}-byte limit while being read"
+            if total == st.st_size and len(chunk) < ask:
+                break
         return b"".join(chunks), None
     except OSError as err:
         return None, f"cannot read {path}: {err.strerror}"
@@ -282,12 +287,21 @@ def read_proc(path: str) -> bytes:
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
-        while chunk := os.read(fd, 16384):  # procfs may return less than asked before the end
+        chunk = os.read(fd, _PROC_READ)
+        if len(chunk) < _PROC_READ:
+            # The files read here (stat, comm, cmdline, cgroup) fill a read as far
+            # as they go: seq_file's and cmdline's readers stop short only at the
+            # end. One read(2), not a second to see the end, per file.
+            return chunk
+        chunks = [chunk]
+        while chunk := os.read(fd, _PROC_READ):
             chunks.append(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+_PROC_READ = 16384
 
 
 def read_stat(pid: int) -> Optional[ProcStat]:
