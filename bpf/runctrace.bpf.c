@@ -74,7 +74,10 @@ BPF_TABLE("lru_hash", u32, struct rt_exec_event, exec_stash, 256);
 /* Not LRU: evicting a runc entry would lose its exit without a trace. A full map
  * refuses inserts, and that is counted. */
 BPF_HASH(procs, u32, struct rt_proc, 16384);
-BPF_HASH(containers, u32, struct rt_watch, 16384);
+/* Not preallocated: an entry that user space deletes while the kernel is writing
+ * an exit into it must not be handed to the next insert at once (a preallocated
+ * map recycles it at once), or that exit would land in another PID's entry. */
+BPF_F_TABLE("hash", u32, struct rt_watch, containers, 16384, BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", u32, struct rt_recent_exit, recent_exits, 4096);
 BPF_ARRAY(counters, u64, RT_C_COUNT);
 /* A 8.5 KiB event does not fit on the 512-byte BPF stack. */
@@ -397,18 +400,28 @@ static __always_inline void note_signal(u32 pid, u32 sig, bool only_if_none)
  * zombie (it did: a wake-up or two per container). So the exit is only noted
  * there (exit_ns, status), and sent from the first of:
  *
- * - signal_generate of the parent's notification, which exit_notify() sends
- *   just after it made the process a zombie, in the exiting process's context:
- *   si_code CLD_EXITED, CLD_KILLED or CLD_DUMPED (user space cannot forge these
- *   for another process; a stop or continue has other codes);
+ * - signal_generate of the parent's SIGCHLD, which exit_notify() sends to the
+ *   whole parent process just after it made the process a zombie, in the
+ *   exiting process's context: SIGCHLD, to a thread group, with si_code
+ *   CLD_EXITED, CLD_KILLED or CLD_DUMPED (a stop or continue has other codes;
+ *   SIGSEGV, SIGIO... share the numbers, hence the signal). The same process
+ *   also sends one on behalf of zombie children it hands to a reaper, a moment
+ *   *before* it is a zombie itself: so user space still checks, and in that
+ *   rare case waits for the zombie as it always did (bcc.py, _Ending).
  * - sched_process_free, for a parent that ignores SIGCHLD (no notification;
- *   the process is reaped at once) or an exit signal of 0. That comes an RCU
- *   grace period after the reap, which has freed the PID: a new process could
- *   take it meanwhile, but user space cannot watch it under that PID until
- *   this entry is gone (its insert refuses an existing key).
+ *   the process is reaped at once). That comes an RCU grace period after the
+ *   reap, which has freed the PID: a new process may take it meanwhile; user
+ *   space finds this entry in its way, and clears it (bcc.py, _watch).
+ *
+ * Not covered: an exit signal of 0 (never used for a container's init: runc
+ * clones it with SIGCHLD) leaves a zombie with no notification, reported when it
+ * is reaped; and a free that the kernel skips because another BPF program was
+ * running on that CPU (only for a parent that ignores SIGCHLD) is reported only
+ * by a resync.
  */
 #define RT_CLD_EXITED 1
 #define RT_CLD_DUMPED 3
+#define RT_SIGCHLD 17 /* on every architecture BCC supports */
 
 static __always_inline void send_watched_exit(u32 tgid)
 {
@@ -448,7 +461,7 @@ TRACEPOINT_PROBE(sched, sched_process_free)
 TRACEPOINT_PROBE(signal, signal_generate)
 {
     /* Whatever the result: a parent's SIGCHLD at its default action is "ignored". */
-    if (args->code >= RT_CLD_EXITED && args->code <= RT_CLD_DUMPED)
+    if (args->sig == RT_SIGCHLD && args->group && args->code >= RT_CLD_EXITED && args->code <= RT_CLD_DUMPED)
         send_watched_exit(current_tgid());
     if (args->result != RT_SIGNAL_DELIVERED)
         return 0;

@@ -131,8 +131,8 @@ class TestInvocationStyles:
     def test_runc_delete_succeeds_as_soon_as_remove_arrives(self, seen, bcct_runc, tmp_path):
         """REMOVE means stopped as runc sees it: `runc delete` (not forced) works at once.
 
-        The kernel reports the exit before the init is a zombie; the backend must
-        not pass that on early."""
+        The exit tracepoint fires before the init is a zombie; the backend must
+        not pass that on early (the kernel sends it from the parent's SIGCHLD)."""
         bundle = make_bundle(tmp_path / "b", ["true"])
         for i in range(5):
             cid = bcct_runc.new_id(f"delete{i}")
@@ -571,3 +571,42 @@ def test_init_started_prefers_runcs_state_over_the_kernels_pid(tmp_path):
         child.kill()
         child.wait()
         tracker.close()
+
+
+def test_a_pid_taken_by_another_container_ends_the_one_that_had_it():
+    """An exit reported late (or lost) must not end the container that reused the
+    PID: the first one is ended when the second is watched, status unknown."""
+    from runctrace.notifier import Stats
+    from runctrace.resolve import Tracker
+
+    events = []
+    tracker = Tracker("test", events.append, Stats(), lambda *_: None)
+    tracker.watch_pid("old", 4242)
+    tracker.watch_pid("old", 4242)  # the same container again: nothing ends
+    assert events == []
+    tracker.watch_pid("new", 4242)
+    (removed,) = events
+    assert (removed.type, removed.container_id, removed.container_pid) == (EventType.REMOVE, "old", 4242)
+    assert "reused" in removed.error
+    assert tracker.containers[4242].container_id == "new"
+
+
+@pytest.mark.root
+def test_a_dead_predecessors_entry_does_not_end_the_process_that_took_its_pid(notifier):
+    """A watched PID whose parent ignored SIGCHLD is reported only when its task is
+    freed, an RCU grace period after the PID was: a new process may take the PID
+    first. Watching that one clears the stale entry, which would end it."""
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        table = notifier._bpf[b"containers"]
+        stale = table.Leaf()
+        stale.exit_ns = 1  # what the kernel leaves at an exit not yet sent
+        table[table.Key(proc.pid)] = stale
+        notifier.add_watch_container_termination("bcct-stale", proc.pid)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and table[table.Key(proc.pid)].exit_ns:
+            time.sleep(0.01)
+        assert table[table.Key(proc.pid)].exit_ns == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -131,7 +131,7 @@ class KernelRecord(NamedTuple):
 # a copy padded to the full 8.5 KiB for an exec record).
 _HDR = struct.Struct("=IIQIIII")  # type, pid, ktime_ns, status, flags, init_pid, pad
 _EXEC_FIXED = struct.Struct(f"={_HDR.size}xII{C['RT_PATH_MAX']}s")  # argc, args_size, filename
-_STATUS_KNOWN, _ENDED, _EV_EXEC = C["RT_F_STATUS_KNOWN"], C["RT_F_ENDED"], C["RT_EV_EXEC"]
+_STATUS_KNOWN, _EV_EXEC = C["RT_F_STATUS_KNOWN"], C["RT_EV_EXEC"]
 # The ctypes mirrors are checked against the C structs when the program compiles;
 # these against the mirrors, here.
 assert _HDR.size == ct.sizeof(RtEvent) and _EXEC_FIXED.size == RtExecEvent.args.offset
@@ -407,7 +407,7 @@ class BccNotifier(LoopNotifier):
             self._lib = lib
             procs, watched = self._bpf[b"procs"], self._bpf[b"containers"]
             self._procs_fd, self._proc_leaf, self._pid_key = procs.map_fd, procs.Leaf(), ct.c_uint32(0)
-            self._watched_fd, self._watch_leaf = watched.map_fd, watched.Leaf()
+            self._watched_fd, self._watch_leaf, self._peek_leaf = watched.map_fd, watched.Leaf(), watched.Leaf()
             for fd in (self._ring_fd, *self._tracker.states.fds(), self._wake):
                 self._epoll.register(fd, select.EPOLLIN)
         except OSError as err:
@@ -515,7 +515,7 @@ class BccNotifier(LoopNotifier):
             elif rec.type == C["RT_EV_RUNC_EXIT"]:
                 self._tracker.runc_exited(rec.pid, rec.status, init_pid=rec.init_pid)
             elif rec.type == C["RT_EV_CONTAINER_EXIT"]:
-                self._ended(rec.pid, rec.status, mono_to_wall_ns(rec.ktime_ns), zombie=bool(rec.flags & _ENDED))
+                self._ended(rec.pid, rec.status, mono_to_wall_ns(rec.ktime_ns))
 
     def _read_counters(self) -> None:
         """Add what the kernel dropped since the last look to ``stats.lost``.
@@ -628,7 +628,15 @@ class BccNotifier(LoopNotifier):
         # the leaf is all zeros, always: the kernel writes the entry, not this copy
         if self._lib.bpf_update_elem(self._watched_fd, ct.byref(key), ct.byref(self._watch_leaf), BPF_NOEXIST) < 0:
             err = ct.get_errno()
-            if err != errno.EEXIST:
+            if err == errno.EEXIST and self._stale_entry(key):
+                # a dead predecessor's, whose exit was not sent yet (its parent
+                # ignored SIGCHLD: sent only when its task is freed): it must not
+                # end this process. (The tracker ended that container already.)
+                self._lib.bpf_delete_elem(self._watched_fd, ct.byref(key))
+                if self._lib.bpf_update_elem(self._watched_fd, ct.byref(key), ct.byref(self._watch_leaf),
+                                             BPF_NOEXIST) < 0:
+                    err = ct.get_errno()
+            if err not in (0, errno.EEXIST):
                 log.warning("runctrace: cannot watch PID %d in the kernel: %s", pid, os.strerror(err))
         stat = read_stat(pid)  # after the insert: see the docstring
         # The start time names *this* process, for the zombie wait in _ended.
@@ -645,17 +653,22 @@ class BccNotifier(LoopNotifier):
         else:
             self._ended(pid, None, None, error="exited before it was watched; exit status unknown")
 
-    def _ended(self, pid: int, status: Optional[int], when_ns: Optional[int], error: Optional[str] = None,
-               *, zombie: bool = False) -> None:
+    def _stale_entry(self, key: Any) -> bool:
+        """Is the ``containers`` entry at ``key`` a process that has exited already?"""
+        leaf = self._peek_leaf
+        return self._lib.bpf_lookup_elem(self._watched_fd, ct.byref(key), ct.byref(leaf)) == 0 and leaf.exit_ns != 0
+
+    def _ended(self, pid: int, status: Optional[int], when_ns: Optional[int], error: Optional[str] = None) -> None:
         """A watched init is exiting: emit its REMOVE once it has become a zombie (or gone).
 
-        ``zombie``: the kernel sent the exit once it was (RT_F_ENDED). Otherwise (user
-        space found it exiting) it may be a moment before: a consumer that runs
-        `runc delete` on the REMOVE would be told the container is still running.
-        (The fanotify backend's connector message comes after that point, so both agree.)
+        The kernel sends the exit once it is (RT_F_ENDED), except in a rare case
+        (runctrace.bpf.c, "when a watched exit is sent"); user space may find it
+        exiting a moment before (_watch). A consumer that runs `runc delete` on the
+        REMOVE must not be told the container is still running. (The fanotify
+        backend's connector message comes after that point, so both agree.)
         """
         start = self._starts.pop(pid, None)
-        if zombie or process_ended(pid, start):
+        if process_ended(pid, start):
             self._tracker.pid_exited(pid, status, when_ns, error)
         else:
             self._ending[pid] = _Ending(status, when_ns, error, start, time.monotonic() + _ENDING_MAX_S)

@@ -198,7 +198,7 @@ class StateDirWatcher:
     """
 
     def __init__(self) -> None:
-        # NONBLOCK: the event loop reads until EAGAIN. CLOEXEC: runc or anything
+        # NONBLOCK: the event loop reads what is queued, never waits. CLOEXEC: runc or anything
         # else we may spawn must not inherit it.
         self.fd = _sys.inotify_init1(_sys.IN_NONBLOCK | _sys.IN_CLOEXEC)
         try:
@@ -619,6 +619,11 @@ class Tracker:
             st = read_stat(container.pid)
             expected_start = st.start if st is not None and st.state not in ("Z", "X", "x") else None
         container.start_ticks = expected_start
+        old = self.containers.get(container.pid)
+        if old is not None and old is not container and old.container_id != container.container_id:
+            # its PID went to another container before its exit came (an exit the
+            # kernel reports late, or lost): it ended, and must not take this one's
+            self._remove(old, None, None, "its PID was reused before its exit was seen; exit status unknown")
         self.containers[container.pid] = container
         self._watch(container, expected_start, rexec)
 
