@@ -166,25 +166,25 @@ class Reader:
             except InterruptedError:
                 continue
 
-    def fanotify_records(self) -> list[FanotifyRecord]:
+    def fanotify_records(self) -> Iterator[FanotifyRecord]:
         """Every record a fanotify fd has queued. Each open ``fd`` is the caller's to close."""
         return self._records(decode_fanotify)
 
-    def inotify_records(self) -> list["InotifyRecord"]:
+    def inotify_records(self) -> Iterator["InotifyRecord"]:
         """Every record an inotify fd has queued."""
         return self._records(decode_inotify)
 
     def _records(self, decode):
-        out = []
+        # one read's records at a time: each fanotify record holds an open fd
         while True:
             data = self.read()
             if data is None:
-                return out
-            out += decode(data)
+                return
+            yield from decode(data)  # decoded whole (a list) before the next read
             # a read takes every whole record that fits (fanotify's are 24 bytes,
             # inotify's at most 272): one that left room for more got them all
             if len(data) < len(self.buf) - 4096:
-                return out
+                return
 
 
 MSG_DONTWAIT = socket.MSG_DONTWAIT

@@ -18,7 +18,8 @@ How it works, and why each part is needed
 
    Only this socket wakes the loop. fanotify queues its event while the exec opens
    the file, before the exec completes and the connector sends EXEC; so the queue
-   is read when the first EXEC of a wake-up is handled, which finds that exec's
+   is read when the first EXEC of a wake-up is handled (but a runc init's exec of
+   its container's program, which is no runc), which finds that exec's
    event there, and once more after the socket is drained, for the execs whose
    EXEC came later in the same wake-up (they wait in ``_recent_exec`` until then).
    Waking for fanotify too would cost a wake-up per runc exec (3 of the 12 per
@@ -291,6 +292,7 @@ class FanotifyNotifier(LoopNotifier):
                 if reread:
                     self._read_fanotify()
                 return
+            # (data is a view of the Reader's buffer: nothing below reads the socket)
             for ev in _sys.decode_proc_events(data):
                 if ev.what == _sys.PROC_EXEC:
                     # an earlier exec of the same process (a wrapper that exec'd

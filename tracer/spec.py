@@ -279,6 +279,10 @@ class ProcStat:
 def read_proc(path: str) -> bytes:
     """The whole of a small file such as ``/proc/PID/stat``; raises OSError.
 
+    For files whose reader fills a read as far as the file goes (stat, comm,
+    cmdline, cgroup): a short read is taken for the end. Not for multi-record
+    files such as maps or mountinfo, which return about a page per read.
+
     Plain os.open/os.read, not open(): Python's io stack (a FileIO, a BufferedReader
     and its 8 KiB buffer) touched ~30 pages of memory per call where these touch
     2-4 (counted as bench/bench_pages.py counts). The recorder reads several such
