@@ -185,6 +185,7 @@ class Session:
                 ) if w is not None]
                 event = self.notifier.get(timeout=max(0.0, min(waits)) if waits else None)
                 if event is not None:
+                    drain_start = time.monotonic()
                     self._handle(event)
                     handled = 1
                     while (event := self.notifier.get(timeout=0)) is not None:
@@ -196,7 +197,7 @@ class Session:
                         # the write, the crash-loss bound)
                         if handled % BATCH_MAX == 0 and (self.hold is None or self._stop.is_set() or (
                                 deadline is not None and time.monotonic() >= deadline) or (
-                                self._write_due() and time.monotonic() - now >= BATCH_S)):
+                                self._write_due() and time.monotonic() - drain_start >= BATCH_S)):
                             break
                     # Write now what would be due before the next wake-up.
                     due = self.idle_due()
