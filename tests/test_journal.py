@@ -303,3 +303,23 @@ def test_a_journal_set_aside_while_we_waited_for_its_lock_is_left_alone(tmp_path
     assert rec.recovered == 0 and rec.unrecovered == []
     rec.close()
     assert journals(root) == [journal.with_name(journal.name + ".bad")]
+
+
+def test_a_full_disk_while_naming_the_journal_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    """Only "link cannot work here" (no /proc, no hard links) falls back to another
+    way of naming the journal; ENOSPC is reported, and the rows are kept."""
+    root = tmp_path / "d"
+    rec = DatasetRecorder(str(root), host="h")
+    rec.write(event("a", T0))
+    real_link = os.link
+
+    def full(src, dst, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(recording.os, "link", full)
+    with pytest.raises(recording.RecordingError, match="no space left"):
+        rec.flush()
+    assert journals(root) == [] and not list(root.glob("host=h/*.new"))
+    monkeypatch.setattr(recording.os, "link", real_link)
+    rec.close()
+    assert read(root).column("container_id").to_pylist() == ["a"]

@@ -256,6 +256,9 @@ def _unlink_stale(name: str, dir_fd: int) -> None:
 
 
 _JOURNAL_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+# link(2) cannot work here (no /proc for an O_TMPFILE's link, or a filesystem
+# without hard links); other errors (a full disk...) are errors
+_CANNOT_LINK = (errno.ENOENT, errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
 
 
 class _NoFreeName(FileExistsError):
@@ -348,8 +351,10 @@ class _Journal:
         except _NoFreeName:
             os.close(fd)
             raise
-        except OSError:
+        except OSError as err:
             os.close(fd)
+            if err.errno not in _CANNOT_LINK:
+                raise
             return -1  # no /proc mounted, or no hard links on this filesystem
         except BaseException:
             os.close(fd)
@@ -366,7 +371,9 @@ class _Journal:
                     tmp, name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd, follow_symlinks=False))
             except _NoFreeName:
                 raise
-            except OSError:
+            except OSError as err:
+                if err.errno not in _CANNOT_LINK:
+                    raise
                 # no hard links here: rename, which would replace a file silently, so
                 # look first (a race only with a recorder of our pid in another pid
                 # namespace, on a filesystem without links)
