@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce every figure in BENCHMARKS.md (as root, after ./bootstrap.sh setup).
-# Takes about 75 minutes on a 2-core machine; results go to bench/results/.
+# Takes about 90 minutes on a 2-core machine; results go to bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -8,7 +8,11 @@ mkdir -p bench/results
 $PY bench/bench_record.py --backends fanotify,bcc --rounds 40 --block 8 --burst 2000 --concurrency 8 | tee bench/results/record.txt
 $PY bench/bench_latency.py --backends fanotify,bcc -n 500 -c 4 --idle 60 --memory 100,10000 | tee bench/results/latency.txt
 $PY bench/bench_scaling.py --backends fanotify,bcc --levels 1,2,4,8,16 --rounds 8 | tee bench/results/scaling.txt
-# CPU against the start of the last round (9765e72), and the start overhead with it as a side
+# CPU against the start of the last round (d48fcd6)
+$PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 300 --rounds 4 --against d48fcd6 | tee bench/results/cpu-seq-vs-d48fcd6.txt
+$PY bench/bench_cpu.py --backends fanotify,bcc --mode burst -n 400 -c 8 --rounds 3 --against d48fcd6 | tee bench/results/cpu-burst-vs-d48fcd6.txt
+$PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 80 --gap 0.1 --rounds 3 --against d48fcd6 | tee bench/results/cpu-gap-vs-d48fcd6.txt
+# CPU against the start of the round before (9765e72), and the start overhead with it as a side
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 300 --rounds 3 --against 9765e72 | tee bench/results/cpu-seq-journal.txt
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 80 --gap 0.1 --rounds 3 --against 9765e72 | tee bench/results/cpu-gap-journal.txt
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode burst -n 400 -c 8 --rounds 3 --against 9765e72 | tee bench/results/cpu-burst-journal.txt
