@@ -132,8 +132,9 @@ class Reader:
     The event loops look at their fds after every wake-up, and most of those
     looks find nothing. ``os.read`` and ``socket.recv_into`` raise
     BlockingIOError then, and CPython builds each one's message with strerror()
-    and a locale decode: in an exec storm, a few percent of the fanotify
-    backend's CPU (perf). Here the ``-1``/``EAGAIN`` is a return value.
+    and a locale decode (a few percent of the fanotify loop's perf samples in an
+    exec storm; its CPU per process did not measurably change). Here the
+    ``-1``/``EAGAIN`` is a return value, and the buffer is allocated once.
     """
 
     def __init__(self, fd: int, size: int = 64 * 1024) -> None:
