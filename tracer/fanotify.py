@@ -18,8 +18,8 @@ How it works, and why each part is needed
 
    Only this socket wakes the loop. fanotify queues its event while the exec opens
    the file, before the exec completes and the connector sends EXEC; so the queue
-   is read when the first EXEC of a wake-up is handled (but a runc init's exec of
-   its container's program, which is no runc), which finds that exec's
+   is read when the first EXEC of a wake-up is handled (not counting a runc init
+   starting its container's program, which is not runc), which finds that exec's
    event there, and once more after the socket is drained, for the execs whose
    EXEC came later in the same wake-up (they wait in ``_recent_exec`` until then).
    Waking for fanotify too would cost a wake-up per runc exec (3 of the 12 per
