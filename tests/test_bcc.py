@@ -9,6 +9,7 @@ after runc's chdir) are tested at the end without a kernel.
 from __future__ import annotations
 
 import ctypes as ct
+import errno
 import json
 import os
 import shutil
@@ -610,3 +611,35 @@ def test_a_dead_predecessors_entry_does_not_end_the_process_that_took_its_pid(no
     finally:
         proc.kill()
         proc.wait()
+
+
+class _FullMap:
+    """BCC's libbcc, except that every map insert fails as a full map's does."""
+
+    def __init__(self, lib) -> None:
+        self._real = lib
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def bpf_update_elem(self, *args):
+        ct.set_errno(errno.E2BIG)
+        return -1
+
+
+@pytest.mark.root
+def test_a_pid_the_kernel_cannot_watch_is_polled_and_still_ends(seen, notifier):
+    """With the containers map full, the exit is looked for in /proc every second:
+    it comes, late and without its status, and the stats say why."""
+    proc = subprocess.Popen(["sleep", "0.3"])
+    real = notifier._lib
+    notifier._lib = _FullMap(real)
+    try:
+        notifier.add_watch_container_termination("bcct-unwatched", proc.pid)
+        proc.wait()
+        (remove,) = seen.until_removed("bcct-unwatched", timeout=5)
+    finally:
+        notifier._lib = real
+    assert remove.container_pid == proc.pid and remove.exit_code is None
+    assert "not watched in the kernel" in remove.error
+    assert any("containers map full" in n for n in notifier.stats.notes)

@@ -324,6 +324,10 @@ BPF_NOEXIST = 1  # bpf(2) map update flag: insert only
 # The kernel's own exit records come when the init is a zombie already.
 _ENDING_POLL_S = 0.001
 _ENDING_MAX_S = 5.0
+# A PID the kernel could not be asked to watch (its map full: 16,384 running
+# containers) is looked at this often instead. Its exit status is lost.
+_UNWATCHED_POLL_S = 1.0
+_UNWATCHED_NOTE = "containers map full: some exits polled from /proc, their status unknown"
 
 
 @dataclass
@@ -387,6 +391,8 @@ class BccNotifier(LoopNotifier):
         self._counter_key, self._counter_value = ct.c_int(0), ct.c_uint64(0)
         self._starts: dict[int, int] = {}  # watched init pid -> its start time (ticks)
         self._ending: dict[int, _Ending] = {}
+        self._unwatched: dict[int, Optional[int]] = {}  # pid -> start ticks: see _UNWATCHED_POLL_S
+        self._unwatched_due = 0.0
         self._bpf: Any = None
         self._epoll: Optional[select.epoll] = None
         self._tracker: Optional[Tracker] = None
@@ -469,9 +475,11 @@ class BccNotifier(LoopNotifier):
         self._loop_thread_started()
         try:
             while not self._closed.is_set():
-                # No timeout unless an exit waits for its zombie: an idle recorder sleeps.
+                # No timeout unless an exit waits for its zombie (or a PID is watched
+                # from user space): an idle recorder sleeps.
+                timeout = _ENDING_POLL_S if self._ending else _UNWATCHED_POLL_S if self._unwatched else None
                 try:
-                    ready = self._epoll.poll(_ENDING_POLL_S if self._ending else None)
+                    ready = self._epoll.poll(timeout)
                 except InterruptedError:
                     continue
                 fds = {fd for fd, _ in ready}
@@ -483,6 +491,8 @@ class BccNotifier(LoopNotifier):
                 self._serve_shared(fds)
                 if self._ending:
                     self._finish_endings()
+                if self._unwatched and time.monotonic() >= self._unwatched_due:
+                    self._poll_unwatched()
             # Exits that happened before close() was called are still delivered.
             self._drain_ring()
             self._read_counters()
@@ -623,6 +633,7 @@ class BccNotifier(LoopNotifier):
         runc's own descendants).
         """
         pid = container.pid
+        self._unwatched.pop(pid, None)  # an earlier process's, if any: the tracker ended it
         key = self._pid_key
         key.value = pid
         # the leaf is all zeros, always: the kernel writes the entry, not this copy
@@ -637,7 +648,12 @@ class BccNotifier(LoopNotifier):
                                              BPF_NOEXIST) < 0:
                     err = ct.get_errno()
             if err not in (0, errno.EEXIST):
-                log.warning("runctrace: cannot watch PID %d in the kernel: %s", pid, os.strerror(err))
+                log.warning("runctrace: cannot watch PID %d in the kernel: %s; polling it", pid, os.strerror(err))
+                if _UNWATCHED_NOTE not in self.stats.notes:
+                    self.stats.notes.append(_UNWATCHED_NOTE)
+                stat = read_stat(pid)
+                self._unwatched[pid] = expected_start if expected_start is not None else (stat.start if stat else None)
+                return
         stat = read_stat(pid)  # after the insert: see the docstring
         # The start time names *this* process, for the zombie wait in _ended.
         start = expected_start if expected_start is not None else (stat.start if stat else None)
@@ -652,6 +668,14 @@ class BccNotifier(LoopNotifier):
             self._ended(pid, recent.status, mono_to_wall_ns(recent.exit_ns))
         else:
             self._ended(pid, None, None, error="exited before it was watched; exit status unknown")
+
+    def _poll_unwatched(self) -> None:
+        self._unwatched_due = time.monotonic() + _UNWATCHED_POLL_S
+        for pid, start in list(self._unwatched.items()):
+            if process_ended(pid, start):
+                del self._unwatched[pid]
+                self._tracker.pid_exited(pid, None, error="its exit was not watched in the kernel "
+                                         "(containers map full); exit status unknown")
 
     def _stale_entry(self, key: Any) -> bool:
         """Is the ``containers`` entry at ``key`` a process that has exited already?"""
