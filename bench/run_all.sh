@@ -12,6 +12,8 @@ $PY bench/bench_scaling.py --backends fanotify,bcc --levels 1,2,4,8,16 --rounds 
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 300 --rounds 4 --against d48fcd6 | tee bench/results/cpu-seq-vs-d48fcd6.txt
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode burst -n 400 -c 8 --rounds 3 --against d48fcd6 | tee bench/results/cpu-burst-vs-d48fcd6.txt
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 80 --gap 0.1 --rounds 3 --against d48fcd6 | tee bench/results/cpu-gap-vs-d48fcd6.txt
+$PY bench/bench_record.py --backends bcc --rounds 30 --block 8 --against d48fcd6 --overhead-only | tee bench/results/overhead-bcc-vs-d48fcd6.txt
+$PY bench/bench_record.py --backends fanotify --rounds 30 --block 8 --against d48fcd6 --overhead-only | tee bench/results/overhead-fanotify-vs-d48fcd6.txt
 # CPU against the start of the round before (9765e72), and the start overhead with it as a side
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 300 --rounds 3 --against 9765e72 | tee bench/results/cpu-seq-journal.txt
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 80 --gap 0.1 --rounds 3 --against 9765e72 | tee bench/results/cpu-gap-journal.txt
