@@ -637,6 +637,7 @@ class BccNotifier(LoopNotifier):
         key = self._pid_key
         key.value = pid
         # the leaf is all zeros, always: the kernel writes the entry, not this copy
+        err = 0
         if self._lib.bpf_update_elem(self._watched_fd, ct.byref(key), ct.byref(self._watch_leaf), BPF_NOEXIST) < 0:
             err = ct.get_errno()
             if err == errno.EEXIST and self._stale_entry(key):
@@ -647,16 +648,15 @@ class BccNotifier(LoopNotifier):
                 if self._lib.bpf_update_elem(self._watched_fd, ct.byref(key), ct.byref(self._watch_leaf),
                                              BPF_NOEXIST) < 0:
                     err = ct.get_errno()
-            if err not in (0, errno.EEXIST):
-                log.warning("runctrace: cannot watch PID %d in the kernel: %s; polling it", pid, os.strerror(err))
-                if _UNWATCHED_NOTE not in self.stats.notes:
-                    self.stats.notes.append(_UNWATCHED_NOTE)
-                stat = read_stat(pid)
-                self._unwatched[pid] = expected_start if expected_start is not None else (stat.start if stat else None)
-                return
         stat = read_stat(pid)  # after the insert: see the docstring
         # The start time names *this* process, for the zombie wait in _ended.
         start = expected_start if expected_start is not None else (stat.start if stat else None)
+        if err not in (0, errno.EEXIST):
+            log.warning("runctrace: cannot watch PID %d in the kernel: %s; polling it", pid, os.strerror(err))
+            if _UNWATCHED_NOTE not in self.stats.notes:
+                self.stats.notes.append(_UNWATCHED_NOTE)
+            self._unwatched[pid] = start
+            return
         if stat_alive(stat, expected_start):
             self._starts[pid] = start
             return

@@ -265,6 +265,10 @@ class _NoFreeName(FileExistsError):
     """Every journal name this recorder may use is taken."""
 
 
+def _cannot_link(err: BaseException) -> bool:
+    return isinstance(err, OSError) and not isinstance(err, _NoFreeName) and err.errno in _CANNOT_LINK
+
+
 def _still_named(fd: int, name: str, dir_fd: int) -> bool:
     """Is the file open as ``fd`` still the one called ``name``?"""
     try:
@@ -348,16 +352,10 @@ class _Journal:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._link_free_name(segment, lambda name: os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=self.dir_fd))
             return fd
-        except _NoFreeName:
+        except BaseException as err:
             os.close(fd)
-            raise
-        except OSError as err:
-            os.close(fd)
-            if err.errno not in _CANNOT_LINK:
-                raise
-            return -1  # no /proc mounted, or no hard links on this filesystem
-        except BaseException:
-            os.close(fd)
+            if _cannot_link(err):
+                return -1  # no /proc mounted, or no hard links on this filesystem
             raise
 
     def _named(self, segment: int) -> int:
@@ -369,10 +367,8 @@ class _Journal:
             try:
                 self._link_free_name(segment, lambda name: os.link(
                     tmp, name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd, follow_symlinks=False))
-            except _NoFreeName:
-                raise
             except OSError as err:
-                if err.errno not in _CANNOT_LINK:
+                if not _cannot_link(err):
                     raise
                 # no hard links here: rename, which would replace a file silently, so
                 # look first (a race only with a recorder of our pid in another pid

@@ -45,7 +45,8 @@ def _read_capped(path: str, cap: int, *, dir_fd: Optional[int] = None) -> tuple[
         while True:  # the size may change under us: enforce the cap while reading too
             # a byte more than fstat said first: if just the size comes back, that
             # is the end, and the file takes one read(2), not a second to see it
-            ask = min(1 << 20, (min(st.st_size, cap) + 1 if total <= st.st_size else cap + 1) - total)
+            limit = st.st_size + 1 if total <= st.st_size else cap + 1  # (st_size <= cap: checked above)
+            ask = min(1 << 20, limit - total)
             chunk = os.read(fd, ask)
             if not chunk:
                 break
@@ -280,8 +281,9 @@ def read_proc(path: str) -> bytes:
     """The whole of a small file such as ``/proc/PID/stat``; raises OSError.
 
     For files whose reader fills a read as far as the file goes (stat, comm,
-    cmdline, cgroup): a short read is taken for the end. Not for multi-record
-    files such as maps or mountinfo, which return about a page per read.
+    cmdline, cgroup: seq_file's and cmdline's readers stop short only at the
+    end): a short read is taken for the end. Not for multi-record files such as
+    maps or mountinfo, which return about a page per read.
 
     Plain os.open/os.read, not open(): Python's io stack (a FileIO, a BufferedReader
     and its 8 KiB buffer) touched ~30 pages of memory per call where these touch
@@ -293,10 +295,7 @@ def read_proc(path: str) -> bytes:
     try:
         chunk = os.read(fd, _PROC_READ)
         if len(chunk) < _PROC_READ:
-            # The files read here (stat, comm, cmdline, cgroup) fill a read as far
-            # as they go: seq_file's and cmdline's readers stop short only at the
-            # end. One read(2), not a second to see the end, per file.
-            return chunk
+            return chunk  # short: the end (see above); one read(2), not a second to see it
         chunks = [chunk]
         while chunk := os.read(fd, _PROC_READ):
             chunks.append(chunk)
