@@ -423,3 +423,73 @@ def test_a_failed_event_loop_is_reported_and_released(monkeypatch, bundles, cont
     assert notifier.get(timeout=0.1) is None  # returns, does not block or spin
     notifier.close()
     assert fd_count() == fds and thread_count() == threads
+
+
+def _fanotify_flags(fd: int) -> int:
+    """The group's fanotify_init flags, as the kernel shows them in fdinfo."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        line = next(line for line in f if line.startswith("fanotify flags:"))
+    return int(line.split()[1].split(":")[1], 16)
+
+
+def test_fanotify_names_runc_by_handle_where_it_can():
+    """The runc group reports file handles here (no fd opened per runc exec), so the
+    other tests exercise that path."""
+    from runctrace import _sys
+    from runctrace.fanotify import FanotifyNotifier
+
+    notifier = FanotifyNotifier()
+    try:
+        assert _fanotify_flags(notifier._fan) & _sys.FanInit.REPORT_FID
+    finally:
+        notifier.close()
+
+
+@pytest.mark.parametrize("refused_by", ["kernel", "filesystem"])
+def test_fanotify_without_file_handles_still_sees_containers(monkeypatch, bundles, container_ids, refused_by):
+    """A kernel before 5.1 refuses FAN_REPORT_FID (EINVAL); a filesystem that cannot
+    encode file handles refuses the mark (EOPNOTSUPP). Either way the group falls
+    back to an open fd per event: containers are still seen, and every fd is closed."""
+    import errno
+
+    from runctrace import _sys
+    from runctrace.fanotify import FanotifyNotifier
+
+    real_init, real_mark = _sys.fanotify_init, _sys.fanotify_mark
+    refused: list[str] = []
+
+    def init(flags, event_f_flags):
+        if flags & _sys.FanInit.REPORT_FID and refused_by == "kernel":
+            refused.append("init")
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real_init(flags, event_f_flags)
+
+    def mark(fd, flags, mask, path, dirfd=_sys.AT_FDCWD):
+        if _fanotify_flags(fd) & _sys.FanInit.REPORT_FID:
+            refused.append("mark")
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        return real_mark(fd, flags, mask, path, dirfd)
+
+    monkeypatch.setattr(_sys, "fanotify_init", init)
+    monkeypatch.setattr(_sys, "fanotify_mark", mark)
+    fds_before = fd_count()
+    notifier = FanotifyNotifier()
+    log = EventLog(notifier)
+    try:
+        assert not _fanotify_flags(notifier._fan) & _sys.FanInit.REPORT_FID
+        assert refused == ["init" if refused_by == "kernel" else "mark"]  # handles were tried first
+        b = bundles.make(["true"])
+        ids = [container_ids() for _ in range(3)]
+        runc("run", ids[0], cwd=b)
+        fds = fd_count()
+        for cid in ids[1:]:
+            runc("run", cid, cwd=b)
+        log.wait_removed(*ids)
+        log.settle()
+        for cid in ids:
+            add, _ = log.assert_one_lifecycle(cid)
+            assert add.runtime == notifier.binaries[0].path
+        assert fd_count() == fds  # each event's fd of runc was closed
+    finally:
+        notifier.close()
+    assert fd_count() == fds_before  # the refused handle group too

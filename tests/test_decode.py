@@ -129,17 +129,22 @@ def test_readers_answer_none_when_nothing_is_queued_and_views_otherwise():
     r, w = os.pipe2(os.O_NONBLOCK)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        pipe, sock = _sys.Reader(r, 64), _sys.Reader(a.fileno(), 64)
-        assert pipe.read() is None and sock.recv() is None
+        pipe, sock = _sys.Reader(r, 64), _sys.DatagramReader(a.fileno(), batch=2, slot=16)
+        assert pipe.read() is None and sock.recv_batch() is None
         os.write(w, b"abc")
         assert bytes(pipe.read()) == b"abc" and pipe.read() is None
-        b.send(b"one")
-        b.send(b"two")
-        assert bytes(sock.recv()) == b"one" and bytes(sock.recv()) == b"two" and sock.recv() is None
+        for word in (b"one", b"two", b"three"):
+            b.send(word)
+        # a full batch may leave more queued; a short one took all there was
+        assert [bytes(d) for d in sock.recv_batch()] == [b"one", b"two"]
+        assert [bytes(d) for d in sock.recv_batch()] == [b"three"]
+        assert sock.recv_batch() is None
         os.close(w)
         assert bytes(pipe.read()) == b""  # end of file is not "nothing queued"
         with pytest.raises(OSError):
             _sys.Reader(w, 8).read()  # a closed fd: EBADF
+        with pytest.raises(OSError):
+            _sys.DatagramReader(w).recv_batch()  # EBADF
     finally:
         os.close(r)
         a.close()

@@ -67,6 +67,10 @@ _CWD_TRUSTED_NS = 500_000
 # inotify on the directories holding runc binaries: a package upgrade renames a new
 # file over the old one (MOVED_TO), an installer may create it in place (CREATE).
 _IN_BIN_DIR_MASK = _sys.In.CREATE | _sys.In.MOVED_TO | _sys.In.CLOSE_WRITE | _sys.In.ONLYDIR
+# fanotify_mark's answers for a file on a filesystem that cannot report file
+# handles: none (EOPNOTSUPP), a zero fsid (ENODEV), or an fsid that differs
+# from its mount's (EXDEV: a btrfs subvolume, an overlayfs layer)
+_NO_FID = (errno.EOPNOTSUPP, errno.ENODEV, errno.EXDEV)
 
 
 class FanotifyNotifier(LoopNotifier):
@@ -109,25 +113,15 @@ class FanotifyNotifier(LoopNotifier):
         self._epoll = None
         self._tracker: Optional[Tracker] = None
         try:
-            # CLASS_NOTIF: the exec never waits for us (see module doc).
-            # NONBLOCK: reads in the loop return EAGAIN instead of hanging.
-            # CLOEXEC: runc or anything we spawn must not inherit the group.
-            # (No FAN_UNLIMITED_QUEUE: a stopped recorder must not pin unbounded
-            # kernel memory; an overflow is reported as FAN_Q_OVERFLOW and counted.)
-            self._fan = _sys.fanotify_init(
-                _sys.FanInit.CLASS_NOTIF | _sys.FanInit.CLOEXEC | _sys.FanInit.NONBLOCK,
-                # the event fds: read-only, and not inherited by anything we exec
-                os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE,
-            )
+            self._fan = self._open_exec_group()
             self._fds.append(self._fan)
-            for binary in self.binaries:
-                self._mark_binary(binary.path)
             self._fan_rx = _sys.Reader(self._fan)
             self._cn = _sys.open_proc_connector(comm=RUNC_INIT_COMM)
             # one reused buffer: socket.recv(n) allocates n bytes first, and a large
             # n is an mmap and munmap per message (~8 us each, measured). A
-            # datagram holds one message of ~80 bytes.
-            self._cn_rx = _sys.Reader(self._cn.fileno())
+            # datagram holds one message of ~80 bytes; a wake-up's datagrams
+            # are taken in one recvmmsg.
+            self._cn_rx = _sys.DatagramReader(self._cn.fileno())
             self._bin_ino = _sys.inotify_init1(_sys.IN_NONBLOCK | _sys.IN_CLOEXEC)
             self._fds.append(self._bin_ino)
             self._bin_rx = _sys.Reader(self._bin_ino, 16 * 1024)
@@ -152,7 +146,7 @@ class FanotifyNotifier(LoopNotifier):
             self._release()
             raise
 
-        self._pending_exec: dict[int, tuple[float, str]] = {}  # pid -> (when, runtime): exec not done yet
+        self._pending_exec: dict[int, float] = {}  # pid -> when its runc exec was seen; exec not done yet
         self._unsure: set[int] = set()  # watched inits that looked gone: settled after each wakeup
         # pid -> CLOCK_MONOTONIC ns of its last exec, for any process on the host
         # whose exec was not matched to a fanotify event (yet: see module doc, 2.)
@@ -227,45 +221,43 @@ class FanotifyNotifier(LoopNotifier):
 
     def _read_fanotify(self) -> None:
         for rec in self._fan_rx.fanotify_records():
-            runtime = "runc"
-            if rec.fd != _sys.FAN_NOFD:
-                try:
-                    st = os.fstat(rec.fd)
-                    runtime = self._by_inode.get((st.st_dev, st.st_ino), "runc")
-                except OSError:
-                    pass
-                finally:
-                    os.close(rec.fd)  # every event carries an open fd: never leak it
+            if rec.fd >= 0:
+                os.close(rec.fd)  # a group without REPORT_FID: never leak the fd
             if rec.mask & _sys.FAN_Q_OVERFLOW:
                 self.stats.lost += 1
                 self._resync = True
                 log.warning("runctrace: fanotify queue overflowed; runc execs were lost")
                 continue
             if rec.mask & _sys.FAN_OPEN_EXEC:
-                self._on_runc_exec(rec.pid, runtime)
+                self._on_runc_exec(rec.pid)
 
-    def _on_runc_exec(self, pid: int, runtime: str) -> None:
+    def _on_runc_exec(self, pid: int) -> None:
         if pid in self._runc_inits:
             del self._runc_inits[pid]  # it does so once: a later runc exec is read
             return  # `runc init` exec'ing its own copy: still `runc init`
         # If the connector already reported this pid's exec, and the process now
         # runs runc, the arguments are readable; otherwise wait for PROC_EVENT_EXEC.
         exec_ns = self._recent_exec.get(pid)
-        if exec_ns is not None and self._exec_done(pid):
-            del self._recent_exec[pid]
-            self._resolve_exec(pid, runtime, exec_ns)
-            return
-        self._pending_exec[pid] = (time.monotonic(), runtime)
+        if exec_ns is not None:
+            runtime = self._runc_exe(pid)
+            if runtime is not None:
+                del self._recent_exec[pid]
+                self._resolve_exec(pid, runtime, exec_ns)
+                return
+        self._pending_exec[pid] = time.monotonic()
 
-    def _exec_done(self, pid: int) -> bool:
-        """True if ``pid`` now runs a watched runc (or runc's memfd copy of itself)."""
+    def _runc_exe(self, pid: int) -> Optional[str]:
+        """The watched runc binary ``pid`` runs now (the fanotify event's file), or
+        None if it runs something else, or is gone."""
         try:
             st = os.stat(f"/proc/{pid}/exe")
-            if (st.st_dev, st.st_ino) in self._by_inode:
-                return True
-            return os.readlink(f"/proc/{pid}/exe").startswith("/memfd:")
+            path = self._by_inode.get((st.st_dev, st.st_ino))
+            if path is not None:
+                return path
+            # runc's sealed memfd copy of itself (`runc init`)
+            return "runc" if os.readlink(f"/proc/{pid}/exe").startswith("/memfd:") else None
         except OSError:
-            return False
+            return None
 
     def _read_connector(self) -> None:
         # The fanotify queue is read at the first EXEC of a wake-up (its event is
@@ -275,7 +267,7 @@ class FanotifyNotifier(LoopNotifier):
         fanotify_read = reread = False
         while True:
             try:
-                data = self._cn_rx.recv()
+                batch = self._cn_rx.recv_batch()
             except OSError as err:
                 if err.errno != errno.ENOBUFS:
                     raise
@@ -288,30 +280,34 @@ class FanotifyNotifier(LoopNotifier):
                 self._runc_inits.clear()
                 log.warning("runctrace: process-events connector overflowed; exits may be lost")
                 continue
-            if data is None:
-                if reread:
-                    self._read_fanotify()
-                return
-            # (data is a view of the Reader's buffer: nothing below reads the socket)
-            for ev in _sys.decode_proc_events(data):
-                if ev.what == _sys.PROC_EXEC:
-                    # an earlier exec of the same process (a wrapper that exec'd
-                    # runc) must not be matched to this exec's fanotify event
-                    self._recent_exec.pop(ev.tgid, None)
-                    if ev.tgid in self._inits:
-                        pass  # a runc init starting its container's program, not runc
-                    elif not fanotify_read:
-                        # this exec's fanotify event, if it was runc's, is queued by
-                        # now (module doc, 2.): read it before the EXEC is handled
-                        self._read_fanotify()
-                        fanotify_read = True
-                    else:
-                        reread = True
-                    self._on_exec(ev.tgid, ev.timestamp_ns)
-                elif ev.what == _sys.PROC_EXIT:  # of whole processes: threads are filtered out
-                    self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns, ev.parent_tgid)
-                elif ev.what == _sys.PROC_COMM and ev.comm == RUNC_INIT_COMM and ev.pid == ev.tgid:
-                    self._on_init_named(ev.tgid)
+            if batch is None:
+                break
+            # (each datagram is a view of the Reader's buffer: nothing below
+            # reads the socket)
+            for data in batch:
+                for ev in _sys.decode_proc_events(data):
+                    if ev.what == _sys.PROC_EXEC:
+                        # an earlier exec of the same process (a wrapper that exec'd
+                        # runc) must not be matched to this exec's fanotify event
+                        self._recent_exec.pop(ev.tgid, None)
+                        if ev.tgid in self._inits:
+                            pass  # a runc init starting its container's program, not runc
+                        elif not fanotify_read:
+                            # this exec's fanotify event, if it was runc's, is queued by
+                            # now (module doc, 2.): read it before the EXEC is handled
+                            self._read_fanotify()
+                            fanotify_read = True
+                        else:
+                            reread = True
+                        self._on_exec(ev.tgid, ev.timestamp_ns)
+                    elif ev.what == _sys.PROC_EXIT:  # of whole processes: threads are filtered out
+                        self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns, ev.parent_tgid)
+                    elif ev.what == _sys.PROC_COMM and ev.comm == RUNC_INIT_COMM and ev.pid == ev.tgid:
+                        self._on_init_named(ev.tgid)
+            if len(batch) < self._cn_rx.batch:
+                break  # all that was queued: epoll reports what comes next
+        if reread:
+            self._read_fanotify()
 
     def _on_init_named(self, pid: int) -> None:
         """A runc init named itself: remember its runc, for when it execs its program.
@@ -341,9 +337,8 @@ class FanotifyNotifier(LoopNotifier):
                 finally:
                     self._execing_init = 0
             return
-        pending = self._pending_exec.pop(pid, None)
-        if pending is not None:
-            self._resolve_exec(pid, pending[1], exec_ns, check_exe=True)
+        if self._pending_exec.pop(pid, None) is not None:
+            self._resolve_exec(pid, None, exec_ns)
             return
         self._recent_exec[pid] = exec_ns
         if len(self._recent_exec) > _RECENT:
@@ -384,12 +379,13 @@ class FanotifyNotifier(LoopNotifier):
         if pid in self._tracker.calls:
             self._tracker.runc_exited(pid, status)
 
-    def _resolve_exec(self, pid: int, runtime: str, exec_ns: int, check_exe: bool = False) -> None:
+    def _resolve_exec(self, pid: int, runtime: Optional[str], exec_ns: int) -> None:
         """runc's exec is done: read its arguments. ``exec_ns``: when (CLOCK_MONOTONIC).
 
-        ``check_exe``: make sure the exec that finished was runc's. fanotify reports
-        the open, and an exec can still fail after it (E2BIG, ...); the process may
-        then exec something else, whose arguments are not runc's.
+        ``runtime``: the runc binary the process was seen running, or None if not
+        looked at yet. Then it is looked at here, for a call that makes a container:
+        fanotify reports the open, and an exec can still fail after it (E2BIG, ...);
+        the process may then exec something else, whose arguments are not runc's.
         """
         try:
             raw = read_proc(f"/proc/{pid}/cmdline")
@@ -411,8 +407,14 @@ class FanotifyNotifier(LoopNotifier):
                 if len(self._runc_inits) > _RECENT:
                     self._runc_inits.popitem(last=False)
             return
-        if check_exe and not self._exec_done(pid) and os.path.exists(f"/proc/{pid}"):
-            return  # that runc exec failed after the open: the process runs something else
+        if runtime is None:
+            runtime = self._runc_exe(pid)
+            if runtime is None:
+                if os.path.exists(f"/proc/{pid}"):
+                    return  # that runc exec failed after the open: the process runs something else
+                # gone already: its arguments were runc's, of the one binary if one
+                paths = set(self._by_inode.values())
+                runtime = paths.pop() if len(paths) == 1 else "runc"
         # runc resolves a relative --bundle or --pid-file against the cwd it inherited,
         # then chdirs into --bundle: 2.2 ms or more after its exec on this project's
         # test VM (Go's runtime starts first). A cwd read later than _CWD_TRUSTED_NS
@@ -463,9 +465,46 @@ class FanotifyNotifier(LoopNotifier):
 
     # ------------------------------------------------------------ runc binaries
 
-    def _mark_binary(self, path: str) -> None:
+    def _open_exec_group(self) -> int:
+        """The fanotify group that reports execs of the runc binaries.
+
+        CLASS_NOTIF: the exec never waits for us (see module doc). NONBLOCK: reads
+        in the loop return EAGAIN instead of hanging. CLOEXEC: runc or anything we
+        spawn must not inherit the group. (No FAN_UNLIMITED_QUEUE: a stopped
+        recorder must not pin unbounded kernel memory; an overflow is reported as
+        FAN_Q_OVERFLOW and counted.)
+
+        REPORT_FID where the binaries' filesystems allow it: events then name the
+        file by handle instead of carrying an open fd of it, and the only fields
+        read are the PID and the mask. With fds, the kernel opens runc for us at
+        each of the three runc execs of a container, and we close it again: two
+        syscalls and a file open per exec, for a name /proc/PID/exe also gives.
+        A filesystem that cannot encode file handles (or a kernel before 5.1)
+        refuses the mark or the flag: then the group reports fds, as before.
+        """
+        base = _sys.FanInit.CLASS_NOTIF | _sys.FanInit.CLOEXEC | _sys.FanInit.NONBLOCK
+        for flags in (base | _sys.FanInit.REPORT_FID, base):
+            try:
+                # the event fds (without REPORT_FID): read-only, and not inherited
+                fd = _sys.fanotify_init(flags, os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE)
+            except OSError as err:
+                if flags != base and err.errno == errno.EINVAL:
+                    continue  # no REPORT_FID in this kernel
+                raise
+            try:
+                for binary in self.binaries:
+                    self._mark_binary(binary.path, fd)
+            except OSError as err:
+                os.close(fd)
+                if flags != base and err.errno in _NO_FID:
+                    continue
+                raise
+            return fd
+        raise AssertionError("unreachable")
+
+    def _mark_binary(self, path: str, group: int = -1) -> None:
         # An inode mark (no FAN_MARK_MOUNT): only this file's execs reach us.
-        _sys.fanotify_mark(self._fan, _sys.FanMark.ADD, _sys.FanEvent.OPEN_EXEC, path)
+        _sys.fanotify_mark(self._fan if group < 0 else group, _sys.FanMark.ADD, _sys.FanEvent.OPEN_EXEC, path)
 
     def _read_bin_dirs(self) -> None:
         changed = False
@@ -498,7 +537,7 @@ class FanotifyNotifier(LoopNotifier):
         if not self._pending_exec:
             return
         deadline = time.monotonic() - _PENDING_EXEC_TIMEOUT_S
-        for pid, (when, _rt) in list(self._pending_exec.items()):
+        for pid, when in list(self._pending_exec.items()):
             if when < deadline:
                 del self._pending_exec[pid]
                 self.stats.missed += 1
