@@ -8,10 +8,13 @@ For each backend, a listener process (this script with --listen) runs the notifi
 and prints when it observed each event. The driver starts containers (`runc run -d`
 of `sh -c 'sleep X'`) and keeps its own ground truth, independent of the backend:
 
-* detection delay: add observed minus the moment runc wrote the container's
-  state.json (its mtime): from then on the container exists for anyone to see;
+* detection delay, two ways: add observed minus the moment the container's
+  init exec'd its program, as the kernel stamped it (the recorder's own delay:
+  both backends resolve a run on that exec); and add observed minus the moment
+  runc wrote the container's state.json (its mtime), which adds runc's own time
+  from its record to that exec;
 * termination delay: remove observed minus the init's exit as the kernel stamped it
-  (the driver listens to the process-events connector itself);
+  (the driver listens to the process-events connector itself, for execs and exits);
 * idle cost: the listener's CPU time and wakeups (context switches) per minute with
   no container starting;
 * memory: the listener's RSS after each count of containers in --memory.
@@ -91,12 +94,13 @@ class Listener:
         self.proc.wait(30)
 
 
-class ExitClock:
-    """The kernel's exit time of every process, from our own connector socket."""
+class KernelClock:
+    """The kernel's time of every process's exits and execs, from our own connector socket."""
 
     def __init__(self) -> None:
-        self.sock = _sys.open_proc_connector(exec_events=False)
+        self.sock = _sys.open_proc_connector(exec_events=True)
         self.exits: dict[int, int] = {}
+        self.execs: dict[int, list[int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -112,7 +116,14 @@ class ExitClock:
                     break
                 for ev in _sys.decode_proc_events(buf):
                     wall = time.time_ns() - (time.monotonic_ns() - ev.timestamp_ns)
-                    self.exits[ev.tgid] = wall
+                    if ev.what == _sys.PROC_EXIT:
+                        self.exits[ev.tgid] = wall
+                    elif ev.what == _sys.PROC_EXEC:
+                        self.execs.setdefault(ev.tgid, []).append(wall)
+
+    def first_exec(self, pid: int, after_ns: int) -> int | None:
+        """When ``pid`` first exec'd after ``after_ns`` (wall clock), if it did."""
+        return min((t for t in self.execs.get(pid, ()) if t >= after_ns), default=None)
 
     def stop(self) -> None:
         self._stop.set()
@@ -125,19 +136,21 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def drive(bundle: Path, n: int, concurrency: int) -> dict[str, tuple[int, int]]:
-    """Start n containers; returns id -> (pid, when runc wrote its state.json, in ns)."""
-    truth: dict[str, tuple[int, int]] = {}
+def drive(bundle: Path, n: int, concurrency: int) -> dict[str, tuple[int, int, int]]:
+    """Start n containers; returns id -> (pid, when runc wrote its state.json, when
+    runc was started), in ns of the wall clock."""
+    truth: dict[str, tuple[int, int, int]] = {}
     lock = threading.Lock()
 
     def one(_):
         cid = f"lat-{uuid.uuid4().hex[:10]}"
+        started = time.time_ns()
         runc("run", "-d", cid, cwd=bundle)
         # the moment the container became visible: runc wrote its state file
         written = os.stat(f"/run/runc/{cid}/state.json").st_mtime_ns
         pid = json.loads(runc("state", cid).stdout)["pid"]
         with lock:
-            truth[cid] = (pid, written)
+            truth[cid] = (pid, written, started)
         try:  # wait for the init to end without running runc again (each run costs the recorder)
             fd = os.pidfd_open(pid)  # pid 0: runc reports a stopped container so (EINVAL)
             select.select([fd], [], [], 30)
@@ -152,7 +165,7 @@ def drive(bundle: Path, n: int, concurrency: int) -> dict[str, tuple[int, int]]:
 
 
 def measure(backend: str, bundle: Path, n: int, concurrency: int, idle: float, memory: list[int]) -> None:
-    clock = ExitClock()
+    clock = KernelClock()
     listener = Listener(backend)
     try:
         time.sleep(1.0)
@@ -163,16 +176,19 @@ def measure(backend: str, bundle: Path, n: int, concurrency: int, idle: float, m
         truth = drive(bundle, n, concurrency)
         time.sleep(1.0)
         cpu = listener.cpu_seconds() - cpu0
-        adds, removes, missing = [], [], 0
-        for cid, (pid, created) in truth.items():
+        adds, execd, removes, missing = [], [], [], 0
+        for cid, (pid, created, started) in truth.items():
             add, rem = listener.events.get(("add", cid)), listener.events.get(("remove", cid))
-            if not add or not rem or add[1] != pid or pid not in clock.exits:
+            program = clock.first_exec(pid, started)  # the init's only exec: its program
+            if not add or not rem or add[1] != pid or pid not in clock.exits or program is None:
                 missing += 1
                 continue
             adds.append((add[0] - created) / 1e6)
+            execd.append((add[0] - program) / 1e6)
             removes.append((rem[0] - clock.exits[pid]) / 1e6)
         print(f"{backend}: {n} containers at concurrency {concurrency}, {missing} not matched")
         if adds:
+            print(f"  detection delay (init exec'd its program -> add seen): p50 {pct(execd, .5):.2f} ms, p99 {pct(execd, .99):.2f} ms, max {max(execd):.2f} ms")
             print(f"  detection delay (state.json written -> add seen):  p50 {pct(adds, .5):.2f} ms, p99 {pct(adds, .99):.2f} ms, max {max(adds):.2f} ms")
             print(f"  termination delay (init exit -> remove seen): p50 {pct(removes, .5):.2f} ms, p99 {pct(removes, .99):.2f} ms, max {max(removes):.2f} ms")
         print(f"  CPU: {cpu * 1e3 / n:.2f} ms per container (listener process, all threads)")
