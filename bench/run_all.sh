@@ -20,5 +20,6 @@ $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 80 --gap 0.1 --roun
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode burst -n 400 -c 8 --rounds 3 --against 9765e72 | tee bench/results/cpu-burst-journal.txt
 $PY bench/bench_record.py --backends bcc,fanotify --rounds 25 --block 8 --against 9765e72 --overhead-only | tee bench/results/overhead-journal-vs-9765e72.txt
 $PY bench/bench_pages.py --backends fanotify,bcc -n 20 --rounds 2 --against ed6a4ec | tee bench/results/pages.txt
+$PY bench/bench_syscall_tax.py --backends fanotify,bcc --rounds 8 | tee bench/results/syscall-tax.txt
 $PY bench/bench_wakeup.py | tee bench/results/wakeup.txt
 $PY bench/bench_report.py | tee bench/results/report.txt
