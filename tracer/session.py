@@ -90,6 +90,8 @@ def stop_signals() -> Iterator[Stop]:
 
 BATCH_S = 0.05
 BATCH_MAX = 1000
+# How long a drain may keep a write that fell due waiting (see Session's doc).
+DRAIN_MAX_S = BATCH_S
 STATUS_S = 0.25
 EARLY_S = 0.002  # a timed wait may end this much before the flush it waited for
 # The longest events wait in the queue under ``hold``: the buffer they wait for
@@ -197,7 +199,7 @@ class Session:
                         # the write, the crash-loss bound)
                         if handled % BATCH_MAX == 0 and (self.hold is None or self._stop.is_set() or (
                                 deadline is not None and time.monotonic() >= deadline) or (
-                                self._write_due() and time.monotonic() - drain_start >= BATCH_S)):
+                                self._write_due() and time.monotonic() - drain_start >= DRAIN_MAX_S)):
                             break
                     # Write now what would be due before the next wake-up.
                     due = self.idle_due()
