@@ -5,12 +5,19 @@
  *
  * Rules this program follows, and why:
  *
- * 1. Tracepoints only. The kernel this runs on has no kprobes (CONFIG_KPROBES off).
- * 2. Read only tracepoint arguments and helper results (bpf_get_current_pid_tgid,
- *    bpf_ktime_get_ns, bpf_probe_read_user*). Never a kernel struct field: the only
- *    headers on the machine are from another kernel version, so any offsetof() into
- *    task_struct would silently read garbage. BCC builds each tracepoint's "args"
- *    struct from tracefs' format files at run time, which is always right.
+ * 1. Tracepoints only, and none of the "syscalls:" ones. The kernel this runs on
+ *    has no kprobes (CONFIG_KPROBES off). Attaching any syscall tracepoint marks
+ *    every task on the host for syscall tracing, so each syscall of every process
+ *    takes the slow entry and exit path: 11% more time for a syscall-bound program
+ *    here (bench/bench_syscall_tax.py), whether or not it ever runs a container.
+ *    So argv and exit statuses are read from the current task instead (rule 2).
+ * 2. Kernel struct fields only at offsets from the running kernel's BTF. The only
+ *    headers on the machine are from another kernel version, so an offsetof() from
+ *    them would silently read garbage. User space reads the offsets of the few
+ *    fields used from /sys/kernel/btf/vmlinux (runctrace/btf.py) and passes them
+ *    as RT_OFF_* constants; they are read with bpf_probe_read_kernel, never by
+ *    dereferencing a struct pointer. BCC builds each tracepoint's "args" struct
+ *    from tracefs' format files at run time, which is always right.
  * 3. Filter in the kernel. Every exec, fork, exit and signal on the host passes
  *    through here; only these cross to user space:
  *      - RT_EV_EXEC: a watched runc binary was executed (with its argv);
@@ -30,7 +37,6 @@
  *
  * Maps:
  *   runc_paths   filled by user space: every path of every runc binary to watch.
- *   exec_stash   argv captured at sys_enter_execve, sent only when the exec succeeds.
  *   procs        runc processes and their descendants down to RT_MAX_DEPTH, with
  *                what is known of how each is ending. Kernel-owned.
  *   containers   container init PIDs user space watches. User space inserts,
@@ -50,12 +56,15 @@
 #include <uapi/linux/ptrace.h>
 #include "runctrace.h"
 
-/* Signals, by number: kernel headers are not used for these (rule 2), and the
- * numbers are the same on every Linux architecture BCC supports. */
-#define RT_SIGKILL 9
-/* signal_generate's "result": TRACE_SIGNAL_DELIVERED. Others (ignored, already
- * pending, overflow) mean this signal will not be the one that ends the process. */
-#define RT_SIGNAL_DELIVERED 0
+/* Offsets in the running kernel's structs (rule 2), from user space's -D flags:
+ * task_struct's mm, signal and exit_code; mm_struct's arg_start and arg_end;
+ * signal_struct's flags and group_exit_code. */
+#ifndef RT_OFF_TASK_MM
+#error "compile with the RT_OFF_* offsets from the kernel's BTF (runctrace/bcc.py does)"
+#endif
+/* signal_struct.flags: the whole thread group is exiting, and group_exit_code
+ * holds its wait(2) status (include/linux/sched/signal.h, unchanged since 2.6). */
+#define RT_SIGNAL_GROUP_EXIT 0x4
 
 /* User space compiles with -DRT_PY_EXEC_EVENT_SIZE=sizeof(its ctypes mirror) */
 _Static_assert(sizeof(struct rt_exec_event) == RT_PY_EXEC_EVENT_SIZE,
@@ -67,10 +76,6 @@ _Static_assert((RT_ARGS_SIZE & (RT_ARGS_SIZE - 1)) == 0, "RT_ARGS_SIZE must be a
 BPF_RINGBUF_OUTPUT(events, 512);
 
 BPF_HASH(runc_paths, struct rt_path, u32, 64);
-/* Keyed by tgid, not thread ID: if a non-leader thread execs, it takes over the
- * tgid's PID, so the key survives the exec. LRU: an entry left behind by an exec
- * that never returned (the process was killed inside execve) ages out. */
-BPF_TABLE("lru_hash", u32, struct rt_exec_event, exec_stash, 256);
 /* Not LRU: evicting a runc entry would lose its exit without a trace. A full map
  * refuses inserts, and that is counted. */
 BPF_HASH(procs, u32, struct rt_proc, 16384);
@@ -144,21 +149,16 @@ static __always_inline bool ends_in_runc(const char *name, int len)
            name[(i + 2) & (RT_PATH_MAX - 1)] == 'n' && name[(i + 3) & (RT_PATH_MAX - 1)] == 'c';
 }
 
-/* A descendant of runc is exec'ing. If it is runc's container init (at its depth,
- * and still named by runc's nsexec), the container is starting its program: tell
- * user space now (RT_EV_INIT_EXEC), with the PID, so a `runc run` is resolved
- * without waiting for runc's state.json, and note it in runc's entry, for its exit
- * record. The comm is a helper result (bpf_get_current_comm), not a struct read. */
-static __always_inline void note_init_exec(const struct rt_proc *p, u32 tgid)
+/* A descendant of runc exec'd. If it is runc's container init (at its depth, and
+ * named by runc's nsexec: see task_rename), the container is starting its
+ * program: tell user space now (RT_EV_INIT_EXEC), with the PID, so a `runc run` is
+ * resolved without waiting for runc's state.json, and note it in runc's entry,
+ * for its exit record. */
+static __always_inline void note_init_exec(struct rt_proc *p, u32 tgid)
 {
-    const char want[] = RT_INIT_COMM;
-    char comm[16] = {};
-    if (p->kind != RT_KIND_DESC || p->depth != RT_MAX_DEPTH)
+    if (p->kind != RT_KIND_DESC || p->depth != RT_MAX_DEPTH || !(p->flags & RT_P_INIT_NAMED))
         return;
-    bpf_get_current_comm(comm, sizeof(comm));
-    for (int i = 0; i < sizeof(want); i++)
-        if (comm[i] != want[i])
-            return;
+    p->flags &= ~RT_P_INIT_NAMED; /* its program's own execs are not its start */
     u32 runc = p->runc;
     struct rt_proc *r = procs.lookup(&runc);
     /* p->runc may name a runc that has exited (a create's init waits for `runc
@@ -169,6 +169,23 @@ static __always_inline void note_init_exec(const struct rt_proc *p, u32 tgid)
         if (send_event(RT_EV_INIT_EXEC, runc, bpf_ktime_get_ns(), 0, 0, tgid, RT_RB_NOW) == 0)
             r->init_sent = 1;
     }
+}
+
+/* runc's nsexec names the container's init RT_INIT_COMM (prctl PR_SET_NAME)
+ * before it execs the program. The name is gone by sched_process_exec (the exec
+ * renames the task first), so it is noted here, on the descendant's entry. */
+TRACEPOINT_PROBE(task, task_rename)
+{
+    u32 pid = args->pid;
+    struct rt_proc *p = procs.lookup(&pid);
+    if (!p || p->kind != RT_KIND_DESC || p->depth != RT_MAX_DEPTH)
+        return 0; /* the common case: not runc's */
+    const char want[] = RT_INIT_COMM;
+    for (int i = 0; i < sizeof(want); i++)
+        if (args->newcomm[i] != want[i])
+            return 0;
+    p->flags |= RT_P_INIT_NAMED;
+    return 0;
 }
 
 /* Is this argument (n bytes with its NUL) a runc command that makes a container? */
@@ -184,17 +201,22 @@ static __always_inline bool creates_word(const char *a, int n)
     return false;
 }
 
-/* sys_enter_execve: if the file is a runc, copy argv into exec_stash.
+static __always_inline u64 read_kernel_u64(u64 addr)
+{
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
+    return v;
+}
+
+/* sched_process_exec: a successful exec, in the new program's context. If the
+ * file is a watched runc, send its argv, read from the new process's own
+ * memory (mm->arg_start..arg_end, which the kernel has just written: no page
+ * of it can be swapped out yet). A failed exec (a PATH search tries
+ * /usr/local/sbin/runc, ... in turn) never gets here.
  *
- * argv is read now because after a successful exec the caller's memory is gone,
- * and a runc that exits at once must still be seen with its arguments. It is sent
- * only at sys_exit_execve when the exec succeeded: a PATH search (execvp tries
- * /usr/local/sbin/runc, /usr/local/bin/runc, ... in turn) then costs user space
- * nothing for the failed attempts.
- *
- * Every exec also passes here first: a runc descendant's exec may be its
- * container's init starting (note_init_exec). */
-static __always_inline int stash_exec(const char *filename, const char *const *argv)
+ * Every exec passes here: a runc descendant's exec may be its container's init
+ * starting (note_init_exec). */
+TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u32 zero = 0;
     u32 tgid = current_tgid();
@@ -205,10 +227,11 @@ static __always_inline int stash_exec(const char *filename, const char *const *a
     struct rt_exec_event *e = scratch.lookup(&zero);
     if (!e)
         return 0;
-    /* bpf_probe_read_user_str does not clear the bytes after the NUL, and the whole
-     * 256 bytes are the hash key: clear them first. */
+    /* bpf_probe_read_kernel_str does not clear the bytes after the NUL, and the
+     * whole 256 bytes are the hash key: clear them first. */
     __builtin_memset(e->filename, 0, sizeof(e->filename));
-    int len = bpf_probe_read_user_str(e->filename, sizeof(e->filename), filename);
+    int len = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename),
+                                        (char *)args + (args->data_loc_filename & 0xFFFF));
     if (len <= 0)
         return 0;
     u32 flags = 0;
@@ -218,120 +241,61 @@ static __always_inline int stash_exec(const char *filename, const char *const *a
         flags |= RT_F_UNVERIFIED;
     }
 
-    /* Copy the filename (and stale bytes after it, harmless) into the stash, then
-     * fill argv in place. */
-    if (exec_stash.update(&tgid, e)) {
-        count(RT_C_STASH_FULL);
-        return 0;
-    }
-    struct rt_exec_event *s = exec_stash.lookup(&tgid);
-    if (!s)
-        return 0;
-
+    /* argv: NUL-separated strings, one after the other, from arg_start */
+    u64 mm = read_kernel_u64(bpf_get_current_task() + RT_OFF_TASK_MM);
+    u64 arg_start = mm ? read_kernel_u64(mm + RT_OFF_MM_ARG_START) : 0;
+    u64 arg_end = mm ? read_kernel_u64(mm + RT_OFF_MM_ARG_END) : 0;
+    u64 total = arg_end > arg_start ? arg_end - arg_start : 0;
     u32 off = 0, argc = 0;
     for (int i = 0; i < RT_MAX_ARGS; i++) {
-        const char *arg = 0;
-        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i])) {
-            /* Unreadable here (BPF cannot fault a page in): user space reads the
-             * rest from /proc. Never a reason to drop the call (rule 3). */
-            flags |= RT_F_ARGS_TRUNCATED;
-            goto done;
-        }
-        if (!arg)
+        if (off >= total)
             goto done;
         /* Keep off + RT_ARG_MAX < RT_ARGS_SIZE so the verifier can bound the write
          * and args_size stays below RT_ARGS_SIZE. */
-        if (off > RT_ARGS_SIZE - RT_ARG_MAX - 1) {
-            flags |= RT_F_ARGS_TRUNCATED;
-            goto done;
-        }
-        int n = bpf_probe_read_user_str(&s->args[off], RT_ARG_MAX, arg);
-        if (n <= 0) {
-            flags |= RT_F_ARGS_TRUNCATED; /* as above */
-            goto done;
-        }
-        if (n == RT_ARG_MAX)
-            flags |= RT_F_ARGS_TRUNCATED; /* this argument was cut (or exactly fit) */
-        if (creates_word(&s->args[off], n))
+        if (off > RT_ARGS_SIZE - RT_ARG_MAX - 1)
+            break;
+        int n = bpf_probe_read_user_str(&e->args[off], RT_ARG_MAX, (void *)(arg_start + off));
+        /* Unreadable, or an argument longer than RT_ARG_MAX (the next read would
+         * start inside it): user space reads the rest from /proc. Never a reason
+         * to drop the call (rule 3). */
+        if (n <= 0 || n == RT_ARG_MAX)
+            break;
+        if (creates_word(&e->args[off], n))
             flags |= RT_F_MAY_CREATE;
         off += n;
         argc++;
     }
-    /* Still more arguments after RT_MAX_ARGS? */
-    {
-        const char *arg = 0;
-        if (!bpf_probe_read_user(&arg, sizeof(arg), &argv[RT_MAX_ARGS]) && arg)
-            flags |= RT_F_ARGS_TRUNCATED;
-    }
+    flags |= RT_F_ARGS_TRUNCATED; /* more arguments than were read */
 done:
-    s->argc = argc;
-    s->args_size = off;
-    s->hdr.type = RT_EV_EXEC;
-    s->hdr.pid = tgid;
-    s->hdr.status = 0;
-    s->hdr.flags = flags;
-    s->hdr.init_pid = 0;
-    return 0;
-}
-
-/* sys_exit_execve: send the stashed exec if it succeeded and may make a container
- * (with argv cut short, it may); forget it either way. */
-static __always_inline int finish_exec(long ret)
-{
-    u32 tgid = current_tgid();
-    struct rt_exec_event *s = exec_stash.lookup(&tgid);
-    if (!s)
-        return 0;
-    if (ret == 0 && s->hdr.flags & (RT_F_MAY_CREATE | RT_F_ARGS_TRUNCATED)) {
-        /* Follow this runc from now on: its chdir, its children, its exit. Any
-         * earlier entry (a wrapper script that exec'd runc, a descendant of another
-         * runc) is replaced: this process is now that runc. */
-        struct rt_proc p = {};
-        p.kind = RT_KIND_RUNC;
-        p.start_ns = bpf_ktime_get_ns();
-        if (procs.update(&tgid, &p))
-            count(RT_C_PROCS_FULL);
-        s->hdr.ktime_ns = p.start_ns;
-        u32 size = offsetof(struct rt_exec_event, args) + (s->args_size & (RT_ARGS_SIZE - 1));
-        if (size > sizeof(*s)) /* never true; bounds the size for the verifier */
-            size = sizeof(*s);
-        /* At once, even for a `runc run`, which user space needs only when its
-         * init starts: by then a detached run's runc has exited, and under load
-         * a foreground one's may have too, taking its cwd (the bundle, without
-         * --bundle) and its parent along. (Tried: 2 of 400 runs at concurrency 8
-         * lost their bundle.) */
-        if (events.ringbuf_output(s, size, RT_RB_NOW))
-            count(RT_C_RINGBUF_FULL);
-    }
-    exec_stash.delete(&tgid);
-    return 0;
-}
-
-/* Not attached: sys_enter_execveat. A caller that runs runc by execveat with an
- * absolute path is unheard of (fexecve passes an empty path, which could not be
- * matched anyway), and each attached tracepoint costs ~40 ms at detach time, when
- * close() must be quick (see BccNotifier._release). runc's own fexecve of its memfd
- * copy (runc init) goes through execveat, and must not match in any case. */
-TRACEPOINT_PROBE(syscalls, sys_enter_execve)
-{
-    return stash_exec(args->filename, args->argv);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_execve)
-{
-    return finish_exec(args->ret);
-}
-
-/* runc chdirs into --bundle early (runc 1.1's setupSpec, with Go's os.Chdir, i.e.
- * chdir(2); fchdir is not watched, for the reason above). User space reads runc's
- * cwd from /proc when the exec arrives, and must know whether that read may have
- * come after the chdir. The flag is set at syscall entry, before the chdir. */
-TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
-{
-    u32 tgid = current_tgid();
-    struct rt_proc *p = procs.lookup(&tgid);
-    if (p && p->kind == RT_KIND_RUNC)
-        p->flags |= RT_P_CHDIR;
+    if (!(flags & (RT_F_MAY_CREATE | RT_F_ARGS_TRUNCATED)))
+        return 0; /* state, start, delete, kill, exec...: no container comes of it */
+    /* Follow this runc from now on: its children, its exit. Any earlier entry (a
+     * wrapper script that exec'd runc, a descendant of another runc) is replaced:
+     * this process is now that runc. */
+    struct rt_proc r = {};
+    r.kind = RT_KIND_RUNC;
+    r.start_ns = bpf_ktime_get_ns();
+    if (procs.update(&tgid, &r))
+        count(RT_C_PROCS_FULL);
+    e->argc = argc;
+    e->args_size = off;
+    e->hdr.type = RT_EV_EXEC;
+    e->hdr.pid = tgid;
+    e->hdr.ktime_ns = r.start_ns;
+    e->hdr.status = 0;
+    e->hdr.flags = flags;
+    e->hdr.init_pid = 0;
+    e->hdr.pad = 0;
+    u32 size = offsetof(struct rt_exec_event, args) + (off & (RT_ARGS_SIZE - 1));
+    if (size > sizeof(*e)) /* never true; bounds the size for the verifier */
+        size = sizeof(*e);
+    /* At once, even for a `runc run`, which user space needs only when its init
+     * starts: by then a detached run's runc has exited, and under load a
+     * foreground one's may have too, taking its cwd (the bundle, without
+     * --bundle) and its parent along. (Tried: 2 of 400 runs at concurrency 8
+     * lost their bundle.) */
+    if (events.ringbuf_output(e, size, RT_RB_NOW))
+        count(RT_C_RINGBUF_FULL);
     return 0;
 }
 
@@ -363,33 +327,29 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 
 /* ----------------------------------------------------------- how a process ends */
 
-/* The exit code is the argument of exit_group, in the process's own context. A
- * process ended by a signal never calls it. Recorded for runc processes, their
- * descendants and watched containers only. */
-TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+/* The wait(2) status of the exiting process, as its parent will get it, read at
+ * its last thread's exit (sched_process_exit with group_dead). By then the kernel
+ * has set SIGNAL_GROUP_EXIT and put the status in signal->group_exit_code:
+ * exit_group's code << 8, or the signal that ended the group (the one sent,
+ * SIGTERM say, not the SIGKILL each thread then gets), | 0x80 for a core dump;
+ * or the last thread's own exit code (do_exit's synchronize_group_exit, 5.19 and
+ * later). Before that, or without group_dead, the leader's exit is used, and its
+ * own exit_code is the status. Sets RT_F_STATUS_KNOWN in *flags if read. */
+static __always_inline u32 exit_status(u32 *flags)
 {
-    u32 tgid = current_tgid();
-    struct rt_proc *p = procs.lookup(&tgid);
-    if (p) {
-        p->st.code = args->error_code;
-        p->st.how = RT_HOW_EXIT_GROUP;
+    u64 task = bpf_get_current_task();
+    u64 signal = read_kernel_u64(task + RT_OFF_TASK_SIGNAL);
+    u32 sflags = 0;
+    s32 code = 0;
+    if (signal && bpf_probe_read_kernel(&sflags, sizeof(sflags), (void *)(signal + RT_OFF_SIGNAL_FLAGS)) == 0 &&
+        (sflags & RT_SIGNAL_GROUP_EXIT)) {
+        if (bpf_probe_read_kernel(&code, sizeof(code), (void *)(signal + RT_OFF_SIGNAL_GROUP_EXIT_CODE)))
+            return 0;
+    } else if (bpf_probe_read_kernel(&code, sizeof(code), (void *)(task + RT_OFF_TASK_EXIT_CODE))) {
+        return 0;
     }
-    struct rt_watch *c = containers.lookup(&tgid);
-    if (c) {
-        c->st.code = args->error_code;
-        c->st.how = RT_HOW_EXIT_GROUP;
-    }
-    return 0;
-}
-
-static __always_inline void note_signal(u32 pid, u32 sig, bool only_if_none)
-{
-    struct rt_proc *p = procs.lookup(&pid);
-    if (p && (!only_if_none || !p->st.sig))
-        p->st.sig = sig;
-    struct rt_watch *c = containers.lookup(&pid);
-    if (c && (!only_if_none || !c->st.sig))
-        c->st.sig = sig;
+    *flags |= RT_F_STATUS_KNOWN;
+    return (u32)code;
 }
 
 /* ------------------------------------------------- when a watched exit is sent
@@ -441,54 +401,15 @@ TRACEPOINT_PROBE(sched, sched_process_free)
     return 0;
 }
 
-/* Which signal killed a process is not in any exit tracepoint, so it is inferred
- * from the last signal that reached it:
- *
- * - signal_generate runs in the *sender* and names the target PID and the signal,
- *   and whether it was queued. kill(PID, SIGTERM) to a process with no handler
- *   turns, inside the kernel, into a group exit that each thread then sees as
- *   SIGKILL; only here is SIGTERM still visible. A signal the target ignores (e.g.
- *   SIGTERM to a container's init, PID 1 of its namespace, with no handler) is
- *   reported with a result other than "delivered" and is skipped.
- * - signal_deliver runs in the *target* when it takes a signal. It covers what
- *   generate keyed by a thread ID cannot (a fault in a non-leader thread). The
- *   SIGKILL that stands for "the group is already exiting" does not overwrite an
- *   earlier, more precise signal.
- *
- * If the process then calls exit_group, its exit code wins (see status_of). Known
- * gap: a fatal default-action signal sent with tgkill to a non-leader thread,
- * after some other signal reached the process, is reported as that other signal. */
+/* A parent's SIGCHLD for a child that exited, was killed or dumped core: see
+ * "when a watched exit is sent". (Whatever the result: a SIGCHLD at its default
+ * action is "ignored".) */
 TRACEPOINT_PROBE(signal, signal_generate)
 {
-    /* Whatever the result: a parent's SIGCHLD at its default action is "ignored". */
     if (args->sig == RT_SIGCHLD && args->group && args->code >= RT_CLD_EXITED && args->code <= RT_CLD_DUMPED)
         send_watched_exit(current_tgid());
-    if (args->result != RT_SIGNAL_DELIVERED)
-        return 0;
-    note_signal(args->pid, args->sig, false);
     return 0;
 }
-
-TRACEPOINT_PROBE(signal, signal_deliver)
-{
-    note_signal(current_tgid(), args->sig, args->sig == RT_SIGKILL);
-    return 0;
-}
-
-/* A wait(2)-style status, and RT_F_STATUS_KNOWN in *flags when there is one. */
-static __always_inline u32 status_of(const struct rt_exit *st, u32 *flags)
-{
-    if (st->how == RT_HOW_EXIT_GROUP) {
-        *flags |= RT_F_STATUS_KNOWN;
-        return ((u32)st->code & 0xff) << 8;
-    }
-    if (st->sig) {
-        *flags |= RT_F_STATUS_KNOWN;
-        return st->sig & 0x7f;
-    }
-    return 0; /* e.g. the last thread ended with exit(2), not exit_group */
-}
-
 
 /* sched_process_exit runs once per exiting thread. A process has ended when its
  * last thread exits ("group_dead"), which need not be the leader (Go programs like
@@ -508,28 +429,15 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     if (tid != tgid)
         return 0;
 #endif
-    /* An exec stashed but never finished (killed inside execve). */
-    exec_stash.delete(&tgid);
-
+    /* Each map is tested on its own, and the status read in whichever block comes
+     * first: clang turns "!p && !c" into an OR of the two pointers, which the
+     * verifier rejects. Most exits are in neither map, and read nothing. */
+    u64 now = 0;
+    u32 flags = 0, status = 0;
     struct rt_proc *p = procs.lookup(&tgid);
-    struct rt_watch *c = containers.lookup(&tgid);
-    /* procs' record started earlier (at fork) than containers' (when user space
-     * found the PID), so it has seen every signal and exit_group when present.
-     * (Written as nested tests: clang turns "!p && !c" into an OR of the two
-     * pointers, which the verifier rejects.) */
-    struct rt_exit st = {};
     if (p) {
-        st = p->st;
-    } else {
-        if (!c)
-            return 0; /* the common case */
-        st = c->st;
-    }
-    u64 now = bpf_ktime_get_ns();
-    u32 flags = 0;
-    u32 status = status_of(&st, &flags);
-
-    if (p) {
+        now = bpf_ktime_get_ns();
+        status = exit_status(&flags);
         u32 kind = p->kind, init_pid = p->init_pid, init_sent = p->init_sent;
         if (kind == RT_KIND_DESC) {
             struct rt_recent_exit r = {};
@@ -549,7 +457,12 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
             send_event(RT_EV_RUNC_EXIT, tgid, now, status, flags, init_pid,
                        init_sent ? RT_RB_LATER : RT_RB_NOW);
     }
+    struct rt_watch *c = containers.lookup(&tgid);
     if (c) {
+        if (!now) {
+            now = bpf_ktime_get_ns();
+            status = exit_status(&flags);
+        }
         /* sent when it is a zombie: see "when a watched exit is sent" */
         c->status = status;
         c->flags = flags;

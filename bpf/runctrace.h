@@ -26,7 +26,7 @@
 #define RT_MAX_DEPTH 3
 
 /* rt_event.type */
-#define RT_EV_EXEC 1           /* a watched runc finished execve: struct rt_exec_event */
+#define RT_EV_EXEC 1           /* a watched runc was exec'd: struct rt_exec_event */
 #define RT_EV_RUNC_EXIT 2      /* that runc process ended */
 #define RT_EV_CONTAINER_EXIT 3 /* a PID that user space put in "containers" ended */
 #define RT_EV_INIT_EXEC 4      /* pid: a runc process; init_pid: its container init, exec'ing the program */
@@ -43,21 +43,17 @@
 #define RT_KIND_DESC 2 /* a descendant of one, at most RT_MAX_DEPTH below */
 
 /* rt_proc.flags */
-#define RT_P_CHDIR 1 /* the runc process called chdir (runc chdirs into --bundle) */
+#define RT_P_INIT_NAMED 1 /* a descendant at RT_MAX_DEPTH named itself RT_INIT_COMM */
 
 /* comm of runc 1.1's container init until it execs the container's program
  * (set by runc's nsexec with PR_SET_NAME). */
 #define RT_INIT_COMM "runc:[2:INIT]"
 
-/* rt_exit.how */
-#define RT_HOW_EXIT_GROUP 1 /* exit_group(code) was called: code is authoritative */
-
 /* Indexes of the "counters" array: things that were dropped in the kernel. */
 #define RT_C_RINGBUF_FULL 0 /* a record did not fit in the ring buffer */
 #define RT_C_PROCS_FULL 1   /* the procs map was full: a runc or descendant went unfollowed */
-#define RT_C_STASH_FULL 2   /* the exec stash was full: a runc exec went unseen */
-#define RT_C_ANY 3          /* the sum of the above: user space reads this one after each wake-up */
-#define RT_C_COUNT 4
+#define RT_C_ANY 2          /* the sum of the above: user space reads this one after each wake-up */
+#define RT_C_COUNT 3
 
 /* Header of every ring buffer record. */
 struct rt_event {
@@ -75,21 +71,12 @@ struct rt_exec_event {
     struct rt_event hdr;
     __u32 argc;      /* arguments captured */
     __u32 args_size; /* bytes used in args, < RT_ARGS_SIZE */
-    char filename[RT_PATH_MAX]; /* execve's filename, zero-padded: also the map key */
+    char filename[RT_PATH_MAX]; /* the exec's filename, zero-padded: also the map key */
     char args[RT_ARGS_SIZE];
-};
-
-/* What is known of how a process is ending (map values only, not sent as is). */
-struct rt_exit {
-    __s32 code; /* exit_group's argument, if how == RT_HOW_EXIT_GROUP */
-    __u32 sig;  /* last signal that was delivered to it (0: none) */
-    __u32 how;  /* RT_HOW_* (0: no exit_group seen) */
-    __u32 pad;
 };
 
 /* Value of the "containers" map: a watched PID, and its exit once it happened. */
 struct rt_watch {
-    struct rt_exit st; /* how it is ending, as far as seen */
     __u64 exit_ns;     /* bpf_ktime_get_ns() when its last thread exited; 0 while it runs */
     __u32 status;      /* wait(2) status at that exit, if flags & RT_F_STATUS_KNOWN */
     __u32 flags;
@@ -102,12 +89,8 @@ struct rt_proc {
     __u32 flags;    /* RT_P_* */
     __u32 runc;     /* RT_KIND_DESC: the tgid of the runc process it descends from */
     __u32 init_pid; /* RT_KIND_RUNC: its container's init, once seen exec'ing (0: not yet) */
-    /* RT_KIND_RUNC: 1 once its RT_EV_INIT_EXEC record is in the ring buffer. Not a
-     * bit in flags: the init sets it while runc itself may be setting RT_P_CHDIR,
-     * and two plain read-modify-writes of one word could lose either bit. */
-    __u32 init_sent;
+    __u32 init_sent; /* RT_KIND_RUNC: 1 once its RT_EV_INIT_EXEC record is in the ring buffer */
     __u64 start_ns; /* bpf_ktime_get_ns() at its fork (or exec, for runc) */
-    struct rt_exit st;
 };
 
 /* Value of the "recent_exits" map: how a runc descendant ended. */

@@ -102,6 +102,29 @@ class TestInvocationStyles:
             assert add.bundle == str(bundle) and add.error is None
             assert (remove.exit_code, remove.signal) == (7, None)
 
+    @pytest.mark.parametrize("shape", ["many", "long"])
+    def test_argv_the_kernel_cannot_copy_whole_is_read_from_proc(self, seen, bcct_runc, tmp_path, notifier, shape):
+        """More arguments than the kernel copies (RT_MAX_ARGS), or one longer than
+        RT_ARG_MAX: the record comes marked truncated, and the rest is read from
+        /proc/PID/cmdline while runc still runs (its container sleeps)."""
+        bundle = make_bundle(tmp_path / "b", ["sleep", "0.3"])
+        cid = bcct_runc.new_id(f"argv{shape}")
+        if shape == "many":
+            flags = ["--log-format", "text"] * (C["RT_MAX_ARGS"] // 2 + 5)
+        else:
+            deep = tmp_path.joinpath(*["d" * 200] * (C["RT_ARG_MAX"] // 200 + 1))
+            deep.mkdir(parents=True)
+            flags = ["--log", str(deep / "runc.log")]
+        argv = ["runc", *flags, "run", "--bundle", str(bundle), cid]
+        assert subprocess.run(argv, capture_output=True).returncode == 0
+        add, remove = seen.lifecycle(cid)
+        assert add.runtime_args == argv
+        assert add.bundle == str(bundle) and add.error is None
+        # what the kernel sent: the first arguments only, marked so
+        (record,) = [r for r in notifier.recent_records
+                     if r.type == C["RT_EV_EXEC"] and r.argv == tuple(argv[:len(r.argv)]) and len(r.argv) > 1]
+        assert record.flags & C["RT_F_ARGS_TRUNCATED"] and len(record.argv) < len(argv)
+
     def test_run_detached_killed_by_signal(self, seen, bcct_runc, tmp_path):
         bundle = make_bundle(tmp_path / "b", ["sleep", "100"])
         cid = bcct_runc.new_id("rund")

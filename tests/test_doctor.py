@@ -80,7 +80,7 @@ def test_doctor_without_any_runc(monkeypatch):
 def test_doctor_prints_the_bpf_program():
     result = doctor("--print-bpf")
     assert result.exit_code == 0
-    assert "TRACEPOINT_PROBE(syscalls, sys_enter_execve)" in result.output
+    assert "TRACEPOINT_PROBE(sched, sched_process_exec)" in result.output
     assert "struct rt_exec_event" in result.output  # the header is inlined
 
 

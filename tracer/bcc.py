@@ -3,18 +3,20 @@
 How it works, and why each part is needed
 -----------------------------------------
 1. **Tracepoints, filtered in the kernel** (``runctrace/bpf/runctrace.bpf.c``). At
-   ``sys_enter_execve`` the program compares the filename with every path of every
-   watched runc binary, held in a BPF hash map that this module fills from
-   :func:`~runctrace.runtimes.find_runc`. For a match it copies argv *then*, so that
-   a runc that fails or ends at once is still seen with its arguments, and sends it
-   when the exec has succeeded (``sys_exit_execve``). Every other process on the
-   host costs a string read and a few hash lookups in the kernel (2.3 us of BPF
-   time per fork+exec+exit, measured) and nothing in user space. ``runc init`` re-executes ``/proc/self/exe`` (and then a memfd copy of
-   itself): those paths never match, and in any case ``parse_runc_args`` gives them
-   the command ``init``, which makes no container.
+   ``sched_process_exec`` the program compares the exec's filename with every path
+   of every watched runc binary, held in a BPF hash map that this module fills from
+   :func:`~runctrace.runtimes.find_runc`. For a match it copies argv from the new
+   process's memory and sends it at once. Every other process on the host costs
+   a string read and a few hash lookups in the kernel and nothing in user space.
+   ``runc init`` re-executes ``/proc/self/exe`` (and then a memfd copy of itself):
+   those paths never match, and in any case ``parse_runc_args`` gives them the
+   command ``init``, which makes no container. No ``syscalls:`` tracepoint is
+   used: attaching one slows every syscall of every process on the host (by 11%
+   for a syscall-bound program here); the few task fields read instead are at
+   offsets from the kernel's BTF (:mod:`runctrace.btf`).
 2. **runc's process tree and exits, in the kernel.** The program follows each runc
    process and its descendants down to the container's init (three levels), and
-   records how each ends: ``exit_group``'s argument, or the signal that reached it.
+   reads how each ends (its wait status) from the task as its last thread exits.
    Only the container init starting its program (with its PID), the end of a runc
    process (with that PID too, if seen), and the end of a PID this module put in the
    ``containers`` map (a container's init), cross to user space. A container's exit
@@ -35,11 +37,10 @@ asked the kernel to watch it" is closed by a handshake on the ``containers`` map
 (see ``_watch``) and by ``recent_exits``, which keeps the exit status of runc's
 recently ended descendants.
 
-What cannot be read in the kernel here: a process's working directory (that needs
-``task->fs``, a struct read, and the headers on this machine do not match the
-running kernel). runc's cwd, needed for a relative or missing ``--bundle``, is read
-from ``/proc/PID/cwd`` when the exec event arrives; see :func:`runctrace.resolve.parse_call`
-for the one case where runc may have moved by then.
+runc's working directory, needed for a relative or missing ``--bundle``, is read
+from ``/proc/PID/cwd`` when the exec record arrives, as the fanotify backend does;
+see :func:`runctrace.resolve.runc_cwd` for the one case where runc may have moved
+by then.
 
 Everything runs on one thread around one epoll (the ring buffer and a wake-up
 eventfd): no thread per container.
@@ -50,6 +51,7 @@ from __future__ import annotations
 import collections
 import ctypes as ct
 import errno
+import functools
 import importlib
 import os
 import platform
@@ -65,7 +67,8 @@ from typing import Any, NamedTuple, Optional
 from . import _sys
 from .errors import NotSupported
 from .notifier import Callback, LoopNotifier, Support, log
-from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, process_ended, read_stat, stat_alive
+from .btf import kernel_offsets
+from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, process_ended, read_stat, runc_cwd, stat_alive
 from .runtimes import RuncBinary, find_runc
 from .spec import read_proc
 
@@ -158,11 +161,19 @@ def decode_record(raw: bytes) -> KernelRecord:
 
 # Tracepoints the program attaches to; each must exist in tracefs.
 TRACEPOINTS = (
-    "syscalls:sys_enter_execve", "syscalls:sys_exit_execve", "syscalls:sys_enter_chdir",
-    "syscalls:sys_enter_exit_group",
-    "sched:sched_process_fork", "sched:sched_process_exit", "sched:sched_process_free",
-    "signal:signal_generate", "signal:signal_deliver",
+    "sched:sched_process_exec", "sched:sched_process_fork", "sched:sched_process_exit",
+    "sched:sched_process_free", "task:task_rename", "signal:signal_generate",
 )
+# The task fields the program reads (runctrace.bpf.c, rule 2): -D name -> (struct, member)
+KERNEL_FIELDS = {
+    "RT_OFF_TASK_MM": ("task_struct", "mm"),
+    "RT_OFF_TASK_SIGNAL": ("task_struct", "signal"),
+    "RT_OFF_TASK_EXIT_CODE": ("task_struct", "exit_code"),
+    "RT_OFF_MM_ARG_START": ("mm_struct", "arg_start"),
+    "RT_OFF_MM_ARG_END": ("mm_struct", "arg_end"),
+    "RT_OFF_SIGNAL_FLAGS": ("signal_struct", "flags"),
+    "RT_OFF_SIGNAL_GROUP_EXIT_CODE": ("signal_struct", "group_exit_code"),
+}
 _TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 def _bpf_syscall_problem() -> Optional[str]:
@@ -211,7 +222,21 @@ def _tracefs_problem() -> Optional[str]:
         return "tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing"
     missing = [tp for tp in TRACEPOINTS if not os.path.exists(f"{path}/events/{tp.replace(':', '/')}/format")]
     if missing:
-        return f"tracepoints missing from {path}/events: {', '.join(missing)} (needs CONFIG_FTRACE_SYSCALLS)"
+        return f"tracepoints missing from {path}/events: {', '.join(missing)}"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_offsets() -> dict[str, int]:
+    """KERNEL_FIELDS' offsets in the running kernel (raises NotSupported without BTF)."""
+    return kernel_offsets(KERNEL_FIELDS)
+
+
+def _btf_problem() -> Optional[str]:
+    try:
+        _kernel_offsets()
+    except NotSupported as err:
+        return str(err)
     return None
 
 
@@ -250,6 +275,7 @@ def _program_text() -> str:
 
 def _cflags() -> list[str]:
     flags = [f"-DRT_PY_EXEC_EVENT_SIZE={ct.sizeof(RtExecEvent)}"]
+    flags += [f"-D{name}={offset}" for name, offset in _kernel_offsets().items()]
     # sched_process_exit's "group_dead" (6.x) tells the end of the last thread,
     # i.e. of the process; without it the program falls back to the leader's exit.
     tracefs = tracefs_dir()
@@ -314,7 +340,6 @@ _RECENT_RECORDS = 1024
 _DROP_COUNTERS = (
     (C["RT_C_RINGBUF_FULL"], "ring buffer full: kernel records dropped"),
     (C["RT_C_PROCS_FULL"], "procs map full: runc processes went unfollowed"),
-    (C["RT_C_STASH_FULL"], "exec stash full: runc execs went unseen"),
 )
 _ANY_COUNTER = C["RT_C_ANY"]
 BPF_NOEXIST = 1  # bpf(2) map update flag: insert only
@@ -362,7 +387,7 @@ class BccNotifier(LoopNotifier):
                     f"BCC's Python module cannot be imported ({err}); it comes from Debian's "
                     "python3-bpfcc (PyPI's 'bcc' is another project); bootstrap.sh links it into the venv",
                 )
-            problem = _kernel_headers_problem() or _tracefs_problem()
+            problem = _kernel_headers_problem() or _tracefs_problem() or _btf_problem()
             if problem:
                 return Support(False, problem)
             try:
@@ -412,7 +437,7 @@ class BccNotifier(LoopNotifier):
 
             self._lib = lib
             procs, watched = self._bpf[b"procs"], self._bpf[b"containers"]
-            self._procs_fd, self._proc_leaf, self._pid_key = procs.map_fd, procs.Leaf(), ct.c_uint32(0)
+            self._procs_fd, self._pid_key = procs.map_fd, ct.c_uint32(0)
             self._watched_fd, self._watch_leaf, self._peek_leaf = watched.map_fd, watched.Leaf(), watched.Leaf()
             for fd in (self._ring_fd, *self._tracker.states.fds(), self._wake):
                 self._epoll.register(fd, select.EPOLLIN)
@@ -568,13 +593,7 @@ class BccNotifier(LoopNotifier):
             argv = self._complete_argv(pid, argv)
         # (The kernel sent only calls with "create", "run" or "restore" among their
         # arguments, or cut short: the tracker's parse has the last word, below.)
-        # Read the cwd first, then whether runc has called chdir: the kernel sets
-        # that flag *before* the chdir, so "not set" means the cwd read is good.
-        try:
-            cwd: Optional[str] = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            cwd = None  # already gone: fine unless its paths were relative
-        moved = self._chdir_seen(pid)
+        cwd, moved = runc_cwd(pid, rec.ktime_ns)
         rexec = self._tracker.runc_started(
             pid, argv, cwd, runtime, started_ns=rec.ktime_ns, cwd_may_be_bundle=moved
         )
@@ -608,12 +627,6 @@ class BccNotifier(LoopNotifier):
             return full
         self.stats.missed += 1
         return argv
-
-    def _chdir_seen(self, pid: int) -> bool:
-        self._pid_key.value = pid
-        if self._lib.bpf_lookup_elem(self._procs_fd, ct.byref(self._pid_key), ct.byref(self._proc_leaf)) < 0:
-            return True  # gone already: assume the worst (see resolve.parse_call)
-        return bool(self._proc_leaf.flags & C["RT_P_CHDIR"])
 
     def _forget_proc(self, pid: int) -> None:
         self._pid_key.value = pid

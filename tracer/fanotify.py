@@ -53,7 +53,7 @@ from typing import Optional
 from . import _sys
 from .errors import NotSupported
 from .notifier import Callback, LoopNotifier, Support, log
-from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, read_stat
+from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, read_stat, runc_cwd
 from .runcargs import parse_runc_args
 from .runtimes import RUNC_INIT_COMM, RuncBinary, find_runc
 from .spec import read_proc
@@ -61,9 +61,6 @@ from .spec import read_proc
 # Bounded caches: sized for bursts far beyond what one host starts per second.
 _RECENT = 4096
 _PENDING_EXEC_TIMEOUT_S = 5.0
-# How soon after runc's exec its cwd is surely still the caller's (see _resolve_exec):
-# a quarter of the 2.2 ms before runc's chdir measured here, for faster machines.
-_CWD_TRUSTED_NS = 500_000
 # inotify on the directories holding runc binaries: a package upgrade renames a new
 # file over the old one (MOVED_TO), an installer may create it in place (CREATE).
 _IN_BIN_DIR_MASK = _sys.In.CREATE | _sys.In.MOVED_TO | _sys.In.CLOSE_WRITE | _sys.In.ONLYDIR
@@ -415,15 +412,7 @@ class FanotifyNotifier(LoopNotifier):
                 # gone already: its arguments were runc's, of the one binary if one
                 paths = set(self._by_inode.values())
                 runtime = paths.pop() if len(paths) == 1 else "runc"
-        # runc resolves a relative --bundle or --pid-file against the cwd it inherited,
-        # then chdirs into --bundle: 2.2 ms or more after its exec on this project's
-        # test VM (Go's runtime starts first). A cwd read later than _CWD_TRUSTED_NS
-        # after the exec may be the bundle already; the tracker allows for that.
-        try:
-            cwd: Optional[str] = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            cwd = None
-        late = time.monotonic_ns() - exec_ns > _CWD_TRUSTED_NS
+        cwd, late = runc_cwd(pid, exec_ns)
         self._tracker.runc_started(pid, argv, cwd, runtime, started_ns=exec_ns, cwd_may_be_bundle=late)
 
     def _watch(self, container: Container, expected_start: Optional[int], rexec: Optional[RuncExec]) -> None:

@@ -65,6 +65,28 @@ _IN_PARENT = _sys.In.CREATE | _sys.In.MOVED_TO | _sys.In.ONLYDIR
 PF_EXITING = 0x4
 
 
+# How soon after runc's exec its cwd is surely still the caller's (see runc_cwd):
+# a quarter of the 2.2 ms before runc's chdir measured here, for faster machines.
+CWD_TRUSTED_NS = 500_000
+
+
+def runc_cwd(pid: int, exec_ns: int) -> tuple[Optional[str], bool]:
+    """runc's working directory (None if it is gone), and whether it may be the
+    bundle already, for :meth:`Tracker.runc_started`.
+
+    runc resolves a relative --bundle or --pid-file against the cwd it inherited,
+    then chdirs into --bundle: 2.2 ms or more after its exec on this project's test
+    VM (Go's runtime starts first). A read later than CWD_TRUSTED_NS after the exec
+    (``exec_ns``, CLOCK_MONOTONIC) may come after that chdir; :func:`parse_call`
+    allows for it.
+    """
+    try:
+        cwd: Optional[str] = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        cwd = None  # gone already: fine unless its paths were relative
+    return cwd, time.monotonic_ns() - exec_ns > CWD_TRUSTED_NS
+
+
 def mono_to_wall_ns(mono_ns: int) -> int:
     """A CLOCK_MONOTONIC time (ktime_get_ns, bpf_ktime_get_ns) as wall-clock ns."""
     return time.time_ns() - (time.monotonic_ns() - mono_ns)

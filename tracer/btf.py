@@ -1,0 +1,155 @@
+"""Byte offsets of kernel struct fields, from the running kernel's own BTF.
+
+The eBPF backend reads a few fields of the current task (its argv's bounds, its
+exit status). BCC compiles against whatever kernel headers are installed, and on
+this project's machines those are another kernel version's: an ``offsetof()``
+from them would read the wrong bytes, silently. ``/sys/kernel/btf/vmlinux``
+describes the kernel that is running, so the offsets come from there, and reach
+the BPF program as ``-D`` constants.
+
+The format (Documentation/bpf/btf.rst): a header, then the type section (type
+records, each followed by data whose size depends on its kind), then the string
+section. Type IDs count from 1 in the order of the records.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Optional
+
+from .errors import NotSupported
+
+VMLINUX = "/sys/kernel/btf/vmlinux"
+
+_HEADER = struct.Struct("=HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
+_TYPE = struct.Struct("=III")  # name_off, info, size or type
+_MEMBER = struct.Struct("=III")  # name_off, type, offset
+_MAGIC = 0xEB9F
+
+_STRUCT, _UNION = 4, 5
+# bytes after a type record, by kind: a fixed part, and a part per vlen entry
+_EXTRA = {
+    1: (4, 0),  # INT
+    3: (12, 0),  # ARRAY
+    4: (0, 12),  # STRUCT
+    5: (0, 12),  # UNION
+    6: (0, 8),  # ENUM
+    13: (0, 8),  # FUNC_PROTO
+    14: (4, 0),  # VAR
+    15: (0, 12),  # DATASEC
+    17: (4, 0),  # DECL_TAG
+    19: (0, 12),  # ENUM64
+}
+_KNOWN_KINDS = set(range(1, 20))
+
+
+class Btf:
+    """The structs and unions of one BTF blob, enough to find member offsets."""
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) < _HEADER.size:
+            raise ValueError("BTF too short for its header")
+        magic, _version, _flags, hdr_len, type_off, type_len, str_off, str_len = _HEADER.unpack_from(data)
+        if magic != _MAGIC:
+            raise ValueError(f"not BTF (magic {magic:#x}), or of the other byte order")
+        types_at, strings_at = hdr_len + type_off, hdr_len + str_off
+        if types_at + type_len > len(data) or strings_at + str_len > len(data):
+            raise ValueError("BTF sections run past its end")
+        self._data = data
+        self._types = (types_at, types_at + type_len)
+        self._strings = (strings_at, strings_at + str_len)
+        # type id -> (kind, name_off, members' offset in data, vlen, kind_flag);
+        # only structs and unions are kept (the rest is skipped over)
+        self._composites: dict[int, tuple[int, int, int, int, bool]] = {}
+        self._by_name: dict[str, int] = {}
+        off, end, type_id = types_at, types_at + type_len, 1
+        while off < end:
+            name_off, info, _size = _TYPE.unpack_from(data, off)
+            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            if kind not in _KNOWN_KINDS:
+                raise ValueError(f"BTF type {type_id} has an unknown kind {kind}")
+            fixed, each = _EXTRA.get(kind, (0, 0))
+            if kind in (_STRUCT, _UNION):
+                self._composites[type_id] = (kind, name_off, off + _TYPE.size, vlen, bool(info >> 31))
+                if name_off:
+                    self._by_name.setdefault(self._name(name_off), type_id)
+            off += _TYPE.size + fixed + each * vlen
+            type_id += 1
+
+    def _name(self, name_off: int) -> str:
+        start, end = self._strings
+        at = start + name_off
+        stop = self._data.index(b"\0", at, end)
+        return self._data[at:stop].decode()
+
+    def offset_of(self, struct_name: str, member: str) -> int:
+        """Byte offset of ``member`` in ``struct struct_name`` (looking inside its
+        anonymous structs and unions, as C does). Raises KeyError if absent."""
+        type_id = self._by_name.get(struct_name)
+        if type_id is None or self._composites[type_id][0] != _STRUCT:
+            raise KeyError(f"struct {struct_name}")
+        bits = self._find(type_id, member, 0)
+        if bits is None:
+            raise KeyError(f"struct {struct_name} has no member {member}")
+        if bits % 8:
+            raise KeyError(f"{struct_name}.{member} is a bitfield")
+        return bits // 8
+
+    def _find(self, type_id: int, member: str, depth: int) -> Optional[int]:
+        if depth > 8:
+            return None
+        _kind, _name_off, at, vlen, kind_flag = self._composites[type_id]
+        for i in range(vlen):
+            name_off, m_type, m_off = _MEMBER.unpack_from(self._data, at + i * _MEMBER.size)
+            bits = m_off & 0xFFFFFF if kind_flag else m_off
+            if name_off and self._name(name_off) == member:
+                return bits
+            if not name_off:  # an anonymous struct or union: its members are ours
+                inner = self._resolve(m_type)
+                if inner is not None:
+                    found = self._find(inner, member, depth + 1)
+                    if found is not None:
+                        return bits + found
+        return None
+
+    def _resolve(self, type_id: int) -> Optional[int]:
+        """The struct or union behind ``type_id`` through const/volatile/typedef, if any."""
+        for _ in range(16):
+            if type_id in self._composites:
+                return type_id
+            off = self._type_offset(type_id)
+            if off is None:
+                return None
+            _name_off, info, next_id = _TYPE.unpack_from(self._data, off)
+            if (info >> 24) & 0x1F not in (8, 9, 10, 11, 18):  # typedef, volatile, const, restrict, type tag
+                return None
+            type_id = next_id
+        return None
+
+    def _type_offset(self, wanted: int) -> Optional[int]:
+        # rare (an anonymous member behind a typedef or qualifier): a walk from the start
+        off, end = self._types
+        type_id = 1
+        while off < end:
+            if type_id == wanted:
+                return off
+            _name_off, info, _size = _TYPE.unpack_from(self._data, off)
+            fixed, each = _EXTRA.get((info >> 24) & 0x1F, (0, 0))
+            off += _TYPE.size + fixed + each * (info & 0xFFFF)
+            type_id += 1
+        return None
+
+
+def kernel_offsets(fields: dict[str, tuple[str, str]], path: str = VMLINUX) -> dict[str, int]:
+    """``{macro: (struct, member)}`` -> ``{macro: byte offset}`` for the running kernel."""
+    try:
+        with open(path, "rb") as f:
+            btf = Btf(f.read())
+    except OSError as err:
+        raise NotSupported(f"no kernel BTF at {path} ({err.strerror}): the kernel needs CONFIG_DEBUG_INFO_BTF") from err
+    except ValueError as err:
+        raise NotSupported(f"cannot read the kernel's BTF at {path}: {err}") from err
+    try:
+        return {macro: btf.offset_of(s, m) for macro, (s, m) in fields.items()}
+    except KeyError as err:
+        raise NotSupported(f"the kernel's BTF has no {err.args[0]}") from err
