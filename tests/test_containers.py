@@ -125,18 +125,18 @@ def test_run_detached_and_kill(log, bundles, container_ids):
     cid = container_ids()
     runc("run", "-d", "--bundle", str(b), cid)
     pid = runc_pid(cid)
+    init_ns = {ns: os.stat(f"/proc/{pid}/ns/{ns}").st_ino for ns in ("mnt", "pid", "net")}
     runc("kill", cid, "KILL")
     log.wait_removed(cid)
     runc("delete", cid)
     log.settle()
     add, remove = log.assert_one_lifecycle(cid, pid)
     assert remove.signal == 9 and remove.exit_code is None
-    # enrichment, read from the living init
+    # enrichment, read from the living init (or, on bcc, in the kernel as it exec'd)
     assert add.manager == "by-hand" and add.caller
     host_ns = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("mnt", "pid", "net")}
-    assert add.mntns and add.mntns != host_ns["mnt"]
-    assert add.pidns and add.pidns != host_ns["pid"]
-    assert add.netns and add.netns != host_ns["net"]
+    assert (add.mntns, add.pidns, add.netns) == (init_ns["mnt"], init_ns["pid"], init_ns["net"])
+    assert add.mntns != host_ns["mnt"] and add.pidns != host_ns["pid"] and add.netns != host_ns["net"]
     assert add.cgroup and cid in add.cgroup
     assert remove.started_ns == add.time_ns
 
@@ -493,3 +493,46 @@ def test_fanotify_without_file_handles_still_sees_containers(monkeypatch, bundle
     finally:
         notifier.close()
     assert fd_count() == fds_before  # the refused handle group too
+
+
+def test_fanotify_watches_a_replacement_that_cannot_be_named_by_handle(monkeypatch, bundles, container_ids, tmp_path):
+    """The new runc file of an upgrade sits where file handles cannot be reported
+    (its mark on the handle group is refused): the group is reopened to report
+    fds, every binary marked anew, and containers started with the new file are
+    still seen."""
+    import errno
+
+    from runctrace import _sys
+    from runctrace.fanotify import FanotifyNotifier
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    runc_copy = bindir / "runc"
+    shutil.copy2("/usr/sbin/runc", runc_copy)
+    b = bundles.make(["true"])
+    notifier = FanotifyNotifier(runc_paths=(str(runc_copy),))
+    log = EventLog(notifier)
+    try:
+        assert _fanotify_flags(notifier._fan) & _sys.FanInit.REPORT_FID
+        real_mark = _sys.fanotify_mark
+
+        def mark(fd, flags, mask, path, dirfd=_sys.AT_FDCWD):
+            if _fanotify_flags(fd) & _sys.FanInit.REPORT_FID:
+                raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+            return real_mark(fd, flags, mask, path, dirfd)
+
+        monkeypatch.setattr(_sys, "fanotify_mark", mark)
+        shutil.copy2("/usr/sbin/runc", bindir / "runc.dpkg-new")
+        os.rename(bindir / "runc.dpkg-new", runc_copy)
+        deadline = time.monotonic() + 5
+        while _fanotify_flags(notifier._fan) & _sys.FanInit.REPORT_FID and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _fanotify_flags(notifier._fan) & _sys.FanInit.REPORT_FID
+        cid = container_ids()
+        subprocess.run([str(runc_copy), "run", cid], cwd=b, check=True, capture_output=True)
+        log.wait_removed(cid)
+        log.settle()
+        add, _ = log.assert_one_lifecycle(cid)
+        assert add.runtime == str(runc_copy)
+    finally:
+        notifier.close()

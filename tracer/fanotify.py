@@ -110,7 +110,7 @@ class FanotifyNotifier(LoopNotifier):
         self._epoll = None
         self._tracker: Optional[Tracker] = None
         try:
-            self._fan = self._open_exec_group()
+            self._fan, self._fan_fid = self._open_exec_group([b.path for b in self.binaries])
             self._fds.append(self._fan)
             self._fan_rx = _sys.Reader(self._fan)
             self._cn = _sys.open_proc_connector(comm=RUNC_INIT_COMM)
@@ -454,7 +454,7 @@ class FanotifyNotifier(LoopNotifier):
 
     # ------------------------------------------------------------ runc binaries
 
-    def _open_exec_group(self) -> int:
+    def _open_exec_group(self, paths: list[str], fid: bool = True) -> tuple[int, bool]:
         """The fanotify group that reports execs of the runc binaries.
 
         CLASS_NOTIF: the exec never waits for us (see module doc). NONBLOCK: reads
@@ -470,9 +470,10 @@ class FanotifyNotifier(LoopNotifier):
         syscalls and a file open per exec, for a name /proc/PID/exe also gives.
         A filesystem that cannot encode file handles (or a kernel before 5.1)
         refuses the mark or the flag: then the group reports fds, as before.
+        Returns the group's fd, and whether it reports file handles.
         """
         base = _sys.FanInit.CLASS_NOTIF | _sys.FanInit.CLOEXEC | _sys.FanInit.NONBLOCK
-        for flags in (base | _sys.FanInit.REPORT_FID, base):
+        for flags in ((base | _sys.FanInit.REPORT_FID, base) if fid else (base,)):
             try:
                 # the event fds (without REPORT_FID): read-only, and not inherited
                 fd = _sys.fanotify_init(flags, os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE)
@@ -481,14 +482,14 @@ class FanotifyNotifier(LoopNotifier):
                     continue  # no REPORT_FID in this kernel
                 raise
             try:
-                for binary in self.binaries:
-                    self._mark_binary(binary.path, fd)
+                for path in paths:
+                    self._mark_binary(path, fd)
             except OSError as err:
                 os.close(fd)
                 if flags != base and err.errno in _NO_FID:
                     continue
                 raise
-            return fd
+            return fd, flags != base
         raise AssertionError("unreachable")
 
     def _mark_binary(self, path: str, group: int = -1) -> None:
@@ -516,11 +517,29 @@ class FanotifyNotifier(LoopNotifier):
                 try:
                     self._mark_binary(binary.path)
                 except OSError as err:
-                    log.warning("runctrace: cannot watch new %s: %s", binary.path, err.strerror)
-                    continue
+                    if not (self._fan_fid and err.errno in _NO_FID and self._reopen_without_fid(binaries)):
+                        log.warning("runctrace: cannot watch new %s: %s", binary.path, err.strerror)
+                        continue
                 self._by_inode[key] = binary.path
                 log.info("runctrace: %s was replaced; watching the new file", binary.path)
         self.binaries = binaries
+
+    def _reopen_without_fid(self, binaries: list[RuncBinary]) -> bool:
+        """A new runc file where file handles cannot be reported (another
+        filesystem): one group cannot mix both, so a group that reports fds takes
+        over, with every binary marked. True if it did."""
+        try:
+            fd, _fid = self._open_exec_group([b.path for b in binaries], fid=False)
+        except OSError as err:
+            log.warning("runctrace: cannot watch the runc binaries anew: %s", err.strerror)
+            return False
+        self._read_fanotify()  # what the old group holds
+        old, self._fan, self._fan_fid = self._fan, fd, False
+        self._fds[self._fds.index(old)] = fd
+        self._fan_rx = _sys.Reader(fd)
+        os.close(old)
+        log.info("runctrace: a runc binary's filesystem reports no file handles; watching by fd")
+        return True
 
     def _expire_pending(self) -> None:
         if not self._pending_exec:
