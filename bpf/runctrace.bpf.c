@@ -32,13 +32,14 @@
  *    an argument of its own, so a call that makes a container is never dropped
  *    (argv that could not be read whole is sent, marked RT_F_ARGS_TRUNCATED).
  *    An exec storm of unrelated programs costs a string read and a few hash
- *    lookups per process in the kernel (measured: 2.3 us of BPF time per
- *    fork+exec+exit of /bin/true, ~0.3% of that cycle), and nothing in user space.
+ *    lookups per process in the kernel (measured with the earlier program, which
+ *    also paid for syscall tracepoints: 2.3 us of BPF time per fork+exec+exit of
+ *    /bin/true, ~0.3% of that cycle), and nothing in user space.
  *
  * Maps:
  *   runc_paths   filled by user space: every path of every runc binary to watch.
- *   procs        runc processes and their descendants down to RT_MAX_DEPTH, with
- *                what is known of how each is ending. Kernel-owned.
+ *   procs        runc processes and their descendants down to RT_MAX_DEPTH: whose
+ *                runc each is, and when it started. Kernel-owned.
  *   containers   container init PIDs user space watches. User space inserts,
  *                the kernel deletes once the process is a zombie (see "the
  *                handshake" and "when an exit is sent" below).
@@ -57,8 +58,9 @@
 #include "runctrace.h"
 
 /* Offsets in the running kernel's structs (rule 2), from user space's -D flags:
- * task_struct's mm, signal and exit_code; mm_struct's arg_start and arg_end;
- * signal_struct's flags and group_exit_code. */
+ * task_struct's mm, signal and nsproxy; mm_struct's arg_start and arg_end;
+ * signal_struct's flags and group_exit_code; nsproxy's mnt_ns, pid_ns_for_children
+ * and net_ns; the ns_common in mnt_namespace, pid_namespace and net; its inum. */
 #ifndef RT_OFF_TASK_MM
 #error "compile with the RT_OFF_* offsets from the kernel's BTF (runctrace/bcc.py does)"
 #endif
@@ -110,6 +112,37 @@ static __always_inline void count(u32 which)
 #define RT_RB_NOW BPF_RB_FORCE_WAKEUP
 #define RT_RB_LATER BPF_RB_NO_WAKEUP
 
+static __always_inline u64 read_kernel_u64(u64 addr)
+{
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
+    return v;
+}
+
+/* The inode number of the namespace at nsproxy + ns_off, whose ns_common is at
+ * common_off in its struct (0 if unreadable). */
+static __always_inline u32 ns_inum(u64 nsproxy, u64 ns_off, u64 common_off)
+{
+    u64 ns = read_kernel_u64(nsproxy + ns_off);
+    u32 inum = 0;
+    if (ns)
+        bpf_probe_read_kernel(&inum, sizeof(inum), (void *)(ns + common_off + RT_OFF_NS_COMMON_INUM));
+    return inum;
+}
+
+/* The current task's mount, PID and network namespaces. For a container's init,
+ * pid_ns_for_children is its own PID namespace: runc cloned it into a new one,
+ * and nothing of it has called unshare(CLONE_NEWPID) since. */
+static __always_inline void current_namespaces(struct rt_event *ev)
+{
+    u64 nsproxy = read_kernel_u64(bpf_get_current_task() + RT_OFF_TASK_NSPROXY);
+    if (!nsproxy)
+        return;
+    ev->mntns = ns_inum(nsproxy, RT_OFF_NSPROXY_MNT_NS, RT_OFF_MNT_NAMESPACE_NS);
+    ev->pidns = ns_inum(nsproxy, RT_OFF_NSPROXY_PID_NS, RT_OFF_PID_NAMESPACE_NS);
+    ev->netns = ns_inum(nsproxy, RT_OFF_NSPROXY_NET_NS, RT_OFF_NET_NS);
+}
+
 /* A header-only record: RT_EV_RUNC_EXIT, RT_EV_CONTAINER_EXIT, RT_EV_INIT_EXEC.
  * rb_flags: RT_RB_NOW or RT_RB_LATER. Returns 0 if it was sent. */
 static __always_inline int send_event(u32 type, u32 pid, u64 now, u32 status, u32 flags, u32 init_pid,
@@ -122,6 +155,8 @@ static __always_inline int send_event(u32 type, u32 pid, u64 now, u32 status, u3
     ev.status = status;
     ev.flags = flags;
     ev.init_pid = init_pid;
+    if (type == RT_EV_INIT_EXEC)
+        current_namespaces(&ev);
     int err = events.ringbuf_output(&ev, sizeof(ev), rb_flags);
     if (err)
         count(RT_C_RINGBUF_FULL);
@@ -151,9 +186,9 @@ static __always_inline bool ends_in_runc(const char *name, int len)
 
 /* A descendant of runc exec'd. If it is runc's container init (at its depth, and
  * named by runc's nsexec: see task_rename), the container is starting its
- * program: tell user space now (RT_EV_INIT_EXEC), with the PID, so a `runc run` is
- * resolved without waiting for runc's state.json, and note it in runc's entry,
- * for its exit record. */
+ * program: tell user space now (RT_EV_INIT_EXEC), with the PID and namespaces, so
+ * a `runc run` is resolved without waiting for runc's state.json, and note it in
+ * runc's entry, for its exit record. */
 static __always_inline void note_init_exec(struct rt_proc *p, u32 tgid)
 {
     if (p->kind != RT_KIND_DESC || p->depth != RT_MAX_DEPTH || !(p->flags & RT_P_INIT_NAMED))
@@ -201,18 +236,14 @@ static __always_inline bool creates_word(const char *a, int n)
     return false;
 }
 
-static __always_inline u64 read_kernel_u64(u64 addr)
-{
-    u64 v = 0;
-    bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
-    return v;
-}
-
 /* sched_process_exec: a successful exec, in the new program's context. If the
  * file is a watched runc, send its argv, read from the new process's own
  * memory (mm->arg_start..arg_end, which the kernel has just written: no page
  * of it can be swapped out yet). A failed exec (a PATH search tries
- * /usr/local/sbin/runc, ... in turn) never gets here.
+ * /usr/local/sbin/runc, ... in turn) never gets here. A runc that is a "#!"
+ * script has its interpreter's argv there ("/bin/sh", the script, its
+ * arguments), as /proc/PID/cmdline shows it and the fanotify backend reads it:
+ * runc is a Go binary, and a wrapper script would have to exec it anyway.
  *
  * Every exec passes here: a runc descendant's exec may be its container's init
  * starting (note_init_exec). */
@@ -245,19 +276,22 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u64 mm = read_kernel_u64(bpf_get_current_task() + RT_OFF_TASK_MM);
     u64 arg_start = mm ? read_kernel_u64(mm + RT_OFF_MM_ARG_START) : 0;
     u64 arg_end = mm ? read_kernel_u64(mm + RT_OFF_MM_ARG_END) : 0;
+    /* An argv of at least one byte is always there (the kernel gives an empty one
+     * a ""): nothing to read means it could not be read. */
+    if (!mm || arg_end <= arg_start)
+        flags |= RT_F_ARGS_TRUNCATED;
     u64 total = arg_end > arg_start ? arg_end - arg_start : 0;
     u32 off = 0, argc = 0;
     for (int i = 0; i < RT_MAX_ARGS; i++) {
         if (off >= total)
-            goto done;
+            break;
         /* Keep off + RT_ARG_MAX < RT_ARGS_SIZE so the verifier can bound the write
          * and args_size stays below RT_ARGS_SIZE. */
         if (off > RT_ARGS_SIZE - RT_ARG_MAX - 1)
             break;
         int n = bpf_probe_read_user_str(&e->args[off], RT_ARG_MAX, (void *)(arg_start + off));
-        /* Unreadable, or an argument longer than RT_ARG_MAX (the next read would
-         * start inside it): user space reads the rest from /proc. Never a reason
-         * to drop the call (rule 3). */
+        /* Unreadable, or an argument of RT_ARG_MAX bytes or more (the next read
+         * would start inside it): stop here. */
         if (n <= 0 || n == RT_ARG_MAX)
             break;
         if (creates_word(&e->args[off], n))
@@ -265,8 +299,10 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         off += n;
         argc++;
     }
-    flags |= RT_F_ARGS_TRUNCATED; /* more arguments than were read */
-done:
+    /* Bytes left unread: user space reads the rest from /proc. Never a reason to
+     * drop the call (rule 3). */
+    if (off < total)
+        flags |= RT_F_ARGS_TRUNCATED;
     if (!(flags & (RT_F_MAY_CREATE | RT_F_ARGS_TRUNCATED)))
         return 0; /* state, start, delete, kill, exec...: no container comes of it */
     /* Follow this runc from now on: its children, its exit. Any earlier entry (a
@@ -285,7 +321,7 @@ done:
     e->hdr.status = 0;
     e->hdr.flags = flags;
     e->hdr.init_pid = 0;
-    e->hdr.pad = 0;
+    e->hdr.mntns = e->hdr.pidns = e->hdr.netns = 0;
     u32 size = offsetof(struct rt_exec_event, args) + (off & (RT_ARGS_SIZE - 1));
     if (size > sizeof(*e)) /* never true; bounds the size for the verifier */
         size = sizeof(*e);
@@ -327,27 +363,28 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 
 /* ----------------------------------------------------------- how a process ends */
 
-/* The wait(2) status of the exiting process, as its parent will get it, read at
- * its last thread's exit (sched_process_exit with group_dead). By then the kernel
- * has set SIGNAL_GROUP_EXIT and put the status in signal->group_exit_code:
- * exit_group's code << 8, or the signal that ended the group (the one sent,
- * SIGTERM say, not the SIGKILL each thread then gets), | 0x80 for a core dump;
- * or the last thread's own exit code (do_exit's synchronize_group_exit, 5.19 and
- * later). Before that, or without group_dead, the leader's exit is used, and its
- * own exit_code is the status. Sets RT_F_STATUS_KNOWN in *flags if read. */
+/* The wait(2) status of the exiting process, as its parent will get it: what
+ * wait_task_zombie() reports once the group is exiting (SIGNAL_GROUP_EXIT), its
+ * signal->group_exit_code. That is exit_group's code << 8, or the signal that
+ * ended the group (the one sent, SIGTERM say, not the SIGKILL each thread then
+ * gets), | 0x80 for a core dump. At the last thread's exit (group_dead) the flag
+ * is always set: since 5.19 the last thread to start exiting sets it, with its
+ * own code, if nothing did before (synchronize_group_exit), and group_dead came
+ * to this tracepoint later than that. On an older kernel, where the leader's
+ * exit stands in for the last thread's, a leader that called plain exit(2)
+ * while other threads run on has not set it: the status is then unknown (its
+ * threads may still end the process otherwise). Sets RT_F_STATUS_KNOWN in *flags
+ * if read. */
 static __always_inline u32 exit_status(u32 *flags)
 {
-    u64 task = bpf_get_current_task();
-    u64 signal = read_kernel_u64(task + RT_OFF_TASK_SIGNAL);
+    u64 signal = read_kernel_u64(bpf_get_current_task() + RT_OFF_TASK_SIGNAL);
     u32 sflags = 0;
     s32 code = 0;
-    if (signal && bpf_probe_read_kernel(&sflags, sizeof(sflags), (void *)(signal + RT_OFF_SIGNAL_FLAGS)) == 0 &&
-        (sflags & RT_SIGNAL_GROUP_EXIT)) {
-        if (bpf_probe_read_kernel(&code, sizeof(code), (void *)(signal + RT_OFF_SIGNAL_GROUP_EXIT_CODE)))
-            return 0;
-    } else if (bpf_probe_read_kernel(&code, sizeof(code), (void *)(task + RT_OFF_TASK_EXIT_CODE))) {
+    if (!signal || bpf_probe_read_kernel(&sflags, sizeof(sflags), (void *)(signal + RT_OFF_SIGNAL_FLAGS)) ||
+        !(sflags & RT_SIGNAL_GROUP_EXIT))
         return 0;
-    }
+    if (bpf_probe_read_kernel(&code, sizeof(code), (void *)(signal + RT_OFF_SIGNAL_GROUP_EXIT_CODE)))
+        return 0;
     *flags |= RT_F_STATUS_KNOWN;
     return (u32)code;
 }

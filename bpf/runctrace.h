@@ -33,7 +33,7 @@
 
 /* rt_event.flags */
 #define RT_F_UNVERIFIED 1      /* exec: the path is not a known runc path, only its name ends in "runc" */
-#define RT_F_ARGS_TRUNCATED 2  /* exec: more than RT_MAX_ARGS args or RT_ARGS_SIZE bytes */
+#define RT_F_ARGS_TRUNCATED 2  /* exec: argv not read whole (too many, too long, unreadable) */
 #define RT_F_STATUS_KNOWN 4    /* exits: rt_event.status holds a wait(2) status */
 #define RT_F_MAY_CREATE 8      /* exec: an argument is "create", "run" or "restore" */
 #define RT_F_ENDED 16          /* RT_EV_CONTAINER_EXIT: sent once the process was a zombie (or freed) */
@@ -63,7 +63,12 @@ struct rt_event {
     __u32 status;   /* exits: wait(2) status, if flags & RT_F_STATUS_KNOWN */
     __u32 flags;    /* RT_F_* */
     __u32 init_pid; /* RT_EV_RUNC_EXIT, RT_EV_INIT_EXEC: the container init this runc started, 0 if none seen */
-    __u32 pad;
+    /* RT_EV_INIT_EXEC: the init's mount, PID and network namespaces (inode numbers,
+     * as /proc/PID/ns/ shows them; 0 if unread), read as it execs: an init that
+     * ends in a millisecond is often gone before user space could read /proc */
+    __u32 mntns;
+    __u32 pidns;
+    __u32 netns;
 };
 
 /* RT_EV_EXEC. Only the first offsetof(args) + args_size bytes are sent. */

@@ -125,6 +125,18 @@ class TestInvocationStyles:
                      if r.type == C["RT_EV_EXEC"] and r.argv == tuple(argv[:len(r.argv)]) and len(r.argv) > 1]
         assert record.flags & C["RT_F_ARGS_TRUNCATED"] and len(record.argv) < len(argv)
 
+    def test_namespaces_of_an_init_that_ends_at_once(self, seen, bcct_runc, tmp_path):
+        """`true` ends within a millisecond of its exec, often before user space
+        could read /proc/PID/ns: the kernel reads them as the init execs."""
+        bundle = make_bundle(tmp_path / "b", ["true"])
+        host = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("mnt", "pid", "net")}
+        for i in range(20):
+            cid = bcct_runc.new_id(f"nsnow{i}")
+            bcct_runc("run", "--bundle", str(bundle), cid)
+            add, _ = seen.lifecycle(cid)
+            assert add.mntns and add.pidns and add.netns, add
+            assert add.mntns != host["mnt"] and add.pidns != host["pid"] and add.netns != host["net"]
+
     def test_run_detached_killed_by_signal(self, seen, bcct_runc, tmp_path):
         bundle = make_bundle(tmp_path / "b", ["sleep", "100"])
         cid = bcct_runc.new_id("rund")

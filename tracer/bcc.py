@@ -100,7 +100,9 @@ class RtEvent(ct.Structure):
         ("status", ct.c_uint32),
         ("flags", ct.c_uint32),
         ("init_pid", ct.c_uint32),
-        ("pad", ct.c_uint32),
+        ("mntns", ct.c_uint32),
+        ("pidns", ct.c_uint32),
+        ("netns", ct.c_uint32),
     ]
 
 
@@ -127,12 +129,13 @@ class KernelRecord(NamedTuple):
     filename: str = ""  # exec only
     argv: tuple[str, ...] = ()  # exec only
     init_pid: Optional[int] = None  # runc exit and init exec: its container's init, if the kernel saw it
+    namespaces: Optional[dict[str, int]] = None  # init exec: {"mntns", "pidns", "netns"}, as read in the kernel
 
 
 # The same layouts as RtEvent and RtExecEvent's fixed part, for struct: unpacking
 # a record this way costs a fraction of ctypes' from_buffer_copy (which also needs
 # a copy padded to the full 8.5 KiB for an exec record).
-_HDR = struct.Struct("=IIQIIII")  # type, pid, ktime_ns, status, flags, init_pid, pad
+_HDR = struct.Struct("=IIQIIIIII")  # type, pid, ktime_ns, status, flags, init_pid, mntns, pidns, netns
 _EXEC_FIXED = struct.Struct(f"={_HDR.size}xII{C['RT_PATH_MAX']}s")  # argc, args_size, filename
 _STATUS_KNOWN, _EV_EXEC = C["RT_F_STATUS_KNOWN"], C["RT_EV_EXEC"]
 # The ctypes mirrors are checked against the C structs when the program compiles;
@@ -144,10 +147,11 @@ def decode_record(raw: bytes) -> KernelRecord:
     """Decode a ring buffer record: a pure function over bytes, testable without a kernel."""
     if len(raw) < _HDR.size:
         raise ValueError(f"ring buffer record of {len(raw)} bytes, shorter than its header")
-    kind, pid, ktime_ns, status, flags, init_pid, _pad = _HDR.unpack_from(raw)
+    kind, pid, ktime_ns, status, flags, init_pid, mntns, pidns, netns = _HDR.unpack_from(raw)
     if kind != _EV_EXEC:
+        ns = {"mntns": mntns, "pidns": pidns, "netns": netns} if mntns and pidns and netns else None
         return KernelRecord(kind, pid, ktime_ns, status if flags & _STATUS_KNOWN else None, flags,
-                            init_pid=init_pid or None)
+                            init_pid=init_pid or None, namespaces=ns)
     fixed = _EXEC_FIXED.size
     if len(raw) < fixed:
         raise ValueError(f"exec record of {len(raw)} bytes, shorter than its {fixed} fixed bytes")
@@ -168,11 +172,18 @@ TRACEPOINTS = (
 KERNEL_FIELDS = {
     "RT_OFF_TASK_MM": ("task_struct", "mm"),
     "RT_OFF_TASK_SIGNAL": ("task_struct", "signal"),
-    "RT_OFF_TASK_EXIT_CODE": ("task_struct", "exit_code"),
     "RT_OFF_MM_ARG_START": ("mm_struct", "arg_start"),
     "RT_OFF_MM_ARG_END": ("mm_struct", "arg_end"),
     "RT_OFF_SIGNAL_FLAGS": ("signal_struct", "flags"),
     "RT_OFF_SIGNAL_GROUP_EXIT_CODE": ("signal_struct", "group_exit_code"),
+    "RT_OFF_TASK_NSPROXY": ("task_struct", "nsproxy"),
+    "RT_OFF_NSPROXY_MNT_NS": ("nsproxy", "mnt_ns"),
+    "RT_OFF_NSPROXY_PID_NS": ("nsproxy", "pid_ns_for_children"),
+    "RT_OFF_NSPROXY_NET_NS": ("nsproxy", "net_ns"),
+    "RT_OFF_MNT_NAMESPACE_NS": ("mnt_namespace", "ns"),
+    "RT_OFF_PID_NAMESPACE_NS": ("pid_namespace", "ns"),
+    "RT_OFF_NET_NS": ("net", "ns"),
+    "RT_OFF_NS_COMMON_INUM": ("ns_common", "inum"),
 }
 _TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -546,7 +557,7 @@ class BccNotifier(LoopNotifier):
             if rec.type == _EV_EXEC:
                 self._on_exec(rec)
             elif rec.type == C["RT_EV_INIT_EXEC"]:
-                self._tracker.init_started(rec.pid, rec.init_pid)
+                self._tracker.init_started(rec.pid, rec.init_pid, rec.namespaces)
             elif rec.type == C["RT_EV_RUNC_EXIT"]:
                 self._tracker.runc_exited(rec.pid, rec.status, init_pid=rec.init_pid)
             elif rec.type == C["RT_EV_CONTAINER_EXIT"]:

@@ -44,9 +44,16 @@ _KNOWN_KINDS = set(range(1, 20))
 
 
 class Btf:
-    """The structs and unions of one BTF blob, enough to find member offsets."""
+    """The structs and unions of one BTF blob, enough to find member offsets.
+    Raises ValueError for a blob that is not BTF, or is damaged."""
 
     def __init__(self, data: bytes) -> None:
+        try:
+            self._parse(data)
+        except (struct.error, UnicodeDecodeError) as err:  # a record or name cut short
+            raise ValueError(f"BTF cut short or damaged: {err}") from None
+
+    def _parse(self, data: bytes) -> None:
         if len(data) < _HEADER.size:
             raise ValueError("BTF too short for its header")
         magic, _version, _flags, hdr_len, type_off, type_len, str_off, str_len = _HEADER.unpack_from(data)
@@ -71,7 +78,7 @@ class Btf:
             fixed, each = _EXTRA.get(kind, (0, 0))
             if kind in (_STRUCT, _UNION):
                 self._composites[type_id] = (kind, name_off, off + _TYPE.size, vlen, bool(info >> 31))
-                if name_off:
+                if name_off and kind == _STRUCT:
                     self._by_name.setdefault(self._name(name_off), type_id)
             off += _TYPE.size + fixed + each * vlen
             type_id += 1
@@ -86,9 +93,12 @@ class Btf:
         """Byte offset of ``member`` in ``struct struct_name`` (looking inside its
         anonymous structs and unions, as C does). Raises KeyError if absent."""
         type_id = self._by_name.get(struct_name)
-        if type_id is None or self._composites[type_id][0] != _STRUCT:
+        if type_id is None:
             raise KeyError(f"struct {struct_name}")
-        bits = self._find(type_id, member, 0)
+        try:
+            bits = self._find(type_id, member, 0)
+        except (struct.error, ValueError, UnicodeDecodeError):  # a member or name past the end
+            raise KeyError(f"struct {struct_name}'s members (damaged)") from None
         if bits is None:
             raise KeyError(f"struct {struct_name} has no member {member}")
         if bits % 8:

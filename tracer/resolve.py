@@ -147,12 +147,15 @@ class Container:
     info: dict[str, Any] = field(default_factory=dict)  # manager, namespaces, cgroup
     start_ticks: Optional[int] = None  # its init's start time, to tell it from a reused PID
 
-    def enrich(self) -> None:
-        """Read what only the living init can tell: call while it still runs."""
+    def enrich(self, known_namespaces: Optional[dict[str, int]] = None) -> None:
+        """Read what only the living init can tell: call while it still runs.
+
+        ``known_namespaces``: the init's namespaces as the kernel saw them (the
+        eBPF backend reads them as the init execs), instead of /proc's."""
         annotations = (self.config or {}).get("annotations")
         self.info = {"manager": manager_of(self.root, self.caller, annotations)}
         if self.pid is not None:
-            self.info.update(namespaces(self.pid), cgroup=cgroup_of(self.pid))
+            self.info.update(known_namespaces or namespaces(self.pid), cgroup=cgroup_of(self.pid))
 
 
 def parse_call(argv: list[str], cwd: Optional[str], cwd_may_be_bundle: bool = False) -> RuncCall:
@@ -483,8 +486,9 @@ class Tracker:
         for fd in self.states.fds():
             self.read_states(fd)
 
-    def init_started(self, runc_pid: int, init_pid: int) -> None:
-        """runc ``runc_pid``'s container init, ``init_pid``, is starting its program.
+    def init_started(self, runc_pid: int, init_pid: int, init_namespaces: Optional[dict[str, int]] = None) -> None:
+        """runc ``runc_pid``'s container init, ``init_pid``, is starting its program
+        (in ``init_namespaces``, if the backend read them there).
 
         Both backends see this in the kernel, so a `runc run` needs no state-file
         watch: it is resolved here. state.json's head is read once, for runc's own
@@ -504,8 +508,9 @@ class Tracker:
             log.warning("runctrace: runc %d: the kernel saw init %d, runc's state says %d; using runc's",
                         runc_pid, init_pid, state["init_process_pid"])
             init_pid = state["init_process_pid"]
+            init_namespaces = None  # the kernel's init's, not this one's
         self._stop_waiting(rexec)
-        self._resolve(rexec, init_pid, state, None)
+        self._resolve(rexec, init_pid, state, None, init_namespaces)
 
     def runc_exited(self, pid: int, status: Optional[int], init_pid: Optional[int] = None) -> None:
         """A runc process ended; ``status`` is its wait(2) status, None if unknown.
@@ -613,7 +618,8 @@ class Tracker:
             self.states.forget(state_dir)
 
     def _resolve(
-        self, rexec: RuncExec, pid: Optional[int], state: Optional[dict], error: Optional[str]
+        self, rexec: RuncExec, pid: Optional[int], state: Optional[dict], error: Optional[str],
+        init_namespaces: Optional[dict[str, int]] = None,
     ) -> None:
         rexec.resolved = True
         rc = rexec.call
@@ -624,7 +630,7 @@ class Tracker:
         config, config_err = read_config(bundle)
         errors = [e for e in (error, config_err) if e]
         container = Container(rc.container_id, pid, bundle, config, rexec.runtime, rc.root, rc.argv, rexec.caller)
-        container.enrich()
+        container.enrich(init_namespaces)
         # Stamped with runc's own creation time (as the fanotify backend does), else
         # with when runc's exec was seen.
         created = rfc3339_to_ns(state.get("created")) if state else None
