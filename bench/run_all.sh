@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce every figure in BENCHMARKS.md (as root, after ./bootstrap.sh setup).
-# Takes about 90 minutes on a 2-core machine; results go to bench/results/.
+# Takes about 110 minutes on a 2-core machine; results go to bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -8,7 +8,13 @@ mkdir -p bench/results
 $PY bench/bench_record.py --backends fanotify,bcc --rounds 40 --block 8 --burst 2000 --concurrency 8 | tee bench/results/record.txt
 $PY bench/bench_latency.py --backends fanotify,bcc -n 500 -c 4 --idle 60 --memory 100,10000 | tee bench/results/latency.txt
 $PY bench/bench_scaling.py --backends fanotify,bcc --levels 1,2,4,8,16 --rounds 8 | tee bench/results/scaling.txt
-# CPU against the start of the last round (d48fcd6)
+# This round: CPU against its start (4ff5670); the eBPF backend against its parent with syscall tracepoints (dadd419)
+$PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 300 --rounds 4 --against 4ff5670 | tee bench/results/cpu-seq-vs-4ff5670.txt
+$PY bench/bench_cpu.py --backends fanotify,bcc --mode burst -n 400 -c 8 --rounds 3 --against 4ff5670 | tee bench/results/cpu-burst-vs-4ff5670.txt
+$PY bench/bench_syscall_tax.py --backends bcc,fanotify --rounds 6 --against dadd419 | tee bench/results/syscall-tax-vs-dadd419.txt
+$PY bench/bench_record.py --backends bcc --rounds 30 --block 8 --against dadd419 --overhead-only | tee bench/results/overhead-bcc-vs-dadd419.txt
+$PY bench/bench_cpu.py --backends bcc --mode seq -n 300 --rounds 6 --against dadd419 | tee bench/results/cpu-seq-bcc-vs-dadd419.txt
+# CPU against the start of the previous round (d48fcd6)
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 300 --rounds 4 --against d48fcd6 | tee bench/results/cpu-seq-vs-d48fcd6.txt
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode burst -n 400 -c 8 --rounds 3 --against d48fcd6 | tee bench/results/cpu-burst-vs-d48fcd6.txt
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 80 --gap 0.1 --rounds 3 --against d48fcd6 | tee bench/results/cpu-gap-vs-d48fcd6.txt
@@ -20,6 +26,5 @@ $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 80 --gap 0.1 --roun
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode burst -n 400 -c 8 --rounds 3 --against 9765e72 | tee bench/results/cpu-burst-journal.txt
 $PY bench/bench_record.py --backends bcc,fanotify --rounds 25 --block 8 --against 9765e72 --overhead-only | tee bench/results/overhead-journal-vs-9765e72.txt
 $PY bench/bench_pages.py --backends fanotify,bcc -n 20 --rounds 2 --against ed6a4ec | tee bench/results/pages.txt
-$PY bench/bench_syscall_tax.py --backends fanotify,bcc --rounds 8 | tee bench/results/syscall-tax.txt
 $PY bench/bench_wakeup.py | tee bench/results/wakeup.txt
 $PY bench/bench_report.py | tee bench/results/report.txt
