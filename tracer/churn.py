@@ -134,7 +134,8 @@ class Churn:
             if code == 0:
                 truth.pid = int(pid_file.read_text())
                 runc("start", plan.container_id, check=False)
-                while runc("state", plan.container_id, check=False).stdout.count('"status": "running"'):
+                while not self._stop.is_set() and runc("state", plan.container_id, check=False).stdout.count(
+                        '"status": "running"'):
                     time.sleep(0.01)
                 code = plan.exit_code if plan.exit_code is not None else 0
             runc("delete", "--force", plan.container_id, check=False)
@@ -172,30 +173,39 @@ class Churn:
                 on_done(t)
                 runc("delete", "--force", p.container_id, check=False)
 
+        # Not pool.map in a with-block: on Ctrl-C, its exit waits for every queued
+        # container to run its whole lifetime (a test saw a minute of it), unless
+        # the interrupt happened to land inside map's own wait.
+        pool = ThreadPoolExecutor(concurrency)
         try:
             if self.driver == "ctr":
                 self._containerd = PrivateContainerd(self.workdir / "containerd", namespace="runctrace-churn").__enter__()
             looper = threading.Thread(target=crash_loop, daemon=True)
             looper.start()
-            with ThreadPoolExecutor(concurrency) as pool:
-                for t in pool.map(self._one, others):
-                    results.append(t)
-                    on_done(t)
+            for future in [pool.submit(self._one, p) for p in others]:
+                t = future.result()
+                results.append(t)
+                on_done(t)
             looper.join()
         except KeyboardInterrupt:
+            # Nothing new starts; what runs is deleted (which ends a foreground
+            # `runc run` too), then the workers are waited for, then whatever a
+            # worker created meanwhile is deleted.
             self._stop.set()
+            self.cleanup(keep_containerd=True)
             raise
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             self.cleanup()
         return results
 
-    def cleanup(self) -> None:
+    def cleanup(self, keep_containerd: bool = False) -> None:
         """Delete every container this run started (runc state survives a Ctrl-C)."""
         with self._lock:
             started = sorted(self._started)
         for cid in started:
             runc("delete", "--force", cid, check=False)
-        if self._containerd is not None:
+        if self._containerd is not None and not keep_containerd:
             self._containerd.__exit__()
             self._containerd = None
 
