@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -25,6 +26,10 @@ Examples:
 """
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 @app.command(epilog=CHURN_EXAMPLES)
 @_one_line_errors
 def churn(
@@ -39,6 +44,8 @@ def churn(
 ) -> None:
     """Start real containers from a busybox root filesystem, with ground truth."""
     console = Console(stderr=True)
+    # `kill` (SIGTERM) cleans up as Ctrl-C does: every container started is deleted
+    signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="runctrace-churn-") as tmp:
         job = Churn(Path(tmp), driver=driver, lifetime=lifetime, fail_share=fail_share, crash_loop=crash_loop, seed=seed)
         outcome: Counter = Counter()
