@@ -353,7 +353,7 @@ _DROP_COUNTERS = (
     (C["RT_C_PROCS_FULL"], "procs map full: runc processes went unfollowed"),
 )
 _ANY_COUNTER = C["RT_C_ANY"]
-BPF_NOEXIST = 1  # bpf(2) map update flag: insert only
+BPF_NOEXIST, BPF_EXIST = 1, 2  # bpf(2) map update flags: insert only, update only
 # An init that user space found exiting (see _watch) may not be a zombie yet; its
 # REMOVE waits until it is (see _Ending). Polled this often, at most this long (the
 # init of a PID namespace first waits for all its namespace's processes to die).
@@ -450,6 +450,7 @@ class BccNotifier(LoopNotifier):
             procs, watched = self._bpf[b"procs"], self._bpf[b"containers"]
             self._procs_fd, self._pid_key = procs.map_fd, ct.c_uint32(0)
             self._watched_fd, self._watch_leaf, self._peek_leaf = watched.map_fd, watched.Leaf(), watched.Leaf()
+            self._exit_leaf = watched.Leaf()
             for fd in (self._ring_fd, *self._tracker.states.fds(), self._wake):
                 self._epoll.register(fd, select.EPOLLIN)
         except OSError as err:
@@ -685,6 +686,9 @@ class BccNotifier(LoopNotifier):
             self._starts[pid] = start
             return
         recent = self._recent_exit(pid, rexec)
+        if recent is not None and self._leave_exit_to_kernel(key, recent, start):
+            self._starts[pid] = start
+            return
         if self._lib.bpf_delete_elem(self._watched_fd, ct.byref(key)) < 0:
             return  # the kernel deleted it: its CONTAINER_EXIT record is on the way
         self._starts[pid] = start
@@ -692,6 +696,23 @@ class BccNotifier(LoopNotifier):
             self._ended(pid, recent.status, mono_to_wall_ns(recent.exit_ns))
         else:
             self._ended(pid, None, None, error="exited before it was watched; exit status unknown")
+
+    def _leave_exit_to_kernel(self, key: Any, recent: Any, start: Optional[int]) -> bool:
+        """An init that has exited (``recent``: the kernel's record of it) and may not
+        be a zombie yet. Rather than poll for the zombie, put its exit in its
+        ``containers`` entry: the kernel then sends it at the parent's SIGCHLD, once
+        it is one, as for any watched init. True if the kernel will.
+
+        If the SIGCHLD passed before the entry had the exit, the kernel sent
+        nothing: so the process is looked at again after the update, and a zombie
+        (or a process gone) is left to the handshake's delete, whose winner reports.
+        """
+        leaf = self._exit_leaf
+        leaf.exit_ns, leaf.status, leaf.flags = recent.exit_ns, recent.status, recent.flags
+        if self._lib.bpf_update_elem(self._watched_fd, ct.byref(key), ct.byref(leaf), BPF_EXIST) < 0:
+            return False  # the kernel deleted the entry already: the handshake tells
+        stat = read_stat(key.value)
+        return stat is not None and stat.state not in ("Z", "X", "x") and (start is None or stat.start == start)
 
     def _poll_unwatched(self) -> None:
         self._unwatched_due = time.monotonic() + _UNWATCHED_POLL_S
