@@ -173,9 +173,9 @@ class Churn:
                 on_done(t)
                 runc("delete", "--force", p.container_id, check=False)
 
-        # Not pool.map in a with-block: on Ctrl-C, its exit waits for every queued
-        # container to run its whole lifetime (a test saw a minute of it), unless
-        # the interrupt happened to land inside map's own wait.
+        # Not pool.map in a with-block: on Ctrl-C its exit waits for the workers
+        # before an except clause can set the stop flag, and it cancels the queued
+        # containers only if the interrupt lands inside map's own wait.
         pool = ThreadPoolExecutor(concurrency)
         try:
             if self.driver == "ctr":
