@@ -711,8 +711,7 @@ class BccNotifier(LoopNotifier):
         leaf.exit_ns, leaf.status, leaf.flags = recent.exit_ns, recent.status, recent.flags
         if self._lib.bpf_update_elem(self._watched_fd, ct.byref(key), ct.byref(leaf), BPF_EXIST) < 0:
             return False  # the kernel deleted the entry already: the handshake tells
-        stat = read_stat(key.value)
-        return stat is not None and stat.state not in ("Z", "X", "x") and (start is None or stat.start == start)
+        return not process_ended(key.value, start)
 
     def _poll_unwatched(self) -> None:
         self._unwatched_due = time.monotonic() + _UNWATCHED_POLL_S

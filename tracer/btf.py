@@ -15,6 +15,7 @@ section. Type IDs count from 1 in the order of the records.
 from __future__ import annotations
 
 import struct
+from array import array
 from typing import Optional
 
 from .errors import NotSupported
@@ -63,21 +64,24 @@ class Btf:
         if types_at + type_len > len(data) or strings_at + str_len > len(data):
             raise ValueError("BTF sections run past its end")
         self._data = data
-        self._types = (types_at, types_at + type_len)
         self._strings = (strings_at, strings_at + str_len)
-        # type id -> (kind, name_off, members' offset in data, vlen, kind_flag);
-        # only structs and unions are kept (the rest is skipped over)
-        self._composites: dict[int, tuple[int, int, int, int, bool]] = {}
+        # where each type's record starts, by type id - 1 (for typedefs and
+        # qualifiers in front of an anonymous member: see _resolve)
+        self._offsets = array("Q")
+        # type id -> (its members' offset in data, vlen, kind_flag), for structs
+        # and unions only; named structs by name
+        self._composites: dict[int, tuple[int, int, bool]] = {}
         self._by_name: dict[str, int] = {}
         off, end, type_id = types_at, types_at + type_len, 1
         while off < end:
+            self._offsets.append(off)
             name_off, info, _size = _TYPE.unpack_from(data, off)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
             if kind not in _KNOWN_KINDS:
                 raise ValueError(f"BTF type {type_id} has an unknown kind {kind}")
             fixed, each = _EXTRA.get(kind, (0, 0))
             if kind in (_STRUCT, _UNION):
-                self._composites[type_id] = (kind, name_off, off + _TYPE.size, vlen, bool(info >> 31))
+                self._composites[type_id] = (off + _TYPE.size, vlen, bool(info >> 31))
                 if name_off and kind == _STRUCT:
                     self._by_name.setdefault(self._name(name_off), type_id)
             off += _TYPE.size + fixed + each * vlen
@@ -108,7 +112,7 @@ class Btf:
     def _find(self, type_id: int, member: str, depth: int) -> Optional[int]:
         if depth > 8:
             return None
-        _kind, _name_off, at, vlen, kind_flag = self._composites[type_id]
+        at, vlen, kind_flag = self._composites[type_id]
         for i in range(vlen):
             name_off, m_type, m_off = _MEMBER.unpack_from(self._data, at + i * _MEMBER.size)
             bits = m_off & 0xFFFFFF if kind_flag else m_off
@@ -127,26 +131,12 @@ class Btf:
         for _ in range(16):
             if type_id in self._composites:
                 return type_id
-            off = self._type_offset(type_id)
-            if off is None:
+            if not 0 < type_id <= len(self._offsets):
                 return None
-            _name_off, info, next_id = _TYPE.unpack_from(self._data, off)
+            _name_off, info, next_id = _TYPE.unpack_from(self._data, self._offsets[type_id - 1])
             if (info >> 24) & 0x1F not in (8, 9, 10, 11, 18):  # typedef, volatile, const, restrict, type tag
                 return None
             type_id = next_id
-        return None
-
-    def _type_offset(self, wanted: int) -> Optional[int]:
-        # rare (an anonymous member behind a typedef or qualifier): a walk from the start
-        off, end = self._types
-        type_id = 1
-        while off < end:
-            if type_id == wanted:
-                return off
-            _name_off, info, _size = _TYPE.unpack_from(self._data, off)
-            fixed, each = _EXTRA.get((info >> 24) & 0x1F, (0, 0))
-            off += _TYPE.size + fixed + each * (info & 0xFFFF)
-            type_id += 1
         return None
 
 

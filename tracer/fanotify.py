@@ -483,7 +483,7 @@ class FanotifyNotifier(LoopNotifier):
                 raise
             try:
                 for path in paths:
-                    self._mark_binary(path, fd)
+                    self._mark_binary(fd, path)
             except OSError as err:
                 os.close(fd)
                 if flags != base and err.errno in _NO_FID:
@@ -492,9 +492,10 @@ class FanotifyNotifier(LoopNotifier):
             return fd, flags != base
         raise AssertionError("unreachable")
 
-    def _mark_binary(self, path: str, group: int = -1) -> None:
+    @staticmethod
+    def _mark_binary(group: int, path: str) -> None:
         # An inode mark (no FAN_MARK_MOUNT): only this file's execs reach us.
-        _sys.fanotify_mark(self._fan if group < 0 else group, _sys.FanMark.ADD, _sys.FanEvent.OPEN_EXEC, path)
+        _sys.fanotify_mark(group, _sys.FanMark.ADD, _sys.FanEvent.OPEN_EXEC, path)
 
     def _read_bin_dirs(self) -> None:
         changed = False
@@ -515,7 +516,7 @@ class FanotifyNotifier(LoopNotifier):
             key = (binary.dev, binary.ino)
             if key not in self._by_inode:
                 try:
-                    self._mark_binary(binary.path)
+                    self._mark_binary(self._fan, binary.path)
                 except OSError as err:
                     if not (self._fan_fid and err.errno in _NO_FID and self._reopen_without_fid(binaries)):
                         log.warning("runctrace: cannot watch new %s: %s", binary.path, err.strerror)
