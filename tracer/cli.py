@@ -124,7 +124,7 @@ def record(
         err.print(
             f"runctrace: wrote {recorder.rows_written} events to {output} "
             f"({stats['adds']} add, {stats['initial']} initial, {stats['removes']} remove, "
-            f"{stats['lost']} lost, {stats['missed']} missed)"
+            f"{stats['lost']} lost, {stats['missed']} missed, {stats['unread']} unread)"
         )
 
 

@@ -24,6 +24,16 @@ How it works, and why each part is needed
    EXEC came later in the same wake-up (they wait in ``_recent_exec`` until then).
    Waking for fanotify too would cost a wake-up per runc exec (3 of the 12 per
    `runc run`) to learn nothing that cannot wait for the EXEC.
+
+   The socket is read in batches, as a network card coalesces interrupts. A
+   `runc run` is about nine messages over 20 ms, in clusters: its `runc init`'s
+   two execs a millisecond apart, then the init's rename and two helpers'
+   exits within half a millisecond, then the program's exec, its exit and
+   runc's within two. A wake-up of this thread costs more CPU than most
+   messages' handling (some 30 us on a small VM), so after the first message
+   the read waits for the next, while they come less than ``_COALESCE_GAP_US``
+   apart, for ``_COALESCE_MAX_NS`` in all. A message then waits at most about
+   4 ms; the targets for detection and termination delay are 10 ms.
 3. **The container's init, from the same socket.** runc's init names itself
    ``runc:[2:INIT]`` (``prctl(PR_SET_NAME)``), which the connector reports as a
    ``PROC_EVENT_COMM``; the filter lets through only renames to that name. Its
@@ -60,6 +70,10 @@ from .spec import read_proc
 
 # Bounded caches: sized for bursts far beyond what one host starts per second.
 _RECENT = 4096
+# Coalescing (module doc, 2.): after a wake-up's first connector message, wait for
+# the next one at most this long, and hold the first at most this long in all.
+_COALESCE_GAP_US = 1000
+_COALESCE_MAX_NS = 3_000_000
 _PENDING_EXEC_TIMEOUT_S = 5.0
 # inotify on the directories holding runc binaries: a package upgrade renames a new
 # file over the old one (MOVED_TO), an installer may create it in place (CREATE).
@@ -113,7 +127,7 @@ class FanotifyNotifier(LoopNotifier):
             self._fan, self._fan_fid = self._open_exec_group([b.path for b in self.binaries])
             self._fds.append(self._fan)
             self._fan_rx = _sys.Reader(self._fan)
-            self._cn = _sys.open_proc_connector(comm=RUNC_INIT_COMM)
+            self._cn = _sys.open_proc_connector(comm=RUNC_INIT_COMM, gap_us=_COALESCE_GAP_US)
             # one reused buffer: socket.recv(n) allocates n bytes first, and a large
             # n is an mmap and munmap per message (~8 us each, measured). A
             # datagram holds one message of ~80 bytes; a wake-up's datagrams
@@ -154,6 +168,11 @@ class FanotifyNotifier(LoopNotifier):
         self._inits: collections.OrderedDict[int, Optional[tuple[int, int]]] = collections.OrderedDict()
         # inits that exec'd their program while their runc was still unknown
         self._unplaced: collections.OrderedDict[int, None] = collections.OrderedDict()
+        # runc processes gone before their arguments were read: pid -> exec time
+        # (CLOCK_MONOTONIC ns). Their exits decide whether that matters (_on_exit).
+        self._unread: collections.OrderedDict[int, int] = collections.OrderedDict()
+        # when the last runc init named itself that no runc call we read had made
+        self._untied_init_ns = 0
         # `runc init` processes (runc:[0:PARENT]), until their next runc exec or
         # their exit. runc 1.1's init execs runc a second time, a sealed copy of
         # itself: that exec needs no read.
@@ -205,7 +224,7 @@ class FanotifyNotifier(LoopNotifier):
                     continue
                 fds = {fd for fd, _ in ready}
                 if self._cn.fileno() in fds:
-                    self._read_connector()
+                    self._read_connector(hold=True)
                 if self._bin_ino in fds:
                     self._read_bin_dirs()
                 self._expire_pending()
@@ -256,15 +275,19 @@ class FanotifyNotifier(LoopNotifier):
         except OSError:
             return None
 
-    def _read_connector(self) -> None:
+    def _read_connector(self, hold: bool = False) -> None:
+        """Handle every queued connector message. ``hold``: wait for the messages
+        that follow the first (coalescing: module doc, 2.)."""
         # The fanotify queue is read at the first EXEC of a wake-up (its event is
         # queued by then: module doc, 2.), and once more after the socket is
         # drained if EXECs came after that read: theirs may have been queued
         # after it. They wait in the recent-exec cache until then.
         fanotify_read = reread = False
+        hold_ns = _COALESCE_MAX_NS if hold else 0
         while True:
+            wait_ns, hold_ns = hold_ns, 0  # only the first read waits for more
             try:
-                batch = self._cn_rx.recv_batch()
+                batch = self._cn_rx.recv_batch(wait_ns)
             except OSError as err:
                 if err.errno != errno.ENOBUFS:
                     raise
@@ -300,13 +323,13 @@ class FanotifyNotifier(LoopNotifier):
                     elif ev.what == _sys.PROC_EXIT:  # of whole processes: threads are filtered out
                         self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns, ev.parent_tgid)
                     elif ev.what == _sys.PROC_COMM and ev.comm == RUNC_INIT_COMM and ev.pid == ev.tgid:
-                        self._on_init_named(ev.tgid)
+                        self._on_init_named(ev.tgid, ev.timestamp_ns)
             if len(batch) < self._cn_rx.batch:
                 break  # all that was queued: epoll reports what comes next
         if reread:
             self._read_fanotify()
 
-    def _on_init_named(self, pid: int) -> None:
+    def _on_init_named(self, pid: int, when_ns: int) -> None:
         """A runc init named itself: remember its runc, for when it execs its program.
 
         Its parent is read now: it is normally alive (it has more setup to do before
@@ -315,6 +338,10 @@ class FanotifyNotifier(LoopNotifier):
         here too, and is dropped when it execs (no unresolved run is its parent).
         """
         st = read_stat(pid)
+        if st is None or st.ppid not in self._tracker.calls:
+            # not made by a create or run whose arguments were read: perhaps by
+            # one gone unread (_on_exit)
+            self._untied_init_ns = when_ns
         # None: gone already (this loop is behind); its exit message names its parent
         self._inits[pid] = (st.ppid, st.start) if st is not None else None
         if len(self._inits) > _RECENT:
@@ -372,6 +399,16 @@ class FanotifyNotifier(LoopNotifier):
                 self.stats.missed += 1  # a kernel that does not say: runc's exit will tell
         if self._pending_exec.pop(pid, None) is not None:
             self.stats.missed += 1  # it exited before its exec completed (failed exec)
+        exec_ns = self._unread.pop(pid, None)
+        if exec_ns is not None:
+            if self._untied_init_ns >= exec_ns:
+                # a runc gone unread, while an init that no runc we read had made
+                # named itself: it may have made a container. Look on disk once this
+                # wake-up is done (a container it made and that still runs is there).
+                self.stats.missed += 1
+                self._resync = True
+            else:
+                self.stats.unread += 1
         self._tracker.pid_exited(pid, status, mono_to_wall_ns(mono_ns))
         if pid in self._tracker.calls:
             self._tracker.runc_exited(pid, status)
@@ -390,10 +427,13 @@ class FanotifyNotifier(LoopNotifier):
             raw = b""
         argv = [os.fsdecode(a) for a in raw.split(b"\0")[:-1]] if raw else []
         if not argv:
-            # runc exited before we could read its arguments (the recorder fell
-            # behind, or was stopped). Look on disk once this wakeup is done.
-            self.stats.missed += 1
-            self._resync = True
+            # runc exited before we could read its arguments: a short call (state,
+            # delete, kill...) whose messages were held, or the recorder fell behind
+            # or was stopped. A call that makes a container has its init name
+            # itself before it exits: its exit tells whether one did (_on_exit).
+            self._unread[pid] = exec_ns
+            if len(self._unread) > _RECENT:
+                self._unread.popitem(last=False)
             return
         call = parse_runc_args(argv, None)
         if not call.creates_container:

@@ -51,7 +51,10 @@ class Stats:
     initial: int = 0  # containers found already running
     removes: int = 0
     lost: int = 0  # kernel queue overflows / dropped messages
-    missed: int = 0  # runc execs seen whose arguments could not be read in time
+    missed: int = 0  # runc execs whose arguments could not be read in time, and that may have made a container
+    # runc execs that ended before their arguments were read and made no container:
+    # short calls (state, delete, kill...) and creates that failed at once (fanotify)
+    unread: int = 0
     failed_creates: int = 0  # create/run calls that exited without making a container
     notes: list[str] = field(default_factory=list)
 
