@@ -475,7 +475,8 @@ class Tracker:
         if rexec is None or rexec.resolved:
             return
         if state is None:
-            state, _err = read_state(state_dir)
+            # the head will do unless the bundle must come from runc's labels
+            state, _err = read_state(state_dir, head_only=bool(rexec.call.bundle))
         if state is None or not _state_of(state, rexec):
             return  # not written yet (or a stale one); the next event or runc's exit will tell
         self._stop_waiting(rexec)
@@ -533,7 +534,7 @@ class Tracker:
             self._stop_waiting(rexec)
             self._stats.failed_creates += 1
             return
-        state, state_err = read_state(rexec.call.state_dir)
+        state, state_err = read_state(rexec.call.state_dir, head_only=bool(rexec.call.bundle))
         if state is not None and not _state_of(state, rexec):
             state, state_err = None, "state.json is an older container's"
         self._stop_waiting(rexec)
