@@ -18,12 +18,12 @@ How it works, and why each part is needed
 
    Only this socket wakes the loop. fanotify queues its event while the exec opens
    the file, before the exec completes and the connector sends EXEC; so the queue
-   is read when the first EXEC of a wake-up is handled (not counting a runc init
-   starting its container's program, which is not runc), which finds that exec's
-   event there, and once more after the socket is drained, for the execs whose
-   EXEC came later in the same wake-up (they wait in ``_recent_exec`` until then).
-   Waking for fanotify too would cost a wake-up per runc exec (3 of the 12 per
-   `runc run`) to learn nothing that cannot wait for the EXEC.
+   is read when the first EXEC of each batch of messages is handled (not counting
+   a runc init starting its container's program, which is not runc). It holds the
+   event of every exec whose EXEC is in that batch by then: the batch was received
+   after those EXECs were sent. Waking for fanotify too would cost a wake-up per
+   runc exec (3 of the 12 per `runc run`) to learn nothing that cannot wait for
+   the EXEC.
 
    The socket is read in batches, as a network card coalesces interrupts. A
    `runc run` is about nine messages over 20 ms, in clusters: its `runc init`'s
@@ -278,11 +278,9 @@ class FanotifyNotifier(LoopNotifier):
     def _read_connector(self, hold: bool = False) -> None:
         """Handle every queued connector message. ``hold``: wait for the messages
         that follow the first (coalescing: module doc, 2.)."""
-        # The fanotify queue is read at the first EXEC of a wake-up (its event is
-        # queued by then: module doc, 2.), and once more after the socket is
-        # drained if EXECs came after that read: theirs may have been queued
-        # after it. They wait in the recent-exec cache until then.
-        fanotify_read = reread = False
+        # The fanotify queue is read at the first EXEC of each batch: it holds
+        # the events of all the batch's execs by then (module doc, 2.).
+        overflowed = False
         hold_ns = _COALESCE_MAX_NS if hold else 0
         while True:
             wait_ns, hold_ns = hold_ns, 0  # only the first read waits for more
@@ -296,7 +294,7 @@ class FanotifyNotifier(LoopNotifier):
                 self._resync = True
                 # the lost messages may hold every EXEC: read fanotify anyway,
                 # and forget the runc inits (their exits may be among them)
-                fanotify_read = reread = True
+                overflowed = True
                 self._runc_inits.clear()
                 log.warning("runctrace: process-events connector overflowed; exits may be lost")
                 continue
@@ -304,6 +302,7 @@ class FanotifyNotifier(LoopNotifier):
                 break
             # (each datagram is a view of the Reader's buffer: nothing below
             # reads the socket)
+            fanotify_read = False
             for data in batch:
                 for ev in _sys.decode_proc_events(data):
                     if ev.what == _sys.PROC_EXEC:
@@ -317,8 +316,6 @@ class FanotifyNotifier(LoopNotifier):
                             # now (module doc, 2.): read it before the EXEC is handled
                             self._read_fanotify()
                             fanotify_read = True
-                        else:
-                            reread = True
                         self._on_exec(ev.tgid, ev.timestamp_ns)
                     elif ev.what == _sys.PROC_EXIT:  # of whole processes: threads are filtered out
                         self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns, ev.parent_tgid)
@@ -326,7 +323,7 @@ class FanotifyNotifier(LoopNotifier):
                         self._on_init_named(ev.tgid, ev.timestamp_ns)
             if len(batch) < self._cn_rx.batch:
                 break  # all that was queued: epoll reports what comes next
-        if reread:
+        if overflowed:
             self._read_fanotify()
 
     def _on_init_named(self, pid: int, when_ns: int) -> None:
