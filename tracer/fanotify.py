@@ -63,6 +63,7 @@ from typing import Optional
 from . import _sys
 from .errors import NotSupported
 from .notifier import Callback, LoopNotifier, Support, log
+from .enrich import cgroup_of, namespaces
 from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, read_stat, runc_cwd
 from .runcargs import parse_runc_args
 from .runtimes import RUNC_INIT_COMM, RuncBinary, find_runc
@@ -164,8 +165,9 @@ class FanotifyNotifier(LoopNotifier):
         self._recent_exec: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._recent_exit: collections.OrderedDict[int, int] = collections.OrderedDict()
         # runc inits that named themselves and have not exec'd yet: pid -> (their
-        # runc's pid, their start time), or None if gone before the name was read
-        self._inits: collections.OrderedDict[int, Optional[tuple[int, int]]] = collections.OrderedDict()
+        # runc's pid, their start time, their namespaces and cgroup), or None if
+        # gone before the name was read
+        self._inits: collections.OrderedDict[int, Optional[tuple[int, int, dict]]] = collections.OrderedDict()
         # inits that exec'd their program while their runc was still unknown
         self._unplaced: collections.OrderedDict[int, None] = collections.OrderedDict()
         # runc processes gone before their arguments were read: pid -> exec time
@@ -339,8 +341,13 @@ class FanotifyNotifier(LoopNotifier):
             # not made by a create or run whose arguments were read: perhaps by
             # one gone unread (_on_exit)
             self._untied_init_ns = when_ns
-        # None: gone already (this loop is behind); its exit message names its parent
-        self._inits[pid] = (st.ppid, st.start) if st is not None else None
+        if st is None:
+            self._inits[pid] = None  # gone already (this loop is behind): its exit names its parent
+        else:
+            # Its namespaces and cgroup are final by now (runc's first two stages
+            # set them up before this one is made), and a container that ends at
+            # once has ended before its exec's message is read (coalescing).
+            self._inits[pid] = (st.ppid, st.start, {**namespaces(pid), "cgroup": cgroup_of(pid)})
         if len(self._inits) > _RECENT:
             self._inits.popitem(last=False)
 
@@ -354,7 +361,7 @@ class FanotifyNotifier(LoopNotifier):
             else:
                 self._execing_init = pid
                 try:
-                    self._init_execd(named[0], pid, named[1])
+                    self._init_execd(named[0], pid, named[1], named[2])
                 finally:
                     self._execing_init = 0
             return
@@ -365,8 +372,9 @@ class FanotifyNotifier(LoopNotifier):
         if len(self._recent_exec) > _RECENT:
             self._recent_exec.popitem(last=False)
 
-    def _init_execd(self, runc_pid: int, init_pid: int, init_start: Optional[int]) -> None:
-        """``init_pid``, made by ``runc_pid``, started its program: a `runc run` is resolved."""
+    def _init_execd(self, runc_pid: int, init_pid: int, init_start: Optional[int], known: Optional[dict] = None) -> None:
+        """``init_pid``, made by ``runc_pid``, started its program: a `runc run` is
+        resolved. ``known``: its namespaces and cgroup, read at its rename."""
         if runc_pid not in self._tracker.calls and runc_pid in self._recent_exec:
             # its runc's EXEC came after this wake-up's first read of the fanotify
             # queue (a backlog): its event is still unread
@@ -376,7 +384,7 @@ class FanotifyNotifier(LoopNotifier):
             return  # a `runc exec`, or a create's init at `runc start`: nothing in flight
         if init_start is not None and rexec.start_ticks is not None and rexec.start_ticks > init_start:
             return  # that runc started after this init: a new runc on a reused PID
-        self._tracker.init_started(runc_pid, init_pid)
+        self._tracker.init_started(runc_pid, init_pid, known)
 
     def _on_exit(self, pid: int, status: int, mono_ns: int, parent: int = 0) -> None:
         self._recent_exit[pid] = status

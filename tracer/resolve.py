@@ -150,12 +150,16 @@ class Container:
     def enrich(self, known_namespaces: Optional[dict[str, int]] = None) -> None:
         """Read what only the living init can tell: call while it still runs.
 
-        ``known_namespaces``: the init's namespaces as the kernel saw them (the
-        eBPF backend reads them as the init execs), instead of /proc's."""
+        ``known_namespaces``: the init's namespaces, and its cgroup if it has the
+        key, as the backend read them while it was sure to be alive (the eBPF
+        backend reads namespaces in the kernel as the init execs; fanotify reads
+        both at the init's rename), instead of /proc's now."""
         annotations = (self.config or {}).get("annotations")
         self.info = {"manager": manager_of(self.root, self.caller, annotations)}
         if self.pid is not None:
-            self.info.update(known_namespaces or namespaces(self.pid), cgroup=cgroup_of(self.pid))
+            self.info.update(known_namespaces or namespaces(self.pid))
+            if "cgroup" not in self.info:
+                self.info["cgroup"] = cgroup_of(self.pid)
 
 
 def parse_call(argv: list[str], cwd: Optional[str], cwd_may_be_bundle: bool = False) -> RuncCall:
@@ -489,7 +493,7 @@ class Tracker:
 
     def init_started(self, runc_pid: int, init_pid: int, init_namespaces: Optional[dict[str, int]] = None) -> None:
         """runc ``runc_pid``'s container init, ``init_pid``, is starting its program
-        (in ``init_namespaces``, if the backend read them there).
+        (in ``init_namespaces``, and cgroup, if the backend read them there).
 
         Both backends see this in the kernel, so a `runc run` needs no state-file
         watch: it is resolved here. state.json's head is read once, for runc's own
