@@ -21,6 +21,7 @@ import errno
 import os
 import socket
 import struct
+import time
 from typing import Iterator, NamedTuple, Optional
 
 import cffi
@@ -354,6 +355,18 @@ def bpf_map_create_probe() -> None:
     fd = _check(_libc.syscall(_ffi.cast("long", nr), _ffi.cast("long", BPF_MAP_CREATE),
                               _ffi.cast("void *", attr), _ffi.cast("long", _ffi.sizeof(attr))))
     os.close(fd)
+
+
+# ------------------------------------------------------------------------ clocks
+
+# Linux's coarse clock advances once per scheduler tick (Python's time module
+# does not name it): its resolution is the length of a tick, 1/CONFIG_HZ.
+CLOCK_MONOTONIC_COARSE = 6
+
+
+def kernel_tick_ns() -> int:
+    """The kernel's tick (jiffy), in ns: the unit that socket timeouts count in."""
+    return round(time.clock_getres(CLOCK_MONOTONIC_COARSE) * 1e9)
 
 
 # ------------------------------------------------------- netlink process-events connector

@@ -31,9 +31,12 @@ How it works, and why each part is needed
    exits within half a millisecond, then the program's exec, its exit and
    runc's within two. A wake-up of this thread costs more CPU than most
    messages' handling (some 30 us on a small VM), so after the first message
-   the read waits for the next, while they come less than ``_COALESCE_GAP_US``
-   apart, for ``_COALESCE_MAX_NS`` in all. A message then waits at most about
-   4 ms; the targets for detection and termination delay are 10 ms.
+   the read waits for the next, while they come less than a kernel tick apart
+   (the receive timeout counts in ticks: 4 ms at HZ=250), for
+   ``_COALESCE_MAX_NS`` in all (checked as each message arrives). A message then
+   waits at most 3 ms plus a tick: 7 ms at HZ=250, against a 10 ms target for
+   detection and termination delay. With coarser ticks (HZ=100) the messages
+   are not held.
 3. **The container's init, from the same socket.** runc's init names itself
    ``runc:[2:INIT]`` (``prctl(PR_SET_NAME)``), which the connector reports as a
    ``PROC_EVENT_COMM``; the filter lets through only renames to that name. Its
@@ -72,9 +75,14 @@ from .spec import read_proc
 # Bounded caches: sized for bursts far beyond what one host starts per second.
 _RECENT = 4096
 # Coalescing (module doc, 2.): after a wake-up's first connector message, wait for
-# the next one at most this long, and hold the first at most this long in all.
-_COALESCE_GAP_US = 1000
+# the next one for up to a kernel tick, and hold the first for up to this long
+# in all; not when a tick is longer than _COALESCE_TICK_MAX_NS.
 _COALESCE_MAX_NS = 3_000_000
+_COALESCE_TICK_MAX_NS = 4_000_000
+# A runc call gone unread that lived longer than this was no state, delete or kill,
+# nor a create that failed at once: it may have made a container even with no
+# init naming itself (a restore: CRIU gives the process back its old name).
+_UNREAD_SHORT_NS = 50_000_000
 _PENDING_EXEC_TIMEOUT_S = 5.0
 # inotify on the directories holding runc binaries: a package upgrade renames a new
 # file over the old one (MOVED_TO), an installer may create it in place (CREATE).
@@ -128,7 +136,11 @@ class FanotifyNotifier(LoopNotifier):
             self._fan, self._fan_fid = self._open_exec_group([b.path for b in self.binaries])
             self._fds.append(self._fan)
             self._fan_rx = _sys.Reader(self._fan)
-            self._cn = _sys.open_proc_connector(comm=RUNC_INIT_COMM, gap_us=_COALESCE_GAP_US)
+            tick_ns = _sys.kernel_tick_ns()
+            self._hold_ns = _COALESCE_MAX_NS if tick_ns <= _COALESCE_TICK_MAX_NS else 0
+            # (a timeout shorter than a tick waits a tick: ask for one)
+            self._cn = _sys.open_proc_connector(
+                comm=RUNC_INIT_COMM, gap_us=tick_ns // 1000 if self._hold_ns else 0)
             # one reused buffer: socket.recv(n) allocates n bytes first, and a large
             # n is an mmap and munmap per message (~8 us each, measured). A
             # datagram holds one message of ~80 bytes; a wake-up's datagrams
@@ -283,7 +295,7 @@ class FanotifyNotifier(LoopNotifier):
         # The fanotify queue is read at the first EXEC of each batch: it holds
         # the events of all the batch's execs by then (module doc, 2.).
         overflowed = False
-        hold_ns = _COALESCE_MAX_NS if hold else 0
+        hold_ns = self._hold_ns if hold else 0
         while True:
             wait_ns, hold_ns = hold_ns, 0  # only the first read waits for more
             try:
@@ -298,6 +310,7 @@ class FanotifyNotifier(LoopNotifier):
                 # and forget the runc inits (their exits may be among them)
                 overflowed = True
                 self._runc_inits.clear()
+                self._unread.clear()  # their exits may be among the lost (the resync covers them)
                 log.warning("runctrace: process-events connector overflowed; exits may be lost")
                 continue
             if batch is None:
@@ -324,7 +337,7 @@ class FanotifyNotifier(LoopNotifier):
                     elif ev.what == _sys.PROC_COMM and ev.comm == RUNC_INIT_COMM and ev.pid == ev.tgid:
                         self._on_init_named(ev.tgid, ev.timestamp_ns)
             if len(batch) < self._cn_rx.batch:
-                break  # all that was queued: epoll reports what comes next
+                break  # all that was queued (or the hold ended it): epoll reports what comes next
         if overflowed:
             self._read_fanotify()
 
@@ -340,7 +353,7 @@ class FanotifyNotifier(LoopNotifier):
         if st is None or st.ppid not in self._tracker.calls:
             # not made by a create or run whose arguments were read: perhaps by
             # one gone unread (_on_exit)
-            self._untied_init_ns = when_ns
+            self._untied_init_ns = max(self._untied_init_ns, when_ns)
         if st is None:
             self._inits[pid] = None  # gone already (this loop is behind): its exit names its parent
         else:
@@ -376,8 +389,8 @@ class FanotifyNotifier(LoopNotifier):
         """``init_pid``, made by ``runc_pid``, started its program: a `runc run` is
         resolved. ``known``: its namespaces and cgroup, read at its rename."""
         if runc_pid not in self._tracker.calls and runc_pid in self._recent_exec:
-            # its runc's EXEC came after this wake-up's first read of the fanotify
-            # queue (a backlog): its event is still unread
+            # its runc's exec was seen and its fanotify event was not: read the
+            # queue now (after an overflow, its event may be queued still)
             self._read_fanotify()
         rexec = self._tracker.calls.get(runc_pid)
         if rexec is None:
@@ -406,12 +419,12 @@ class FanotifyNotifier(LoopNotifier):
             self.stats.missed += 1  # it exited before its exec completed (failed exec)
         exec_ns = self._unread.pop(pid, None)
         if exec_ns is not None:
-            if self._untied_init_ns >= exec_ns:
+            if self._untied_init_ns >= exec_ns or mono_ns - exec_ns > _UNREAD_SHORT_NS:
                 # a runc gone unread, while an init that no runc we read had made
-                # named itself: it may have made a container. Look on disk once this
-                # wake-up is done (a container it made and that still runs is there).
-                self.stats.missed += 1
-                self._resync = True
+                # named itself, or that ran too long for a short call: it may have
+                # made a container. Look on disk once this wake-up is done (a
+                # container it made and that still runs is there).
+                self._missed_unread()
             else:
                 self.stats.unread += 1
         self._tracker.pid_exited(pid, status, mono_to_wall_ns(mono_ns))
@@ -428,7 +441,12 @@ class FanotifyNotifier(LoopNotifier):
         """
         try:
             raw = read_proc(f"/proc/{pid}/cmdline")
-        except OSError:
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ESRCH):
+                # not gone but unreadable (EMFILE, ENOMEM...): whatever it makes
+                # is on disk once it exits, and its exit looks there (time 0)
+                self._unread[pid] = 0
+                return
             raw = b""
         argv = [os.fsdecode(a) for a in raw.split(b"\0")[:-1]] if raw else []
         if not argv:
@@ -439,6 +457,7 @@ class FanotifyNotifier(LoopNotifier):
             self._unread[pid] = exec_ns
             if len(self._unread) > _RECENT:
                 self._unread.popitem(last=False)
+                self._missed_unread()  # its exit will not be looked at
             return
         call = parse_runc_args(argv, None)
         if not call.creates_container:
@@ -459,6 +478,12 @@ class FanotifyNotifier(LoopNotifier):
                 runtime = paths.pop() if len(paths) == 1 else "runc"
         cwd, late = runc_cwd(pid, exec_ns)
         self._tracker.runc_started(pid, argv, cwd, runtime, started_ns=exec_ns, cwd_may_be_bundle=late)
+
+    def _missed_unread(self) -> None:
+        """A runc call whose arguments were not read may have made a container:
+        count it, and look at runc's state on disk after this wake-up."""
+        self.stats.missed += 1
+        self._resync = True
 
     def _watch(self, container: Container, expected_start: Optional[int], rexec: Optional[RuncExec]) -> None:
         """The connector reports every exit: just make sure this one has not passed.
