@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce every figure in BENCHMARKS.md (as root, after ./bootstrap.sh setup).
-# Takes about 110 minutes on a 2-core machine; results go to bench/results/.
+# Takes about 125 minutes on a 2-core machine; results go to bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -8,7 +8,11 @@ mkdir -p bench/results
 $PY bench/bench_record.py --backends fanotify,bcc --rounds 40 --block 8 --burst 2000 --concurrency 8 | tee bench/results/record.txt
 $PY bench/bench_latency.py --backends fanotify,bcc -n 500 -c 4 --idle 60 --memory 100,10000 | tee bench/results/latency.txt
 $PY bench/bench_scaling.py --backends fanotify,bcc --levels 1,2,4,8,16 --rounds 8 | tee bench/results/scaling.txt
-# This round: CPU against its start (4ff5670); the eBPF backend against its parent with syscall tracepoints (dadd419)
+# This round: fanotify holds connector messages; CPU against the round's start (b08be7e), and its cost to the rest of the host
+$PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 300 --rounds 4 --against b08be7e | tee bench/results/cpu-seq-vs-b08be7e.txt
+$PY bench/bench_cpu.py --backends fanotify,bcc --mode burst -n 400 -c 8 --rounds 3 --against b08be7e | tee bench/results/cpu-burst-vs-b08be7e.txt
+$PY bench/bench_host.py --rounds 3 --against b08be7e | tee bench/results/host-vs-b08be7e.txt
+# The previous round: CPU against its start (4ff5670); the eBPF backend against its parent with syscall tracepoints (dadd419)
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 300 --rounds 4 --against 4ff5670 | tee bench/results/cpu-seq-vs-4ff5670.txt
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode burst -n 400 -c 8 --rounds 3 --against 4ff5670 | tee bench/results/cpu-burst-vs-4ff5670.txt
 $PY bench/bench_syscall_tax.py --backends bcc,fanotify --rounds 6 --against dadd419 | tee bench/results/syscall-tax-vs-dadd419.txt
