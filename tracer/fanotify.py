@@ -177,9 +177,9 @@ class FanotifyNotifier(LoopNotifier):
         self._recent_exec: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._recent_exit: collections.OrderedDict[int, int] = collections.OrderedDict()
         # runc inits that named themselves and have not exec'd yet: pid -> (their
-        # runc's pid, their start time, their namespaces and cgroup), or None if
-        # gone before the name was read
-        self._inits: collections.OrderedDict[int, Optional[tuple[int, int, dict]]] = collections.OrderedDict()
+        # runc's pid, their start time, a `run`'s init's namespaces and cgroup),
+        # or None if gone before the name was read
+        self._inits: collections.OrderedDict[int, Optional[tuple[int, int, Optional[dict]]]] = collections.OrderedDict()
         # inits that exec'd their program while their runc was still unknown
         self._unplaced: collections.OrderedDict[int, None] = collections.OrderedDict()
         # runc processes gone before their arguments were read: pid -> exec time
@@ -350,17 +350,23 @@ class FanotifyNotifier(LoopNotifier):
         here too, and is dropped when it execs (no unresolved run is its parent).
         """
         st = read_stat(pid)
-        if st is None or st.ppid not in self._tracker.calls:
+        rexec = self._tracker.calls.get(st.ppid) if st is not None else None
+        if rexec is None:
             # not made by a create or run whose arguments were read: perhaps by
             # one gone unread (_on_exit)
             self._untied_init_ns = max(self._untied_init_ns, when_ns)
         if st is None:
             self._inits[pid] = None  # gone already (this loop is behind): its exit names its parent
         else:
-            # Its namespaces and cgroup are final by now (runc's first two stages
-            # set them up before this one is made), and a container that ends at
-            # once has ended before its exec's message is read (coalescing).
-            self._inits[pid] = (st.ppid, st.start, {**namespaces(pid), "cgroup": cgroup_of(pid)})
+            known = None
+            if rexec is not None and rexec.call.command == "run":
+                # A `run` is resolved at this init's exec (_init_execd). Its
+                # namespaces and cgroup are final by now (runc's first two stages
+                # set them up before this one is made), and a container that ends
+                # at once has ended before its exec's message is read (coalescing).
+                # Other inits (`runc exec`'s, a create's) are not resolved there.
+                known = {**namespaces(pid), "cgroup": cgroup_of(pid)}
+            self._inits[pid] = (st.ppid, st.start, known)
         if len(self._inits) > _RECENT:
             self._inits.popitem(last=False)
 
@@ -424,7 +430,7 @@ class FanotifyNotifier(LoopNotifier):
                 # named itself, or that ran too long for a short call: it may have
                 # made a container. Look on disk once this wake-up is done (a
                 # container it made and that still runs is there).
-                self._missed_unread()
+                self._missed_call()
             else:
                 self.stats.unread += 1
         self._tracker.pid_exited(pid, status, mono_to_wall_ns(mono_ns))
@@ -457,7 +463,7 @@ class FanotifyNotifier(LoopNotifier):
             self._unread[pid] = exec_ns
             if len(self._unread) > _RECENT:
                 self._unread.popitem(last=False)
-                self._missed_unread()  # its exit will not be looked at
+                self._missed_call()  # its exit will not be looked at
             return
         call = parse_runc_args(argv, None)
         if not call.creates_container:
@@ -479,7 +485,7 @@ class FanotifyNotifier(LoopNotifier):
         cwd, late = runc_cwd(pid, exec_ns)
         self._tracker.runc_started(pid, argv, cwd, runtime, started_ns=exec_ns, cwd_may_be_bundle=late)
 
-    def _missed_unread(self) -> None:
+    def _missed_call(self) -> None:
         """A runc call whose arguments were not read may have made a container:
         count it, and look at runc's state on disk after this wake-up."""
         self.stats.missed += 1
@@ -619,5 +625,4 @@ class FanotifyNotifier(LoopNotifier):
         for pid, when in list(self._pending_exec.items()):
             if when < deadline:
                 del self._pending_exec[pid]
-                self.stats.missed += 1
-                self._resync = True  # a create it made, if any, is in runc's state directory
+                self._missed_call()
