@@ -210,6 +210,12 @@ def _state_of(state: dict, rexec: RuncExec) -> bool:
     return init_start >= rexec.start_ticks
 
 
+def _read_state_of(rexec: RuncExec) -> tuple[Optional[dict], Optional[str]]:
+    """The state.json of ``rexec``'s container: its head only, unless the bundle
+    must come from runc's labels (the rest of the file is a copy of the spec)."""
+    return read_state(rexec.call.state_dir, head_only=bool(rexec.call.bundle))
+
+
 class StateDirWatcher:
     """Says when ``<root>/<id>/state.json`` may be readable, and hands it over if it can.
 
@@ -479,8 +485,7 @@ class Tracker:
         if rexec is None or rexec.resolved:
             return
         if state is None:
-            # the head will do unless the bundle must come from runc's labels
-            state, _err = read_state(state_dir, head_only=bool(rexec.call.bundle))
+            state, _err = _read_state_of(rexec)
         if state is None or not _state_of(state, rexec):
             return  # not written yet (or a stale one); the next event or runc's exit will tell
         self._stop_waiting(rexec)
@@ -505,8 +510,7 @@ class Tracker:
         rexec = self.calls.get(runc_pid)
         if rexec is None or rexec.resolved:
             return
-        # the head will do unless the bundle must come from runc's labels
-        state, _err = read_state(rexec.call.state_dir, head_only=bool(rexec.call.bundle))
+        state, _err = _read_state_of(rexec)
         if state is not None and not _state_of(state, rexec):
             state = None  # a stopped container's, left under the same ID
         if state is not None and state["init_process_pid"] != init_pid:
@@ -538,7 +542,7 @@ class Tracker:
             self._stop_waiting(rexec)
             self._stats.failed_creates += 1
             return
-        state, state_err = read_state(rexec.call.state_dir, head_only=bool(rexec.call.bundle))
+        state, state_err = _read_state_of(rexec)
         if state is not None and not _state_of(state, rexec):
             state, state_err = None, "state.json is an older container's"
         self._stop_waiting(rexec)
