@@ -151,41 +151,6 @@ def test_readers_answer_none_when_nothing_is_queued_and_views_otherwise():
         b.close()
 
 
-def test_a_held_batch_takes_what_follows_its_first_datagram():
-    """recv_batch(hold_ns) on a blocking socket with a receive timeout (the
-    connector's coalescing): datagrams that come less than that timeout apart join
-    the batch; the first quiet gap ends it, and so does ``hold_ns``."""
-    import socket
-    import threading
-    import time
-
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        gap_s = 0.2
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, int(gap_s * 1e6)))
-        sock = _sys.DatagramReader(a.fileno(), batch=8, slot=16)
-        b.send(b"one")
-        late = threading.Timer(0.02, b.send, (b"two",))  # well inside the gap
-        late.start()
-        t0 = time.monotonic()
-        got = [bytes(d) for d in sock.recv_batch(hold_ns=5_000_000_000)]
-        took = time.monotonic() - t0
-        late.join()
-        assert got == [b"one", b"two"]
-        assert took >= gap_s  # it waited for a quiet gap after the last one
-        # without a hold, only what is queued, at once
-        b.send(b"three")
-        assert [bytes(d) for d in sock.recv_batch()] == [b"three"]
-        # hold_ns ends a batch whose datagrams keep coming: checked as each arrives
-        for word in (b"x", b"y"):
-            b.send(word)
-        assert [bytes(d) for d in sock.recv_batch(hold_ns=1)] == [b"x"]
-        assert [bytes(d) for d in sock.recv_batch()] == [b"y"]
-    finally:
-        a.close()
-        b.close()
-
-
 def test_inotify_records_decode_from_a_view_as_from_bytes():
     data = inotify_record(1, _sys.In.MOVED_TO, b"state.json")
     assert _sys.decode_inotify(memoryview(bytearray(data))) == _sys.decode_inotify(data)

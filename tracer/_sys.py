@@ -21,7 +21,6 @@ import errno
 import os
 import socket
 import struct
-import time
 from typing import Iterator, NamedTuple, Optional
 
 import cffi
@@ -208,7 +207,6 @@ class DatagramReader(Reader):
     def __init__(self, fd: int, batch: int = 64, slot: int = 1024) -> None:
         super().__init__(fd, batch * slot)
         self.batch, self._slot = batch, slot
-        self._hold = _ffi.new("struct timespec *")
         # each datagram lands in its own ``slot`` bytes of the buffer (a connector
         # message is under 100 bytes; a longer datagram would be cut short)
         self._iov = _ffi.new("struct iovec[]", batch)
@@ -219,27 +217,13 @@ class DatagramReader(Reader):
             self._msgs[i].msg_hdr.msg_iov = self._iov + i
             self._msgs[i].msg_hdr.msg_iovlen = 1
 
-    def recv_batch(self, hold_ns: int = 0) -> Optional[list[memoryview]]:
+    def recv_batch(self) -> Optional[list[memoryview]]:
         """The queued datagrams, each a view of its slot (valid until the next
         call); None if nothing is queued. An error that comes after some
-        datagrams (``ENOBUFS``) is kept by the kernel for the next call.
-
-        ``hold_ns``: after the first datagram, keep receiving the ones that follow,
-        for up to that long. Only on a socket made blocking with a receive timeout
-        (``open_proc_connector(gap_us=...)``): recvmmsg(2) then waits for each next
-        datagram at most that timeout, and looks at ``hold_ns`` only as each one
-        arrives, so the call ends at the first quiet gap, or at the first datagram
-        past ``hold_ns``. The datagrams that come while it waits wake the thread in
-        the kernel only: no return to Python for each.
-        """
-        flags, timeout = MSG_DONTWAIT, _ffi.NULL
-        if hold_ns:
-            # the kernel writes back what was left of it: set it anew each call
-            self._hold.tv_sec, self._hold.tv_nsec = divmod(hold_ns, 1_000_000_000)
-            flags, timeout = 0, self._hold
+        datagrams (``ENOBUFS``) is kept by the kernel for the next call."""
         while True:
             try:
-                n = _libc.recvmmsg(self.fd, self._msgs, self.batch, flags, timeout)
+                n = _libc.recvmmsg(self.fd, self._msgs, self.batch, MSG_DONTWAIT, _ffi.NULL)
                 if n < 0:
                     return self._done(n)  # None (EAGAIN), or it raises
                 break
@@ -355,18 +339,6 @@ def bpf_map_create_probe() -> None:
     fd = _check(_libc.syscall(_ffi.cast("long", nr), _ffi.cast("long", BPF_MAP_CREATE),
                               _ffi.cast("void *", attr), _ffi.cast("long", _ffi.sizeof(attr))))
     os.close(fd)
-
-
-# ------------------------------------------------------------------------ clocks
-
-# Linux's coarse clock advances once per scheduler tick (Python's time module
-# does not name it): its resolution is the length of a tick, 1/CONFIG_HZ.
-CLOCK_MONOTONIC_COARSE = 6
-
-
-def kernel_tick_ns() -> int:
-    """The kernel's tick (jiffy), in ns: the unit that socket timeouts count in."""
-    return round(time.clock_getres(CLOCK_MONOTONIC_COARSE) * 1e9)
 
 
 # ------------------------------------------------------- netlink process-events connector
@@ -541,7 +513,7 @@ def attach_socket_filter(sock: socket.socket, prog: list[tuple[int, int, int, in
 
 
 def open_proc_connector(
-    exec_events: bool = True, rcvbuf: int = 8 << 20, comm: bytes = b"", gap_us: int = 0,
+    exec_events: bool = True, rcvbuf: int = 8 << 20, comm: bytes = b"",
 ) -> socket.socket:
     """Subscribe to the kernel's process events: EXECs, process EXITs, and renames to
     ``comm`` (filtered in the kernel: see :func:`proc_connector_filter`).
@@ -550,9 +522,7 @@ def open_proc_connector(
     *drops* (and reports ``ENOBUFS``) when a reader falls behind; it never blocks the
     process that exits, which is exactly the property the recorder needs.
 
-    The socket is non-blocking, unless ``gap_us`` is given: then it blocks, for at
-    most ``gap_us`` per receive (SO_RCVTIMEO), for :meth:`DatagramReader.recv_batch`
-    with ``hold_ns``; its other reads pass MSG_DONTWAIT.
+    The socket is non-blocking.
     """
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
     try:
@@ -566,10 +536,7 @@ def open_proc_connector(
         cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(op), 0) + op
         hdr = _NLMSGHDR.pack(_NLMSGHDR.size + len(cn), NLMSG_DONE, 0, 0, os.getpid())
         sock.send(hdr + cn)
-        if gap_us:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", *divmod(gap_us, 1_000_000)))
-        else:
-            sock.setblocking(False)
+        sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
