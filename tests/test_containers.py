@@ -154,6 +154,32 @@ def test_runc_calls_gone_unread(bundles, container_ids, monkeypatch):
         assert notifier.stats.missed > missed and len(resyncs) > looked, notifier.stats
 
 
+def test_a_resync_asked_while_settling_is_not_left_for_the_next_wake_up():
+    """fanotify: messages read while settling a wake-up (an exit of a runc call
+    gone unread, a queue overflow) can ask for a look at runc's state on disk.
+    It is done in the same wake-up: on a quiet host the next may be long in coming."""
+    from runctrace.fanotify import FanotifyNotifier
+
+    class Asks(FanotifyNotifier):
+        armed = False
+
+        def _settle(self):
+            super()._settle()
+            if self.armed:
+                self.armed = False
+                self._resync = True  # as such a message does
+
+    with Asks() as notifier:
+        looked = threading.Event()
+        resync = notifier._tracker.resync
+        notifier._tracker.resync = lambda: (looked.set(), resync())
+        time.sleep(0.2)
+        notifier.armed = True
+        subprocess.run(["/bin/true"], check=True)  # one exec and exit: one wake-up
+        assert looked.wait(1.0), "the resync waited for another wake-up"
+        assert not notifier.armed
+
+
 def test_fanotify_enriches_an_init_that_ends_at_once(bundles, container_ids, monkeypatch):
     """fanotify reads the init's namespaces and cgroup at its rename: `true` has
     often ended by the time its exec's message is read (messages are held), which

@@ -246,6 +246,11 @@ class FanotifyNotifier(LoopNotifier):
                 # (the recorder fell behind, or was stopped) asked for a resync
                 self._serve_shared(fds)
                 self._settle()
+                if self._resync:
+                    # asked for by messages _settle read: done now, not at the
+                    # next wake-up, which a quiet host may not bring for long
+                    self._serve_shared(set())
+                    self._settle()
         except Exception as err:  # never die silently; close() still releases the fds
             self._loop_failed(err)
 
