@@ -60,6 +60,19 @@ def test_proc_events():
     assert evs[1].parent_tgid == 1  # the exit names the parent (used for a late runc init)
     short, = _sys.decode_proc_events(proc_msg(_sys.ProcWhat.EXIT, struct.pack("=iiII", 43, 43, 0, 17)))
     assert short.parent_tgid == 0  # a kernel that does not send it
+    # ... also when another message follows it in the same buffer: its header
+    # is not taken for the parent
+    short, after = _sys.decode_proc_events(
+        proc_msg(_sys.ProcWhat.EXIT, struct.pack("=iiII", 43, 43, 0, 17)) + proc_msg(_sys.ProcWhat.EXEC, struct.pack("=ii", 44, 44)))
+    assert (short.parent_tgid, after.tgid) == (0, 44)
+
+
+def test_proc_events_stop_at_a_bad_length_or_a_cut_message():
+    good = proc_msg(_sys.ProcWhat.EXEC, struct.pack("=ii", 42, 42))
+    bad_len = struct.pack("=IHHII", 8, 3, 0, 0, 0) + good[16:]  # shorter than its own header
+    assert list(_sys.decode_proc_events(bad_len + good)) == []
+    # a last message cut inside its headers is not read
+    assert [e.tgid for e in _sys.decode_proc_events(good + good[:40])] == [42]
 
 
 @pytest.mark.parametrize("status,expected", [(0, (0, None)), (7 << 8, (7, None)), (9, (None, 9)), (0x80 | 11, (None, 11))])

@@ -413,7 +413,7 @@ def decode_proc_events(buf: bytes) -> Iterator[ProcEvent]:
         nl_len, idx, val, what, ts = _PROC_MSG_HEAD.unpack_from(buf, off)
         if nl_len < _NLMSGHDR.size:
             return
-        data = off + _PROC_DATA
+        data, msg_end = off + _PROC_DATA, min(off + nl_len, end)
         off += (nl_len + 3) & ~3
         if idx != CN_IDX_PROC or val != CN_VAL_PROC:
             continue
@@ -421,7 +421,7 @@ def decode_proc_events(buf: bytes) -> Iterator[ProcEvent]:
             pid, tgid = _PROC_EXEC.unpack_from(buf, data)
             yield ProcEvent(what, ts, pid, tgid)
         elif what == PROC_EXIT:
-            if data + _PROC_EXIT_WITH_PARENT.size <= end:
+            if data + _PROC_EXIT_WITH_PARENT.size <= msg_end:
                 pid, tgid, code, _sig, _ppid, ptgid = _PROC_EXIT_WITH_PARENT.unpack_from(buf, data)
             else:  # a kernel that does not send the parent
                 pid, tgid, code, _sig = _PROC_EXIT.unpack_from(buf, data)
