@@ -3,6 +3,7 @@
 
     sudo .venv/bin/python bench/bench_latency.py [--backends fanotify,bcc] [-n 300] [-c 4]
                                                   [--idle 60] [--memory 100,2000]
+                                                  [--against COMMIT [--rounds 4]]
 
 For each backend, a listener process (this script with --listen) runs the notifier
 and prints when it observed each event. The driver starts containers (`runc run -d`
@@ -18,6 +19,11 @@ of `sh -c 'sleep X'`) and keeps its own ground truth, independent of the backend
 * idle cost: the listener's CPU time and wakeups (context switches) per minute with
   no container starting;
 * memory: the listener's RSS after each count of containers in --memory.
+
+--against COMMIT measures the delays only, of this checkout's notifier and of
+COMMIT's (from a temporary git worktree, as bench_cpu.py does), in blocks of
+n / rounds containers, one listener at a time, the order alternating each round;
+each side's percentiles are over all its blocks.
 """
 
 from __future__ import annotations
@@ -34,9 +40,13 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
-from runctrace import _sys
-from runctrace.workload import make_bundle, make_rootfs, runc
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_cpu import sides  # noqa: E402
+
+from runctrace import _sys  # noqa: E402
+from runctrace.workload import make_bundle, make_rootfs, runc  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -55,9 +65,10 @@ def listen(backend: str) -> None:
 
 
 class Listener:
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, pythonpath: Optional[str] = None) -> None:
+        env = dict(os.environ, PYTHONPATH=pythonpath) if pythonpath else None
         self.proc = subprocess.Popen([sys.executable, __file__, "--listen", backend],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout.readline().strip() == "ready"
         self.events: dict[tuple[str, str], tuple[int, int]] = {}
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -164,6 +175,60 @@ def drive(bundle: Path, n: int, concurrency: int) -> dict[str, tuple[int, int, i
     return truth
 
 
+class Delays:
+    """Delays in ms of the containers a listener reported, against the driver's truth."""
+
+    def __init__(self) -> None:
+        self.execd: list[float] = []  # the init's exec of its program -> add
+        self.adds: list[float] = []  # runc's write of state.json -> add
+        self.removes: list[float] = []  # the init's exit -> remove
+        self.missing = 0
+
+    def match(self, listener: Listener, clock: KernelClock, truth: dict[str, tuple[int, int, int]]) -> None:
+        for cid, (pid, created, started) in truth.items():
+            add, rem = listener.events.get(("add", cid)), listener.events.get(("remove", cid))
+            program = clock.first_exec(pid, started)  # the init's only exec: its program
+            if not add or not rem or add[1] != pid or pid not in clock.exits or program is None:
+                self.missing += 1
+                continue
+            self.adds.append((add[0] - created) / 1e6)
+            self.execd.append((add[0] - program) / 1e6)
+            self.removes.append((rem[0] - clock.exits[pid]) / 1e6)
+
+    def report(self, indent: str = "  ") -> None:
+        if not self.adds:
+            return
+        for label, values in (("detection delay (init exec'd its program -> add seen)", self.execd),
+                              ("detection delay (state.json written -> add seen)", self.adds),
+                              ("termination delay (init exit -> remove seen)", self.removes)):
+            print(f"{indent}{label}: p50 {pct(values, .5):.2f} ms, p99 {pct(values, .99):.2f} ms, max {max(values):.2f} ms")
+
+
+def compare(backend: str, bundle: Path, n: int, concurrency: int, rounds: int, against: str) -> None:
+    """The delays of this checkout's notifier and of ``against``'s, interleaved in blocks."""
+    clock = KernelClock()
+    per_block = max(1, n // rounds)
+    try:
+        with tempfile.TemporaryDirectory(prefix="runctrace-bench-") as d, sides(against, Path(d)) as both:
+            found = {name: Delays() for name, _ in both}
+            for r in range(rounds):
+                for name, pythonpath in (both if r % 2 == 0 else both[::-1]):
+                    listener = Listener(backend, pythonpath)
+                    try:
+                        time.sleep(1.0)
+                        truth = drive(bundle, per_block, concurrency)
+                        time.sleep(1.0)
+                        found[name].match(listener, clock, truth)
+                    finally:
+                        listener.stop()
+            for name, _ in both:
+                print(f"{backend} {name:>8}: {per_block * rounds} containers at concurrency {concurrency} "
+                      f"in {rounds} blocks, {found[name].missing} not matched")
+                found[name].report(indent="    ")
+    finally:
+        clock.stop()
+
+
 def measure(backend: str, bundle: Path, n: int, concurrency: int, idle: float, memory: list[int]) -> None:
     clock = KernelClock()
     listener = Listener(backend)
@@ -176,21 +241,10 @@ def measure(backend: str, bundle: Path, n: int, concurrency: int, idle: float, m
         truth = drive(bundle, n, concurrency)
         time.sleep(1.0)
         cpu = listener.cpu_seconds() - cpu0
-        adds, execd, removes, missing = [], [], [], 0
-        for cid, (pid, created, started) in truth.items():
-            add, rem = listener.events.get(("add", cid)), listener.events.get(("remove", cid))
-            program = clock.first_exec(pid, started)  # the init's only exec: its program
-            if not add or not rem or add[1] != pid or pid not in clock.exits or program is None:
-                missing += 1
-                continue
-            adds.append((add[0] - created) / 1e6)
-            execd.append((add[0] - program) / 1e6)
-            removes.append((rem[0] - clock.exits[pid]) / 1e6)
-        print(f"{backend}: {n} containers at concurrency {concurrency}, {missing} not matched")
-        if adds:
-            print(f"  detection delay (init exec'd its program -> add seen): p50 {pct(execd, .5):.2f} ms, p99 {pct(execd, .99):.2f} ms, max {max(execd):.2f} ms")
-            print(f"  detection delay (state.json written -> add seen):  p50 {pct(adds, .5):.2f} ms, p99 {pct(adds, .99):.2f} ms, max {max(adds):.2f} ms")
-            print(f"  termination delay (init exit -> remove seen): p50 {pct(removes, .5):.2f} ms, p99 {pct(removes, .99):.2f} ms, max {max(removes):.2f} ms")
+        found = Delays()
+        found.match(listener, clock, truth)
+        print(f"{backend}: {n} containers at concurrency {concurrency}, {found.missing} not matched")
+        found.report()
         print(f"  CPU: {cpu * 1e3 / n:.2f} ms per container (listener process, all threads)")
         print(f"  idle: {idle_cpu * 1e3 * 60 / idle:.1f} ms CPU and {idle_ctx * 60 / idle:.0f} wakeups per minute")
         done = 0
@@ -213,6 +267,8 @@ def main() -> None:
     ap.add_argument("-c", "--concurrency", type=int, default=4)
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement")
     ap.add_argument("--memory", default="100,2000", help="container counts at which to read RSS")
+    ap.add_argument("--against", help="a commit whose delays to measure beside this checkout's, interleaved")
+    ap.add_argument("--rounds", type=int, default=4, help="with --against: blocks per side")
     args = ap.parse_args()
     if args.listen:
         return listen(args.listen)
@@ -221,7 +277,10 @@ def main() -> None:
         bundle = make_bundle(Path(d) / "b", rootfs, ["sh", "-c", "sleep 0.1"], name="short")
         memory = [int(x) for x in args.memory.split(",") if x]
         for backend in args.backends.split(","):
-            measure(backend, bundle, args.n, args.concurrency, args.idle, memory)
+            if args.against:
+                compare(backend, bundle, args.n, args.concurrency, args.rounds, args.against)
+            else:
+                measure(backend, bundle, args.n, args.concurrency, args.idle, memory)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ $PY bench/bench_scaling.py --backends fanotify,bcc --levels 1,2,4,8,16 --rounds 
 $PY bench/bench_cpu.py --backends fanotify --mode seq -n 300 --rounds 4 --against fac7896 | tee bench/results/cpu-seq-vs-fac7896.txt
 $PY bench/bench_cpu.py --backends fanotify --mode burst -n 400 -c 8 --rounds 3 --against fac7896 | tee bench/results/cpu-burst-vs-fac7896.txt
 $PY bench/bench_host.py --rounds 3 --against fac7896 | tee bench/results/host-vs-fac7896.txt
+$PY bench/bench_latency.py --backends fanotify -n 800 -c 4 --against fac7896 --rounds 4 | tee bench/results/latency-fanotify-vs-fac7896.txt
 $PY bench/bench_record.py --backends fanotify --rounds 30 --block 8 --against fac7896 --overhead-only | tee bench/results/overhead-fanotify-vs-fac7896.txt
 # The previous round: fanotify holds connector messages; CPU against its start (b08be7e), and its cost to the rest of the host
 $PY bench/bench_cpu.py --backends fanotify,bcc --mode seq -n 300 --rounds 4 --against b08be7e | tee bench/results/cpu-seq-vs-b08be7e.txt
