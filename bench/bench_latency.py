@@ -42,11 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_cpu import sides  # noqa: E402
-
-from runctrace import _sys  # noqa: E402
-from runctrace.workload import make_bundle, make_rootfs, runc  # noqa: E402
+from runctrace import _sys
+from runctrace.workload import make_bundle, make_rootfs, runc
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -206,6 +203,10 @@ class Delays:
 
 def compare(backend: str, bundle: Path, n: int, concurrency: int, rounds: int, against: str) -> None:
     """The delays of this checkout's notifier and of ``against``'s, interleaved in blocks."""
+    # imported here, not at the top: the listener runs this file too, and the
+    # imports of bench_cpu (pandas, pyarrow) would weigh on its RSS
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_cpu import sides
     clock = KernelClock()
     per_block = max(1, n // rounds)
     try:
