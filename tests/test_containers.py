@@ -229,6 +229,54 @@ def test_fanotify_enriches_an_init_that_ends_at_once(bundles, container_ids, mon
         assert add.mntns != host["mnt"] and add.pidns != host["pid"] and add.netns != host["net"]
 
 
+def test_fanotify_keeps_what_it_read_at_the_rename_when_runc_exits_first(bundles, container_ids, monkeypatch):
+    """fanotify: a `runc run -d` is resolved at its runc's exit when that message
+    comes before its init's exec. What the init's rename showed (namespaces,
+    cgroup) is used then too: the container may have ended by the time runc's exit
+    is read. Here the init's exec is ignored, and runc's exit is handled only once
+    the container has ended."""
+    from runctrace import resolve
+    from runctrace.fanotify import FanotifyNotifier
+    from runctrace.spec import read_state
+
+    monkeypatch.setattr(FanotifyNotifier, "_init_execd", lambda self, *args: None)
+    original = resolve.Tracker.runc_exited
+
+    def after_its_container(self, pid, status, *args):
+        rexec = self.calls.get(pid)
+        state = read_state(rexec.call.state_dir)[0] if rexec is not None else None
+        deadline = time.monotonic() + 2
+        while state is not None and time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{state['init_process_pid']}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                        break
+            except OSError:
+                break
+            time.sleep(0.001)
+        return original(self, pid, status, *args)
+
+    monkeypatch.setattr(resolve.Tracker, "runc_exited", after_its_container)
+    b = bundles.make(["sleep", "0.05"])
+    host = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("mnt", "pid", "net")}
+    with FanotifyNotifier() as notifier:
+        log = EventLog(notifier)
+        ids = [container_ids() for _ in range(3)]
+        try:
+            for cid in ids:
+                runc("run", "-d", cid, cwd=b)
+            log.wait_removed(*ids)
+        finally:
+            for cid in ids:
+                runc("delete", "--force", cid, check=False)
+        adds = [log.assert_one_lifecycle(cid)[0] for cid in ids]
+    for add in adds:
+        assert add.container_pid, add.describe()
+        assert add.cgroup and add.container_id in add.cgroup, add.describe()
+        assert add.mntns and add.pidns and add.netns, add.describe()
+        assert add.mntns != host["mnt"] and add.pidns != host["pid"] and add.netns != host["net"]
+
+
 def test_run_foreground_instant_exit(log, bundles, container_ids):
     """/bin/true ends within a millisecond of starting: the PID must still be found."""
     b = bundles.make(["true"])

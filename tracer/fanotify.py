@@ -180,9 +180,8 @@ class FanotifyNotifier(LoopNotifier):
         self._recent_exec: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._recent_exit: collections.OrderedDict[int, int] = collections.OrderedDict()
         # runc inits that named themselves and have not exec'd yet: pid -> (their
-        # runc's pid, their start time, a `run`'s init's namespaces and cgroup),
-        # or None if gone before the name was read
-        self._inits: collections.OrderedDict[int, Optional[tuple[int, int, Optional[dict]]]] = collections.OrderedDict()
+        # runc's pid, their start time), or None if gone before the name was read
+        self._inits: collections.OrderedDict[int, Optional[tuple[int, int]]] = collections.OrderedDict()
         # inits that exec'd their program while their runc was still unknown
         self._unplaced: collections.OrderedDict[int, None] = collections.OrderedDict()
         # runc processes gone before their arguments were read: pid -> exec time
@@ -367,15 +366,15 @@ class FanotifyNotifier(LoopNotifier):
         if st is None:
             self._inits[pid] = None  # gone already (this loop is behind): its exit names its parent
         else:
-            known = None
             if rexec is not None and rexec.call.command == "run":
-                # A `run` is resolved at this init's exec (_init_execd). Its
-                # namespaces and cgroup are final by now (runc's first two stages
-                # set them up before this one is made), and a container that ends
-                # at once has ended before its exec's message is read (coalescing).
-                # Other inits (`runc exec`'s, a create's) are not resolved there.
-                known = {**namespaces(pid), "cgroup": cgroup_of(pid)}
-            self._inits[pid] = (st.ppid, st.start, known)
+                # A `run` is resolved at this init's exec (_init_execd), or at its
+                # runc's exit if that comes first. The init's namespaces and cgroup
+                # are final by now (runc's first two stages set them up before this
+                # one is made), and a container that ends at once has ended before
+                # either message is read (coalescing). Other inits (`runc exec`'s,
+                # a create's) are not resolved there.
+                rexec.init_seen = (pid, {**namespaces(pid), "cgroup": cgroup_of(pid)})
+            self._inits[pid] = (st.ppid, st.start)
         if len(self._inits) > _RECENT:
             self._inits.popitem(last=False)
 
@@ -389,7 +388,7 @@ class FanotifyNotifier(LoopNotifier):
             else:
                 self._execing_init = pid
                 try:
-                    self._init_execd(named[0], pid, named[1], named[2])
+                    self._init_execd(named[0], pid, named[1])
                 finally:
                     self._execing_init = 0
             return
@@ -400,9 +399,8 @@ class FanotifyNotifier(LoopNotifier):
         if len(self._recent_exec) > _RECENT:
             self._recent_exec.popitem(last=False)
 
-    def _init_execd(self, runc_pid: int, init_pid: int, init_start: Optional[int], known: Optional[dict] = None) -> None:
-        """``init_pid``, made by ``runc_pid``, started its program: a `runc run` is
-        resolved. ``known``: its namespaces and cgroup, read at its rename."""
+    def _init_execd(self, runc_pid: int, init_pid: int, init_start: Optional[int]) -> None:
+        """``init_pid``, made by ``runc_pid``, started its program: a `runc run` is resolved."""
         if runc_pid not in self._tracker.calls and runc_pid in self._recent_exec:
             # its runc's exec was seen and its fanotify event was not: read the
             # queue now (after an overflow, its event may be queued still)
@@ -412,7 +410,7 @@ class FanotifyNotifier(LoopNotifier):
             return  # a `runc exec`, or a create's init at `runc start`: nothing in flight
         if init_start is not None and rexec.start_ticks is not None and rexec.start_ticks > init_start:
             return  # that runc started after this init: a new runc on a reused PID
-        self._tracker.init_started(runc_pid, init_pid, known)
+        self._tracker.init_started(runc_pid, init_pid)
 
     def _on_exit(self, pid: int, status: int, mono_ns: int, parent: int = 0) -> None:
         self._recent_exit[pid] = status

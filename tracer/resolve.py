@@ -130,6 +130,10 @@ class RuncExec:
     started_ns: Optional[int] = None  # CLOCK_MONOTONIC when its exec was seen
     caller: Optional[str] = None  # who ran runc (its parent's command name)
     start_ticks: Optional[int] = None  # runc's start time (clock ticks), from /proc/PID/stat
+    # (its init's pid, that init's namespaces and cgroup), if the backend read them
+    # while the init was sure to be alive: whichever of the init's exec and runc's
+    # exit resolves the call, the container may have ended by then
+    init_seen: Optional[tuple[int, dict]] = None
     resolved: bool = False
 
 
@@ -498,7 +502,8 @@ class Tracker:
 
     def init_started(self, runc_pid: int, init_pid: int, init_namespaces: Optional[dict[str, int]] = None) -> None:
         """runc ``runc_pid``'s container init, ``init_pid``, is starting its program
-        (in ``init_namespaces``, and cgroup, if the backend read them there).
+        (in ``init_namespaces``, if the backend read them there as it execs; else
+        ``RuncExec.init_seen``'s, if read earlier, or /proc's now).
 
         Both backends see this in the kernel, so a `runc run` needs no state-file
         watch: it is resolved here. state.json's head is read once, for runc's own
@@ -639,6 +644,8 @@ class Tracker:
         config, config_err = read_config(bundle)
         errors = [e for e in (error, config_err) if e]
         container = Container(rc.container_id, pid, bundle, config, rexec.runtime, rc.root, rc.argv, rexec.caller)
+        if init_namespaces is None and rexec.init_seen is not None and rexec.init_seen[0] == pid:
+            init_namespaces = rexec.init_seen[1]
         container.enrich(init_namespaces)
         # Stamped with runc's own creation time (as the fanotify backend does), else
         # with when runc's exec was seen.
