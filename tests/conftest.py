@@ -81,6 +81,32 @@ def container_ids():
         runc("delete", "--force", cid, root=root, check=False)
 
 
+BACKENDS = ["fanotify", "bcc"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each backend in turn; one that cannot run here fails (these machines have every feature)."""
+    from runctrace.backends import backend_support
+
+    support = backend_support(request.param)
+    if not support:
+        pytest.fail(f"{request.param} backend unavailable on a machine that should have it: {support.reason}")
+    return request.param
+
+
+@pytest.fixture
+def log(backend):
+    """An EventLog on a fresh notifier of ``backend``, closed after the test."""
+    from runctrace.backends import backend_class
+
+    notifier = backend_class(backend)()
+    try:
+        yield EventLog(notifier)
+    finally:
+        notifier.close()
+
+
 class EventLog:
     """Collects a notifier's events and waits for expected ones."""
 

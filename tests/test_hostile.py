@@ -67,7 +67,7 @@ def test_spec_resolver_never_raises(tmp_path, data):
     config, err = spec.read_config(str(tmp_path))
     assert (config is None) != (err is None)
     fields = spec.spec_fields(config, str(tmp_path))
-    assert set(fields) == {"hostname", "process_args", "cwd", "root_path", "annotations"}
+    assert set(fields) == {"hostname", "process_args", "cwd", "root_path", "annotations", "truncated"}
 
 
 @given(json_values)
@@ -107,7 +107,7 @@ def _hostile(bundle, kind):
 
 @pytest.mark.root
 @pytest.mark.parametrize("kind,needle", [
-    ("symlink", "symlink"), ("100MiB", "limit"), ("invalid-utf8", "UTF-8"), ("deep", "nested too deeply"),
+    ("symlink", "symlink"), ("100MiB", "limit"), ("invalid-utf8", "UTF-8"), ("deep", "nested more than"),
 ])
 def test_hostile_bundle_gives_an_error_field(bundles, container_ids, kind, needle):
     b = bundles.make(["true"])

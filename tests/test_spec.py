@@ -26,7 +26,7 @@ def test_good_config(bundle):
     fields = spec.spec_fields(config, str(bundle))
     assert fields == {
         "hostname": "h", "process_args": ["sh", "-c", "true"], "cwd": "/",
-        "root_path": str(bundle / "rootfs"), "annotations": [("a", "b")],
+        "root_path": str(bundle / "rootfs"), "annotations": [("a", "b")], "truncated": False,
     }
 
 
@@ -34,7 +34,7 @@ def test_good_config(bundle):
     (b"{not json", "not valid JSON"),
     (b"\xff\xfe{}", "not valid UTF-8"),
     (b"[1, 2]", "JSON list, not an object"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested more than"),
     (b'{"hostname": "\\ud800"}', "surrogate"),
     (b"", "not valid JSON"),
 ])

@@ -328,26 +328,35 @@ class FanotifyNotifier(LoopNotifier):
             fanotify_read = False
             for data in batch:
                 for ev in _sys.decode_proc_events(data):
-                    if ev.what == _sys.PROC_EXEC:
-                        # an earlier exec of the same process (a wrapper that exec'd
-                        # runc) must not be matched to this exec's fanotify event
-                        self._recent_exec.pop(ev.tgid, None)
-                        if ev.tgid in self._inits:
-                            pass  # a runc init starting its container's program, not runc
-                        elif not fanotify_read:
-                            # this exec's fanotify event, if it was runc's, is queued by
-                            # now (module doc, 2.): read it before the EXEC is handled
-                            self._read_fanotify()
-                            fanotify_read = True
-                        self._on_exec(ev.tgid, ev.timestamp_ns)
-                    elif ev.what == _sys.PROC_EXIT:  # of whole processes: threads are filtered out
-                        self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns, ev.parent_tgid)
-                    elif ev.what == _sys.PROC_COMM and ev.comm == RUNC_INIT_COMM and ev.pid == ev.tgid:
-                        self._on_init_named(ev.tgid, ev.timestamp_ns)
+                    try:
+                        fanotify_read = self._on_message(ev, fanotify_read)
+                    except Exception as err:  # one message must never end the loop
+                        self._message_failed(f"{ev!r}", err)
             if len(batch) < self._cn_rx.batch:
                 break  # all that was queued: epoll reports what comes next
         if overflowed:
             self._read_fanotify()
+
+    def _on_message(self, ev: "_sys.ProcEvent", fanotify_read: bool) -> bool:
+        """One connector message; returns whether the fanotify queue has been read
+        in this batch (see _read_connector)."""
+        if ev.what == _sys.PROC_EXEC:
+            # an earlier exec of the same process (a wrapper that exec'd
+            # runc) must not be matched to this exec's fanotify event
+            self._recent_exec.pop(ev.tgid, None)
+            if ev.tgid in self._inits:
+                pass  # a runc init starting its container's program, not runc
+            elif not fanotify_read:
+                # this exec's fanotify event, if it was runc's, is queued by
+                # now (module doc, 2.): read it before the EXEC is handled
+                self._read_fanotify()
+                fanotify_read = True
+            self._on_exec(ev.tgid, ev.timestamp_ns)
+        elif ev.what == _sys.PROC_EXIT:  # of whole processes: threads are filtered out
+            self._on_exit(ev.tgid, ev.exit_status, ev.timestamp_ns, ev.parent_tgid)
+        elif ev.what == _sys.PROC_COMM and ev.comm == RUNC_INIT_COMM and ev.pid == ev.tgid:
+            self._on_init_named(ev.tgid, ev.timestamp_ns)
+        return fanotify_read
 
     def _on_init_named(self, pid: int, when_ns: int) -> None:
         """A runc init named itself: remember its runc, for when it execs its program.
@@ -379,6 +388,10 @@ class FanotifyNotifier(LoopNotifier):
             self._inits.popitem(last=False)
 
     def _on_exec(self, pid: int, exec_ns: int) -> None:
+        if pid in self._tracker.containers:
+            # a watched container's init exec'd: after `runc start`, its program
+            # starting (the tracker compares its argv with the spec's, once)
+            self._tracker.init_exec(pid)
         if pid in self._inits:  # a runc init: the container's program is starting
             named = self._inits.pop(pid)
             if named is None:

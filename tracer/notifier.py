@@ -56,6 +56,9 @@ class Stats:
     # short calls (state, delete, kill...) and creates that failed at once (fanotify)
     unread: int = 0
     failed_creates: int = 0  # create/run calls that exited without making a container
+    # events whose handling failed in a way no check foresaw (a bug, or an input no
+    # parser expected): each is logged, and the loop carries on (resolve._total)
+    errors: int = 0
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
@@ -265,6 +268,13 @@ class LoopNotifier(Notifier):
                 f.write(f"runctrace-{self.name}"[:15])
         except OSError:
             pass
+
+    def _message_failed(self, what: str, err: BaseException) -> None:
+        """Handling one kernel message failed: count it, log it, and carry on with
+        the next. The loop must outlive any one container's input."""
+        self.stats.errors += 1
+        log.error("runctrace: %s: handling %s failed; the recorder carries on: %r",
+                  self.name, what, err, exc_info=err)
 
     @property
     def running_containers(self) -> int:

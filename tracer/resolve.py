@@ -38,20 +38,25 @@ its ADD.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from . import _sys
 from .discovery import expand_roots, running_containers
 from .enrich import cgroup_of, comm, manager_of, namespaces
-from .events import ContainerEvent, EventType
+from .events import (
+    FLAG_ARGS_DIFFER, FLAG_CONFIG_CHANGED, FLAG_CONFIG_FOREIGN, FLAG_CONFIG_LINKED, FLAG_NON_ROOT_CALLER,
+    ContainerEvent, EventType, process_args,
+)
 from .notifier import Stats, log
 from .runcargs import RuncCall, parse_runc_args
+from .safetext import printable
 from .spec import (
-    ProcStat, read_config, read_pid_file, read_state, read_state_fd, read_stat, rfc3339_to_ns,
-    state_bundle,
+    MAX_FIELD_CHARS, MAX_FIELD_ITEMS, ProcStat, SpecFile, load_config, process_uid, read_cmdline,
+    read_pid_file, read_state, read_state_fd, read_stat, rfc3339_to_ns, state_bundle, trim_config,
 )
 
 # inotify masks. runc writes state.json to a temporary name and renames it
@@ -135,6 +140,8 @@ class RuncExec:
     # exit resolves the call, the container may have ended by then
     init_seen: Optional[tuple[int, dict]] = None
     resolved: bool = False
+    uid: Optional[int] = None  # runc's real uid: its caller's
+    spec: Optional[SpecFile] = None  # config.json, read as soon as the arguments named the bundle
 
 
 @dataclass
@@ -150,6 +157,26 @@ class Container:
     added_ns: int = 0  # time_ns of its ADD (or INITIAL) event
     info: dict[str, Any] = field(default_factory=dict)  # manager, namespaces, cgroup
     start_ticks: Optional[int] = None  # its init's start time, to tell it from a reused PID
+    # where its spec came from, and who ran runc (event fields of the same names)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)  # events.FLAG_*
+    args_checked: bool = False  # its init's argv was compared with the spec's (once: at its first exec)
+
+    def check_args(self, argv: Optional[list[str]]) -> None:
+        """Flag the container if its init's argv, read at its program's exec, is
+        not the spec's ``process.args`` (runc execs exactly those). A program that
+        rewrites its own argv at once (a process title) can set it too."""
+        if argv is None or self.args_checked:
+            return  # (unknown: a later exec of the same process is not its start either way)
+        self.args_checked = True
+        expected = process_args(self.config)
+        if self.config is not None and self.config.get("truncated"):
+            # the kept args were cut to their bounds (trim_config): compare what was kept
+            if len(expected) == MAX_FIELD_ITEMS:
+                argv = argv[:MAX_FIELD_ITEMS]
+            argv = [a[:MAX_FIELD_CHARS] if len(e) == MAX_FIELD_CHARS else a for a, e in zip(argv, expected)] + argv[len(expected):]
+        if self.config is not None and argv != expected and FLAG_ARGS_DIFFER not in self.flags:
+            self.flags.append(FLAG_ARGS_DIFFER)
 
     def enrich(self, known_namespaces: Optional[dict[str, int]] = None) -> None:
         """Read what only the living init can tell: call while it still runs.
@@ -406,6 +433,29 @@ class StateDirWatcher:
 
 Watch = Callable[[Container, Optional[int], Optional[RuncExec]], None]
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _total(method: _F) -> _F:
+    """Handling one event is total: whatever goes wrong in it, the loop goes on.
+
+    Every entry point a backend calls is wrapped in this. The stages that build an
+    event (reading the spec, enriching) have guards of their own
+    (:meth:`Tracker._stage`), so a failure there still gives the event, with an
+    ``error``; this is the last line, for a bug or an input no parser foresaw:
+    the call is logged and counted in ``stats.errors``, and nothing else is lost.
+    """
+
+    @functools.wraps(method)
+    def guarded(self: "Tracker", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:
+            self._failed(f"{method.__name__}{printable(repr(args))[:200]}", err)
+            return None
+
+    return guarded  # type: ignore[return-value]
+
 
 class Tracker:
     """runc calls in flight, the containers they made, and the events they turn into.
@@ -437,8 +487,22 @@ class Tracker:
     def close(self) -> None:
         self.states.close()
 
+    def _failed(self, what: str, err: BaseException) -> None:
+        self._stats.errors += 1
+        log.error("runctrace: %s failed; the recorder carries on: %r", what, err, exc_info=err)
+
+    def _stage(self, what: str, errors: list[str], fn: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        """One stage of building an event: its failure becomes an ``error`` on the event."""
+        try:
+            return fn(*args)
+        except Exception as err:
+            self._failed(what, err)
+            errors.append(f"{what} failed: {err!r}")
+            return default
+
     # ------------------------------------------------------------ what backends report
 
+    @_total
     def runc_started(
         self, pid: int, argv: list[str], cwd: Optional[str], runtime: str,
         *, started_ns: Optional[int] = None, cwd_may_be_bundle: bool = False,
@@ -453,6 +517,12 @@ class Tracker:
         st = read_stat(pid)
         # one read of /proc/PID/stat gives both runc's start time and its caller
         rexec = RuncExec(pid, call, runtime, started_ns, comm(st.ppid) if st else None, st.start if st else None)
+        rexec.uid = process_uid(pid)
+        if call.bundle:
+            # Now, before runc itself gets to it (Go's runtime starts first): a hook
+            # that swaps config.json after runc read it must not change what is
+            # recorded. Its failure is the event's error, at resolve time.
+            rexec.spec = self._stage("reading config.json", [], load_config, call.bundle, rexec.uid)
         old = self.calls.get(pid)
         if old is not None:  # the same process exec'd runc again (a wrapper did)
             self._stop_waiting(old)
@@ -477,6 +547,7 @@ class Tracker:
             return False
         return not (self._sees_inits and call.command == "run")
 
+    @_total
     def read_states(self, fd: int) -> None:
         """One of the state watcher's fds (``states.fds()``) is readable."""
         overflows = self.states.overflows
@@ -484,6 +555,7 @@ class Tracker:
             self.try_state(state_dir, state)
         self._stats.lost += self.states.overflows - overflows
 
+    @_total
     def try_state(self, state_dir: str, state: Optional[dict] = None) -> None:
         rexec = self.calls.get(self._awaiting.get(state_dir, -1))
         if rexec is None or rexec.resolved:
@@ -500,6 +572,7 @@ class Tracker:
         for fd in self.states.fds():
             self.read_states(fd)
 
+    @_total
     def init_started(self, runc_pid: int, init_pid: int, init_namespaces: Optional[dict[str, int]] = None) -> None:
         """runc ``runc_pid``'s container init, ``init_pid``, is starting its program
         (in ``init_namespaces``, if the backend read them there as it execs; else
@@ -524,8 +597,18 @@ class Tracker:
             init_pid = state["init_process_pid"]
             init_namespaces = None  # the kernel's init's, not this one's
         self._stop_waiting(rexec)
-        self._resolve(rexec, init_pid, state, None, init_namespaces)
+        # the program's argv, read while it has just exec'd: checked against the spec
+        self._resolve(rexec, init_pid, state, None, init_namespaces, init_argv=read_cmdline(init_pid))
 
+    @_total
+    def init_exec(self, pid: int) -> None:
+        """A watched container's init exec'd: at `runc start`, its program starting.
+        Only its first exec is compared with the spec (a program may exec others)."""
+        container = self.containers.get(pid)
+        if container is not None and not container.args_checked:
+            container.check_args(read_cmdline(pid))
+
+    @_total
     def runc_exited(self, pid: int, status: Optional[int], init_pid: Optional[int] = None) -> None:
         """A runc process ended; ``status`` is its wait(2) status, None if unknown.
 
@@ -564,6 +647,7 @@ class Tracker:
             err = "; ".join(e for e in (err, state_err, "container ended before its PID could be read") if e)
         self._resolve(rexec, pid_, state, err)
 
+    @_total
     def pid_exited(
         self, pid: int, status: Optional[int], when_ns: Optional[int] = None, error: Optional[str] = None
     ) -> bool:
@@ -579,10 +663,14 @@ class Tracker:
         self._remove(container, status, when_ns, error)
         return True
 
+    @_total
     def watch_pid(self, container_id: str, pid: int) -> None:
         """A container found by other means (``add_watch_container_termination``)."""
-        self._track(Container(container_id, pid, None, None, None, None), None, None)
+        container = Container(container_id, pid, None, None, None, None)
+        container.args_checked = True  # running already: its next exec is not its start
+        self._track(container, None, None)
 
+    @_total
     def sweep(self) -> None:
         """After the kernel dropped events: end what ended unseen.
 
@@ -597,12 +685,14 @@ class Tracker:
             if process_ended(pid, rexec.start_ticks):
                 self.runc_exited(pid, None)
 
+    @_total
     def resync(self) -> None:
         """After the kernel dropped events or a runc call went unread: end what ended
         unseen, then report what runs and is not known yet (as late ADDs)."""
         self.sweep()
         self.discover(EventType.ADD)
 
+    @_total
     def discover(self, kind: EventType = EventType.INITIAL) -> None:
         """Emit ``kind`` for each container runc runs now that is not known yet, and watch it.
 
@@ -615,12 +705,18 @@ class Tracker:
             if (known is not None and known.container_id == found.container_id) or found.state_dir in in_flight:
                 continue
             bundle = state_bundle(found.state)
-            config, config_err = read_config(bundle)
-            container = Container(found.container_id, found.pid, bundle, config, None, found.root)
-            container.enrich()
-            late = "found in runc's state after its runc call was missed" if kind is EventType.ADD else None
-            error = "; ".join(e for e in (late, config_err) if e) or None
-            self._add(kind, container, error, rfc3339_to_ns(found.state.get("created")))
+            errors = ["found in runc's state after its runc call was missed"] if kind is EventType.ADD else []
+            try:  # runc made the state directory as its caller: the owner stands for the caller's uid
+                caller_uid: Optional[int] = os.stat(found.state_dir).st_uid
+            except OSError:
+                caller_uid = None
+            spec = self._stage("reading config.json", errors, load_config, bundle, caller_uid,
+                               default=SpecFile(None, None))
+            container = Container(found.container_id, found.pid, bundle, spec.config, None, found.root)
+            container.args_checked = True  # running already: its next exec is not its start
+            self._note_spec(container, spec, None, errors)
+            self._stage("enriching", errors, container.enrich)
+            self._add(kind, container, "; ".join(errors) or None, rfc3339_to_ns(found.state.get("created")))
             self._track(container, found.state.get("init_process_start"), None)
 
     # --------------------------------------------------------------------- internals
@@ -633,25 +729,31 @@ class Tracker:
 
     def _resolve(
         self, rexec: RuncExec, pid: Optional[int], state: Optional[dict], error: Optional[str],
-        init_namespaces: Optional[dict[str, int]] = None,
+        init_namespaces: Optional[dict[str, int]] = None, init_argv: Optional[list[str]] = None,
     ) -> None:
         rexec.resolved = True
         rc = rexec.call
         known = self.containers.get(pid) if pid is not None else None
         if known is not None and known.container_id == rc.container_id:
             return  # already reported by discover()
+        errors = [error] if error else []
         bundle = rc.bundle or (state_bundle(state) if state else None)
-        config, config_err = read_config(bundle)
-        errors = [e for e in (error, config_err) if e]
-        container = Container(rc.container_id, pid, bundle, config, rexec.runtime, rc.root, rc.argv, rexec.caller)
+        spec = rexec.spec if rexec.spec is not None and rc.bundle else None
+        if spec is None:  # the bundle came from runc's state: read it now
+            spec = self._stage("reading config.json", errors, load_config, bundle, rexec.uid,
+                               default=SpecFile(None, None))
+        container = Container(rc.container_id, pid, bundle, spec.config, rexec.runtime, rc.root, rc.argv, rexec.caller)
+        self._note_spec(container, spec, rexec, errors)
         if init_namespaces is None and rexec.init_seen is not None and rexec.init_seen[0] == pid:
             init_namespaces = rexec.init_seen[1]
-        container.enrich(init_namespaces)
+        self._stage("enriching", errors, container.enrich, init_namespaces)
+        self._stage("comparing the init's argv", errors, container.check_args, init_argv)
         # Stamped with runc's own creation time (as the fanotify backend does), else
         # with when runc's exec was seen.
         created = rfc3339_to_ns(state.get("created")) if state else None
         seen = mono_to_wall_ns(rexec.started_ns) if rexec.started_ns is not None else None
         self._add(EventType.ADD, container, "; ".join(errors) or None, created or seen)
+        rexec.spec = None  # the spec is the container's now (and trimmed once its add is out)
         if pid is None:
             self._remove(container, None, None, None)
             return
@@ -671,10 +773,31 @@ class Tracker:
         self.containers[container.pid] = container
         self._watch(container, expected_start, rexec)
 
+    def _note_spec(self, container: Container, spec: SpecFile, rexec: Optional[RuncExec], errors: list[str]) -> None:
+        """Where ``container``'s spec came from, who ran runc, and the flags they call for."""
+        if spec.error:
+            errors.append(spec.error)
+        uid = rexec.uid if rexec is not None else None
+        container.provenance = {
+            "config_sha256": spec.sha256, "config_uid": spec.uid, "config_nlink": spec.nlink, "runc_uid": uid,
+        }
+        flags = container.flags
+        if uid not in (0, None):
+            flags.append(FLAG_NON_ROOT_CALLER)
+        if spec.refused == "hardlinked":
+            flags.append(FLAG_CONFIG_LINKED)
+        elif spec.refused == "foreign-owner":
+            flags.append(FLAG_CONFIG_FOREIGN)
+        if rexec is not None and self._stage("checking config.json again", errors, spec.changed, container.bundle):
+            flags.append(FLAG_CONFIG_CHANGED)
+
     def _add(self, kind: EventType, container: Container, error: Optional[str], when_ns: Optional[int]) -> None:
         event = self.event(kind, container, error=error, when_ns=when_ns)
         container.added_ns = event.time_ns
         self._emit(event)
+        # The whole spec goes out once, with the add; what a running container
+        # keeps of it is bounded, however large the spec (spec.trim_config).
+        container.config = trim_config(container.config)
 
     def _remove(
         self, container: Container, status: Optional[int], when_ns: Optional[int], error: Optional[str]
@@ -702,5 +825,7 @@ class Tracker:
             runtime_args=c.args,
             error=error,
             caller=c.caller,
+            flags=list(c.flags),
+            **c.provenance,
             **c.info,
         )

@@ -4,24 +4,30 @@ Types are chosen so pandas/pyarrow, DuckDB and Spark read the files unchanged:
 ``time`` is a microsecond UTC timestamp (Spark rejects nanosecond timestamps) and
 ``time_ns`` keeps the exact nanoseconds as a plain int64; strings are UTF-8; the
 annotations are a Parquet MAP. The full spec is kept as JSON text in ``config_json``
-so nothing of it is lost; the typed columns are the fields people filter on.
+so nothing of it is lost, once per container (on its add or initial row); the typed
+columns are the fields people filter on, within bounds (spec.MAX_FIELD_*). Text
+that came from outside and is not valid UTF-8 is stored escaped (safetext), and
+the row's ``escaped`` column names those columns.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from collections import OrderedDict
 from typing import Any, Iterable
 
 import pyarrow as pa
 
-from .events import ContainerEvent
+from . import safetext
 from .enrich import k8s_fields, redact_env
+from .events import FLAG_FIELDS_TRUNCATED, ContainerEvent, EventType
+from .notifier import log
+from .safetext import printable
 from .spec import spec_fields
 
 # 1: first release. 2: enrichment columns (manager ... is_sandbox), "initial" events.
-SCHEMA_VERSION = "2"
+# 3: runc_uid, config_sha256/uid/nlink, flags, escaped; config_json on adds only.
+SCHEMA_VERSION = "3"
 
 SCHEMA = pa.schema(
     [
@@ -60,6 +66,14 @@ SCHEMA = pa.schema(
         pa.field("sandbox_id", pa.string()),
         pa.field("image_name", pa.string()),
         pa.field("is_sandbox", pa.bool_()),
+        # where the spec came from, and who ran runc (spec.SpecFile, resolve.Tracker)
+        pa.field("runc_uid", pa.int64()),
+        pa.field("config_sha256", pa.string()),
+        pa.field("config_uid", pa.int64()),
+        pa.field("config_nlink", pa.int64()),
+        pa.field("flags", pa.list_(pa.string())),  # events.FLAG_*
+        # the text columns whose values are stored escaped (safetext: not valid UTF-8)
+        pa.field("escaped", pa.list_(pa.string())),
     ],
     metadata={b"runctrace.schema_version": SCHEMA_VERSION.encode()},
 )
@@ -74,46 +88,46 @@ DATASET_SCHEMA = pa.schema(
 )
 
 
-class _SpecCache:
-    """The add and the remove of a container share one parsed spec: serialise it once.
-
-    Keyed by object identity; the object itself is kept so its id cannot be reused
-    while cached. Bounded, oldest out first.
-    """
-
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._items: "OrderedDict[tuple[int, bool], tuple[Any, str, dict[str, Any]]]" = OrderedDict()
-
-    def get(self, config: Any, bundle: str | None, keep_env: bool) -> tuple[str | None, dict[str, Any]]:
-        if config is None:
-            return None, {**spec_fields(None, bundle), **k8s_fields(None)}
-        key = (id(config), keep_env)
-        hit = self._items.get(key)
-        if hit is None or hit[0] is not config:
-            shown = config if keep_env else redact_env(config)
-            text = json.dumps(shown, separators=(",", ":"), ensure_ascii=False)
-            fields = spec_fields(shown, bundle)
-            fields.update(k8s_fields(shown.get("annotations")))
-            hit = (config, text, fields)
-            self._items[key] = hit
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return hit[1], hit[2]
-
-    def forget(self, config: Any) -> None:
-        for keep_env in (False, True):
-            self._items.pop((id(config), keep_env), None)
+# Columns whose text came from outside and may not be valid UTF-8 (paths, IDs,
+# argv, error texts that quote them): stored through safetext. config_json is
+# not among them: the spec parser accepts valid UTF-8 only.
+_TEXT_COLUMNS = tuple(
+    f.name for f in SCHEMA
+    if f.name not in ("config_json", "escaped", "flags")
+    and (pa.types.is_string(f.type) or pa.types.is_list(f.type) or pa.types.is_map(f.type))
+)
 
 
-_spec_cache = _SpecCache()
+def _spec_columns(event: ContainerEvent, keep_env: bool) -> tuple[str | None, dict[str, Any]]:
+    """config_json (adds only: a spec is stored once per container) and the typed
+    spec columns. On a remove, ``container_config`` is what the tracker kept of the
+    spec (spec.trim_config): the typed columns come from it."""
+    config = event.container_config
+    fields = spec_fields(config, event.bundle)
+    fields.update(k8s_fields(config.get("annotations") if isinstance(config, dict) else None))
+    if config is None or event.type is EventType.REMOVE:
+        return None, fields
+    shown = config if keep_env else redact_env(config)
+    return json.dumps(shown, separators=(",", ":"), ensure_ascii=False), fields
 
 
 def event_to_row(event: ContainerEvent, host: str | None = None, keep_env: bool = False) -> dict[str, Any]:
-    """One Parquet row. Environment values in the spec are redacted unless ``keep_env``."""
-    config_json, fields = _spec_cache.get(event.container_config, event.bundle, keep_env)
-    if event.type.value == "remove":
-        _spec_cache.forget(event.container_config)
+    """One Parquet row. Environment values in the spec are redacted unless ``keep_env``.
+
+    Total: a spec that cannot be recorded (no parser foresaw it) leaves config_json
+    and the typed spec columns empty and says why in ``error``; the row is written.
+    """
+    error = event.error
+    try:
+        config_json, fields = _spec_columns(event, keep_env)
+    except Exception as err:  # (RecursionError, MemoryError...): the event still gets its row
+        log.error("runctrace: cannot record the spec of %s: %r", printable(event.container_id), err)
+        config_json, fields = None, spec_fields(None, None)
+        fields.update(k8s_fields(None))
+        error = "; ".join(e for e in (error, f"recording the spec failed: {err!r}") if e)
+    flags = list(event.flags)
+    if fields.pop("truncated") and FLAG_FIELDS_TRUNCATED not in flags:
+        flags.append(FLAG_FIELDS_TRUNCATED)
     row = {
         "time": event.time_ns // 1000,
         "time_ns": event.time_ns,
@@ -128,7 +142,7 @@ def event_to_row(event: ContainerEvent, host: str | None = None, keep_env: bool 
         "host": host or socket.gethostname(),
         "exit_code": event.exit_code,
         "signal": event.signal,
-        "error": event.error,
+        "error": error,
         "config_json": config_json,
         "manager": event.manager,
         "caller": event.caller,
@@ -137,8 +151,14 @@ def event_to_row(event: ContainerEvent, host: str | None = None, keep_env: bool 
         "netns": event.netns,
         "cgroup": event.cgroup,
         "lifetime_ns": event.time_ns - event.started_ns if event.started_ns is not None else None,
+        "runc_uid": event.runc_uid,
+        "config_sha256": event.config_sha256,
+        "config_uid": event.config_uid,
+        "config_nlink": event.config_nlink,
+        "flags": flags or None,
     }
     row.update(fields)
+    row["escaped"] = safetext.store(row, _TEXT_COLUMNS)
     return row
 
 

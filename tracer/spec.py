@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import calendar
 import errno
+import hashlib
+import itertools
 import json
 import os
 import re
@@ -20,12 +22,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Optional
 
+from .safetext import printable
+
 MAX_CONFIG_BYTES = 16 << 20  # OCI specs are a few KiB; 16 MiB is generous
 MAX_SMALL_FILE_BYTES = 64 << 10  # pid files
 MAX_STATE_BYTES = 16 << 20
 
 
-def _read_capped(path: str, cap: int, *, dir_fd: Optional[int] = None) -> tuple[Optional[bytes], Optional[str]]:
+def _read_capped(
+    path: str, cap: int, *, dir_fd: Optional[int] = None, stat_out: Optional[list] = None
+) -> tuple[Optional[bytes], Optional[str]]:
+    """The bytes of the regular file ``path`` (at most ``cap``), or ``(None, why not)``.
+    ``stat_out``: a list that gets the file's ``os.stat_result`` once it is open."""
     name = os.path.basename(path) if dir_fd is not None else path
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -37,6 +45,8 @@ def _read_capped(path: str, cap: int, *, dir_fd: Optional[int] = None) -> tuple[
         return None, f"cannot open {path}: {err.strerror}"
     try:
         st = os.fstat(fd)
+        if stat_out is not None:
+            stat_out.append(st)
         if not stat.S_ISREG(st.st_mode):
             return None, f"{path} is not a regular file"
         if st.st_size > cap:
@@ -63,65 +73,204 @@ def _read_capped(path: str, cap: int, *, dir_fd: Optional[int] = None) -> tuple[
         os.close(fd)
 
 
+# Bounds on what a JSON document from outside may hold. runc (Go's encoding/json)
+# accepts numbers of any length and nesting up to 10,000 deep; Python's int() refuses
+# more than 4,300 digits with a ValueError and its parser recurses per level. OCI
+# specs and runc's state hold small numbers and nest about six deep.
+MAX_NUMBER_CHARS = 64  # characters of one number, sign and exponent included
+MAX_DEPTH = 64  # nested arrays and objects
+
+
+class JsonRefused(ValueError):
+    """A JSON document holds something runctrace does not parse (too long a number,
+    NaN, too deep); the message says what."""
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise JsonRefused(f"a number of {len(text)} characters (limit {MAX_NUMBER_CHARS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise JsonRefused(f"a number of {len(text)} characters (limit {MAX_NUMBER_CHARS})")
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e999: finite in the text, not in a double
+        raise JsonRefused(f"the number {text}, out of range")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JsonRefused(f"{name}, which is not a JSON number")  # Python's parser takes NaN and Infinity
+
+
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _too_deep(data: bytes) -> bool:
+    """Does ``data`` nest arrays and objects more than MAX_DEPTH deep?
+
+    Checked before the parse, in C-speed passes: fewer brackets than the limit
+    cannot be too deep (the common case: one count); else strings are cut out,
+    everything but brackets dropped, and innermost pairs removed once per level.
+    """
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return False
+    shape = _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        inner = shape.replace(b"[]", b"").replace(b"{}", b"")
+        if not inner or inner == shape:
+            return False  # done, or brackets that do not pair: the parser says so
+        shape = inner
+    return True
+
+
+def parse_json_bytes(data: bytes, what: str) -> tuple[Any, Optional[str]]:
+    """Any bytes in, ``(value, None)`` or ``(None, why not)`` out; never raises.
+
+    Valid UTF-8 only (Go's decoder replaces bad bytes silently; a record must say
+    so instead), no NaN or Infinity, numbers and nesting within the bounds above,
+    and no lone UTF-16 surrogate escape (no UTF-8 column can hold one).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, f"{what} is not valid UTF-8 (byte {err.start})"
+    if _too_deep(data):
+        return None, f"{what} is nested more than {MAX_DEPTH} deep"
+    try:
+        value = json.loads(
+            text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
+        )
+    except JsonRefused as err:
+        return None, f"{what} holds {err}"
+    except json.JSONDecodeError as err:
+        return None, f"{what} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+    except (ValueError, RecursionError) as err:  # not expected past the checks above; still an answer
+        return None, f"{what} cannot be parsed: {err}"
+    if _SURROGATE_ESCAPE.search(data):  # (a full re-encode costs as much as the parse)
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return None, f"{what} contains an unpaired UTF-16 surrogate escape"
+    return value, None
+
+
 # \uD800-\uDFFF: a UTF-16 surrogate escape, paired or not (re-checked by encoding)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _parse_json_object(data: bytes, path: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return None, f"{path} is not valid UTF-8 (byte {err.start})"
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        return None, f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
-    except RecursionError:
-        return None, f"{path} is nested too deeply to parse"
+    value, err = parse_json_bytes(data, path)
+    if err:
+        return None, err
     if not isinstance(value, dict):
         return None, f"{path} holds a JSON {type(value).__name__}, not an object"
-    try:  # "\ud800" escapes decode to lone surrogates, which no UTF-8 column can hold
-        if _SURROGATE_ESCAPE.search(data):  # (a full re-encode costs as much as the parse)
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return None, f"{path} contains an unpaired UTF-16 surrogate escape"
-    except RecursionError:
-        return None, f"{path} is nested too deeply to parse"
     return value, None
 
 
-def read_config(bundle: Optional[str]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    """The parsed OCI spec of ``bundle``, or ``(None, why not)``."""
+@dataclass
+class SpecFile:
+    """A bundle's config.json as read once, and what says where it came from.
+
+    The recorder reads it as soon as runc's arguments name the bundle: a hook
+    that swaps the file later (after runc read it) must not change what is
+    recorded. ``identity`` lets a later look tell whether the file was replaced
+    or rewritten since (:meth:`changed`).
+    """
+
+    config: Optional[dict[str, Any]]
+    error: Optional[str]
+    sha256: Optional[str] = None  # of the bytes read, even when they were not recorded
+    uid: Optional[int] = None  # the file's owner
+    nlink: Optional[int] = None  # its hard links
+    identity: Optional[tuple] = None  # (dev, ino, size, mtime_ns, ctime_ns) as read
+    refused: Optional[str] = None  # why the content was not kept: "hardlinked" or "foreign-owner"
+
+    def changed(self, bundle: Optional[str]) -> bool:
+        """Is ``bundle``'s config.json now another file, or rewritten, since this read?"""
+        if self.identity is None or not bundle:
+            return False
+        try:
+            st = os.stat(os.path.join(bundle, "config.json"), follow_symlinks=False)
+        except OSError:
+            return False  # removed (a bundle deleted after the run): not a swap
+        return _identity(st) != self.identity
+
+
+def _identity(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def load_config(bundle: Optional[str], caller_uid: Optional[int] = None) -> SpecFile:
+    """Read ``bundle``'s config.json once; never raises.
+
+    The spec is recorded only from a file with one link whose owner is root or
+    ``caller_uid`` (runc's caller): a hard link can make a bundle's config.json
+    any file on its filesystem, and the recorder, as root, can read what the
+    container's creator cannot. Such a file still gets its hash, owner and link
+    count, and an ``error`` saying why its content is not kept.
+    """
     if not bundle:
-        return None, "bundle unknown"
+        return SpecFile(None, "bundle unknown")
     try:
         # O_PATH|O_DIRECTORY pins the directory so config.json is opened inside *this*
         # bundle even if the path is swapped while we read.
         dfd = os.open(bundle, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
+        shown = printable(bundle)
         if err.errno == errno.ENOENT:
-            return None, f"bundle {bundle} does not exist"
+            return SpecFile(None, f"bundle {shown} does not exist")
         if err.errno == errno.ENOTDIR:
-            return None, f"bundle {bundle} is not a directory"
-        return None, f"cannot open bundle {bundle}: {err.strerror}"
+            return SpecFile(None, f"bundle {shown} is not a directory")
+        return SpecFile(None, f"cannot open bundle {shown}: {err.strerror}")
+    seen: list[os.stat_result] = []
     try:
         path = os.path.join(bundle, "config.json")
-        data, err = _read_capped(path, MAX_CONFIG_BYTES, dir_fd=dfd)
+        data, err = _read_capped(path, MAX_CONFIG_BYTES, dir_fd=dfd, stat_out=seen)
     finally:
         os.close(dfd)
-    if err:
-        return None, err
-    return _parse_json_object(data, path)
+    st = seen[0] if seen else None
+    spec = SpecFile(None, printable(err) if err else None)
+    if st is not None:
+        spec.uid, spec.nlink, spec.identity = st.st_uid, st.st_nlink, _identity(st)
+    if data is None:
+        return spec
+    spec.sha256 = hashlib.sha256(data).hexdigest()
+    if st.st_nlink > 1:
+        spec.refused = "hardlinked"
+        spec.error = f"config.json has {st.st_nlink} hard links: its content is not recorded (it may be another file)"
+        return spec
+    if st.st_uid not in (0, caller_uid):
+        spec.refused = "foreign-owner"
+        spec.error = f"config.json is owned by uid {st.st_uid}, not root or runc's caller: its content is not recorded"
+        return spec
+    spec.config, err = _parse_json_object(data, "config.json")
+    spec.error = printable(err) if err else None
+    return spec
+
+
+def read_config(bundle: Optional[str]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """The parsed OCI spec of ``bundle``, or ``(None, why not)`` (see :func:`load_config`)."""
+    spec = load_config(bundle)
+    return spec.config, spec.error
 
 
 def read_pid_file(path: str) -> tuple[Optional[int], Optional[str]]:
     data, err = _read_capped(path, MAX_SMALL_FILE_BYTES)
     if err:
         return None, err
-    text = data.decode("ascii", "replace").strip()
-    if not text.isdigit() or not 0 < int(text) < 1 << 22:
-        return None, f"pid file {path} holds {text[:40]!r}, not a process ID"
+    text = data.strip()
+    # runc writes the PID in decimal, no sign; PID_MAX_LIMIT is 2^22. (A long
+    # string of digits is refused by its length, before int() can raise on it.)
+    if not _PID_TEXT.fullmatch(text) or not 0 < int(text) <= 1 << 22:
+        return None, f"pid file {path} holds {printable(text[:40].decode('ascii', 'replace'))!r}, not a process ID"
     return int(text), None
+
+
+_PID_TEXT = re.compile(rb"[0-9]{1,7}")
 
 
 def read_state(state_dir: str, head_only: bool = False) -> tuple[Optional[dict[str, Any]], Optional[str]]:
@@ -319,6 +468,44 @@ def read_stat(pid: int) -> Optional[ProcStat]:
     return ProcStat(fields[0].decode(), int(fields[1]), int(fields[6]), int(fields[19]))
 
 
+def process_uid(pid: int) -> Optional[int]:
+    """The real uid of ``pid`` (for runc: its caller's), None if it is gone.
+
+    From /proc/PID/status, not the owner of /proc/PID: that one is root for a
+    process that is not dumpable, which an unprivileged caller can arrange.
+    """
+    try:
+        raw = read_proc(f"/proc/{pid}/status")
+    except OSError:
+        return None
+    at = raw.find(b"\nUid:")
+    fields = raw[at + 5 : raw.find(b"\n", at + 5)].split() if at >= 0 else []
+    return int(fields[0]) if fields and fields[0].isdigit() else None
+
+
+# The longest argv compared with a spec's process.args: the kernel allows 2 MiB
+# and more; a longer one is compared by its head.
+MAX_CMDLINE_BYTES = 64 << 10
+
+
+def read_cmdline(pid: int) -> Optional[list[str]]:
+    """``pid``'s argv, as the kernel keeps it (bytes as surrogateescape); None if it
+    is gone or its argv is over MAX_CMDLINE_BYTES."""
+    try:
+        fd = os.open(f"/proc/{pid}/cmdline", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        raw = os.read(fd, MAX_CMDLINE_BYTES)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not raw or len(raw) == MAX_CMDLINE_BYTES:
+        return None  # gone (a zombie's is empty), or longer than compared
+    return [os.fsdecode(a) for a in raw.split(b"\0")[:-1]]
+
+
 def process_start_ticks(pid: int) -> Optional[int]:
     """Field 22 of /proc/PID/stat (start time in clock ticks); None if gone or a zombie.
 
@@ -329,9 +516,30 @@ def process_start_ticks(pid: int) -> Optional[int]:
     return None if st is None or st.state in ("Z", "X", "x") else st.start
 
 
+# Bounds on the typed columns taken from a spec (the spec itself is stored whole,
+# once, in the add's config_json). They keep a row, and what the tracker holds for
+# each running container, small whatever the spec holds: a 16 MiB annotation is
+# valid to runc.
+MAX_FIELD_CHARS = 4096  # one string
+MAX_FIELD_ITEMS = 256  # one list (args) or map (annotations)
+
+
+def _cap(text: str, cut: list) -> str:
+    if len(text) > MAX_FIELD_CHARS:
+        cut.append(True)
+        return text[:MAX_FIELD_CHARS]
+    return text
+
+
+def _str_or_none(value: Any, cut: list) -> Optional[str]:
+    return _cap(value, cut) if isinstance(value, str) else None
+
+
 def spec_fields(config: Optional[dict[str, Any]], bundle: Optional[str]) -> dict[str, Any]:
-    """The common spec fields that get typed columns. Tolerates any JSON shape."""
+    """The common spec fields that get typed columns, each within the bounds above.
+    Tolerates any JSON shape. ``truncated`` says whether a bound cut something."""
     config = config if isinstance(config, dict) else {}
+    cut: list = [True] if config.get("truncated") is True else []  # (trim_config's mark)
     process = config.get("process") if isinstance(config.get("process"), dict) else {}
     root = config.get("root") if isinstance(config.get("root"), dict) else {}
     args = process.get("args")
@@ -339,15 +547,47 @@ def spec_fields(config: Optional[dict[str, Any]], bundle: Optional[str]) -> dict
     if root_path and bundle and not os.path.isabs(root_path):
         root_path = os.path.normpath(os.path.join(bundle, root_path))
     annotations = config.get("annotations")
+    if isinstance(args, list):
+        if len(args) > MAX_FIELD_ITEMS:
+            cut.append(True)
+        args = [_cap(str(a), cut) for a in args[:MAX_FIELD_ITEMS]]
+    else:
+        args = None
+    if isinstance(annotations, dict):
+        if len(annotations) > MAX_FIELD_ITEMS:
+            cut.append(True)
+        annotations = [(_cap(str(k), cut), _cap(str(v), cut))
+                       for k, v in itertools.islice(annotations.items(), MAX_FIELD_ITEMS)]
+    else:
+        annotations = None
     return {
-        "hostname": config.get("hostname") if isinstance(config.get("hostname"), str) else None,
-        "process_args": [str(a) for a in args] if isinstance(args, list) else None,
-        "cwd": process.get("cwd") if isinstance(process.get("cwd"), str) else None,
-        "root_path": root_path,
-        "annotations": (
-            [(str(k), str(v)) for k, v in annotations.items()] if isinstance(annotations, dict) else None
-        ),
+        "hostname": _str_or_none(config.get("hostname"), cut),
+        "process_args": args,
+        "cwd": _str_or_none(process.get("cwd"), cut),
+        "root_path": _cap(root_path, cut) if root_path else None,
+        "annotations": annotations,
+        "truncated": bool(cut),
     }
+
+
+def trim_config(config: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """What the tracker keeps of a spec once its add is out: the parts the typed
+    columns come from, within their bounds. A remove's row takes its typed columns
+    from this; the whole spec was recorded with the add."""
+    if not isinstance(config, dict):
+        return None
+    fields = spec_fields(config, None)
+    root = config.get("root") if isinstance(config.get("root"), dict) else {}
+    trimmed: dict[str, Any] = {
+        "hostname": fields["hostname"],
+        "process": {"args": fields["process_args"], "cwd": fields["cwd"]},
+        "root": {"path": _str_or_none(root.get("path"), [])},
+    }
+    if fields["annotations"] is not None:
+        trimmed["annotations"] = dict(fields["annotations"])
+    if fields["truncated"]:
+        trimmed["truncated"] = True  # (not an OCI key: the cut is remembered for the remove)
+    return trimmed
 
 
 _RFC3339_UTC = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z\Z")
