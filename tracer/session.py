@@ -18,7 +18,8 @@ from rich.console import Console
 
 from .errors import RunctraceError
 from .events import ContainerEvent
-from .notifier import Notifier
+from .notifier import Notifier, log
+from .safetext import printable
 
 
 class Stop(threading.Event):
@@ -134,6 +135,7 @@ class Session:
         status_console: Optional[Console] = None,
         stop: Optional[Stop] = None,
         hold: Optional[Callable[[], Optional[float]]] = None,
+        status_extra: Callable[[], str] = lambda: "",
     ) -> None:
         self.notifier = notifier
         self.on_event = on_event
@@ -141,7 +143,9 @@ class Session:
         self.idle_due = idle_due
         self.duration = duration
         self.hold = hold
+        self.status_extra = status_extra
         self.events = 0
+        self.failed = 0  # events on_event failed on (logged; the session went on)
         self.running: set[tuple[str, Optional[int]]] = set()
         self._console = status_console
         self._stop = stop if stop is not None else Stop()
@@ -152,8 +156,11 @@ class Session:
 
     def status_text(self) -> str:
         s = self.notifier.stats
-        return (f"{self.notifier.name}: {self.events} events, {len(self.running)} running, "
+        text = (f"{self.notifier.name}: {self.events} events, {len(self.running)} running, "
                 f"{s.lost} lost, {s.missed} missed")
+        if s.errors or self.failed:
+            text += f", {s.errors + self.failed} failed"
+        return text + self.status_extra()
 
     def _handle(self, event: ContainerEvent) -> None:
         self.events += 1
@@ -162,7 +169,14 @@ class Session:
             self.running.discard(key)
         else:
             self.running.add(key)
-        self.on_event(event)
+        try:
+            self.on_event(event)
+        except RunctraceError:
+            raise  # raised on purpose: the recording cannot go on (see run())
+        except Exception as err:  # printing or writing one event must not end the session
+            self.failed += 1
+            log.error("runctrace: handling %s failed; carrying on: %r",
+                      printable(event.container_id), err, exc_info=err)
 
     def run(self) -> None:
         """Until the deadline or ``stop`` (see :func:`stop_signals`); then close the
