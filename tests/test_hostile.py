@@ -129,3 +129,119 @@ def test_hostile_bundle_gives_an_error_field(bundles, container_ids, kind, needl
         log.wait_removed(cid2)
     finally:
         notifier.close()
+
+
+# ------------------------------- the recorder against hostile containers, end to end
+
+
+class _Recording:
+    """`runctrace record` on ``backend`` into ``output``, its stdout kept as bytes."""
+
+    def __init__(self, backend: str, output, *extra: str) -> None:
+        import subprocess
+        import sys
+        import threading
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runctrace", "record", "--backend", backend, "-o", str(output), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.lines: list[bytes] = []
+        line = self.proc.stderr.readline()
+        assert b"recording to" in line, line + self.proc.stderr.read()
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, b"")),
+                                        daemon=True)
+        self._reader.start()
+
+    def wait_for(self, needle: bytes, timeout: float = 30) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(needle in line for line in list(self.lines)):
+                return
+            assert self.proc.poll() is None, f"the recorder exited: {self.proc.stderr.read()!r}"
+            time.sleep(0.02)
+        raise AssertionError(f"no {needle!r} in {self.lines}")
+
+    def stop(self) -> tuple[int, bytes]:
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        err = self.proc.communicate(timeout=60)[1]  # nothing hangs past SIGTERM
+        self._reader.join(5)
+        return self.proc.returncode, err
+
+
+def _config(bundle) -> dict:
+    return json.loads((bundle / "config.json").read_text())
+
+
+@pytest.mark.root
+def test_hostile_containers_never_stop_or_fool_the_recorder(backend, bundles, container_ids, tmp_path):
+    import pyarrow.parquet as pq
+
+    from runctrace import safetext
+
+    cases: dict[str, str] = {}  # container ID -> case
+
+    # a bundle path that is not UTF-8
+    odd = bundles.make(["true"])
+    odd_path = os.fsencode(odd.parent) + b"/b\xff\xfe-\x1b[31m"
+    os.rename(odd, odd_path)
+    # a number runc takes and Python's int() refuses (over 4,300 digits)
+    huge = bundles.make(["true"])
+    (huge / "config.json").write_bytes(json.dumps(_config(huge)).encode()[:-1] + b',"n":' + b"9" * 5000 + b"}")
+    # args that would draw on the operator's terminal
+    loud = bundles.make(["sh", "-c", "true", "\nadd     fake-container pid=1\x1b[2J\x1b]0;owned\x07"])
+    # a config.json that is also another file (a hard link)
+    linked = bundles.make(["true"])
+    os.link(linked / "config.json", tmp_path / "elsewhere.json")
+    # a hook that replaces config.json, after runc read it, by a link to a root-only file
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({**_config(linked), "process": {"args": ["SECRET-CONTENT"], "cwd": "/"}}))
+    secret.chmod(0o600)
+    swapped = bundles.make(["true"])
+    cfg = _config(swapped)
+    cfg["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": [
+        "sh", "-c", f"sleep 0.3; ln -f {secret} {swapped}/config.json"]}]}
+    (swapped / "config.json").write_text(json.dumps(cfg))
+
+    out = tmp_path / "data"
+    rec = _Recording(backend, out)
+    try:
+        for case, bundle in [("odd-path", odd_path), ("huge-number", huge), ("loud-args", loud),
+                             ("hardlinked", linked), ("swapped", swapped), ("plain", bundles.make(["true"]))]:
+            cid = container_ids()
+            cases[cid] = case
+            runc("run", cid, cwd=bundle)
+            rec.wait_for(b"remove  " + cid.encode())
+    finally:
+        code, err = rec.stop()
+    assert code == 0, err
+    # the terminal saw one line per event, and no escape sequence
+    assert len(rec.lines) == 2 * len(cases), rec.lines
+    assert not any(b"\x1b" in line or b"\x07" in line for line in rec.lines), rec.lines
+    assert not any(line.startswith(b"add     fake") for line in rec.lines)
+
+    rows = [safetext.load(r) for r in pq.read_table(out).to_pylist()]
+    by_case: dict[str, list[dict]] = {}
+    for row in rows:
+        by_case.setdefault(cases.get(row["container_id"], "other"), []).append(row)
+    for cid, case in cases.items():
+        kinds = sorted(r["type"] for r in by_case[case])
+        assert kinds == ["add", "remove"], (case, by_case[case])
+    add = {case: next(r for r in by_case[case] if r["type"] == "add") for case in cases.values()}
+    assert add["odd-path"]["bundle"] == os.fsdecode(odd_path)  # stored escaped, read back whole
+    assert add["odd-path"]["escaped"] and add["odd-path"]["config_json"]
+    assert "number of 5000 characters" in add["huge-number"]["error"]
+    assert json.loads(add["loud-args"]["config_json"])["process"]["args"][3].startswith("\nadd")
+    assert add["hardlinked"]["config_json"] is None and "hard links" in add["hardlinked"]["error"]
+    assert add["hardlinked"]["config_sha256"] and "config-hardlinked" in add["hardlinked"]["flags"]
+    # the spec that ran is the one recorded, and the row says the file changed after
+    assert json.loads(add["swapped"]["config_json"])["process"]["args"] == ["true"]
+    assert "config-changed" in add["swapped"]["flags"]
+    assert not any("SECRET-CONTENT" in json.dumps(r, default=str) for r in rows)
+    assert add["plain"]["error"] is None and add["plain"]["runc_uid"] == 0 and not add["plain"]["flags"]
+    # a spec is stored once: removes carry none
+    assert all(r["config_json"] is None for r in rows if r["type"] == "remove")
