@@ -417,22 +417,29 @@ def decode_proc_events(buf: bytes) -> Iterator[ProcEvent]:
         off += (nl_len + 3) & ~3
         if idx != CN_IDX_PROC or val != CN_VAL_PROC:
             continue
+        # a message cut shorter than its event's data is skipped, never misread
+        # (nor an exception: this decoder is total over any bytes)
         if what == PROC_EXEC:
-            pid, tgid = _PROC_EXEC.unpack_from(buf, data)
-            yield ProcEvent(what, ts, pid, tgid)
+            if data + _PROC_EXEC.size <= msg_end:
+                pid, tgid = _PROC_EXEC.unpack_from(buf, data)
+                yield ProcEvent(what, ts, pid, tgid)
         elif what == PROC_EXIT:
             if data + _PROC_EXIT_WITH_PARENT.size <= msg_end:
                 pid, tgid, code, _sig, _ppid, ptgid = _PROC_EXIT_WITH_PARENT.unpack_from(buf, data)
-            else:  # a kernel that does not send the parent
+            elif data + _PROC_EXIT.size <= msg_end:  # a kernel that does not send the parent
                 pid, tgid, code, _sig = _PROC_EXIT.unpack_from(buf, data)
                 ptgid = 0
+            else:
+                continue
             yield ProcEvent(what, ts, pid, tgid, code, ptgid)
         elif what == PROC_FORK:
-            ppid, ptgid, cpid, ctgid = _PROC_FORK.unpack_from(buf, data)
-            yield ProcEvent(what, ts, cpid, ctgid, 0, ptgid)
+            if data + _PROC_FORK.size <= msg_end:
+                ppid, ptgid, cpid, ctgid = _PROC_FORK.unpack_from(buf, data)
+                yield ProcEvent(what, ts, cpid, ctgid, 0, ptgid)
         elif what == PROC_COMM:
-            pid, tgid, comm = _PROC_COMM.unpack_from(buf, data)
-            yield ProcEvent(what, ts, pid, tgid, comm=comm.split(b"\0", 1)[0])
+            if data + _PROC_COMM.size <= msg_end:
+                pid, tgid, comm = _PROC_COMM.unpack_from(buf, data)
+                yield ProcEvent(what, ts, pid, tgid, comm=comm.split(b"\0", 1)[0])
 
 
 def decode_wait_status(status: int) -> tuple[int | None, int | None]:
