@@ -36,6 +36,13 @@ without the key (written before it existed) and files from a newer version are r
 as long as they have the columns the analysis needs; what was assumed is returned
 as notes (``Recordings.notes``).
 
+Files are opened by this module, never by path inside Arrow: the dataset directory
+may hold entries another user put there, and a FIFO named ``x.parquet`` would block
+the first ``open()`` for reading forever. :func:`_open_regular` opens without blocking
+and without following a link, and reads only what ``fstat`` says is a regular file;
+anything else is skipped with a note. The scan reads through :class:`_Files`, which
+hands Arrow those checked file objects.
+
 Compaction (``record --compact``) merges a partition's files into one
 ``compact-*.parquet`` that lists its sources (``runctrace.compacted_from``); if a
 crash left sources behind, they are skipped here so no event is counted twice.
@@ -43,9 +50,11 @@ crash left sources behind, they are skipped here so no event is counted twice.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Sequence, Union
@@ -54,10 +63,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from runctrace.errors import RunctraceError
 from runctrace.recording import JOURNAL_NAME
+from runctrace.safetext import escape
 from runctrace.schema import SCHEMA, SCHEMA_VERSION
 
 from . import fields
@@ -120,9 +131,129 @@ class FileInfo:
         return all(c in self.schema.names for c in fields.KUBERNETES_COLUMNS)
 
 
-def _read_footer(path: str, source: str) -> FileInfo:
+# ------------------------------------------------------------------ opening files
+
+
+class _NotRegularFile(Exception):
+    """A path that is not a regular file (FIFO, socket, device, directory, link): skipped."""
+
+    def __init__(self, path: str, kind: str):
+        super().__init__(f"{path}: {kind}, not a regular file")
+        self.path = path
+        self.kind = kind
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_regular(path: str, follow: bool = False):
+    """``path`` opened for reading as a binary file object, if it is a regular file.
+
+    Raises :class:`_NotRegularFile` otherwise, having opened nothing that could block
+    or act on being opened:
+
+    - ``lstat`` first, so a device node is never opened at all (opening some
+      devices does something, e.g. arms a watchdog);
+    - then ``O_NONBLOCK``: if the entry was swapped for a FIFO after that ``lstat``,
+      the open returns at once instead of waiting for a writer (on a regular file
+      the flag changes nothing); ``O_NOFOLLOW``: nor for a link to one;
+    - then ``fstat`` on what was opened: that, not the name, is what is read.
+
+    ``follow``: follow a symbolic link; only for a path the user named.
+    """
+    st = os.stat(path) if follow else os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise _NotRegularFile(path, _kind(st.st_mode))
     try:
-        meta = pq.read_metadata(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+    except OSError as err:
+        if err.errno == errno.ELOOP and not follow:
+            raise _NotRegularFile(path, "a symbolic link") from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _NotRegularFile(path, _kind(mode))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Files(pafs.FileSystemHandler):
+    """What Arrow's scanner reads through: the files the footers were read from, each
+    opened again with :func:`_open_regular` (a file can be replaced between the two).
+
+    Keys are the paths passed through :func:`runctrace.safetext.escape`: Arrow takes
+    UTF-8 paths only and a file name may hold any bytes; escaping is one to one, and
+    leaves ordinary paths as they are. A key not handed out is not opened.
+    """
+
+    def __init__(self):
+        self._paths = {}  # key -> (path, follow)
+
+    key = staticmethod(escape)
+
+    def add(self, path: str, follow: bool) -> None:
+        self._paths[self.key(path)] = (path, follow)
+
+    def open_input_file(self, key):
+        try:
+            path, follow = self._paths[key]
+        except KeyError:
+            raise FileNotFoundError(errno.ENOENT, "not one of the recordings", key) from None
+        try:
+            return pa.PythonFile(_open_regular(path, follow), mode="r")
+        except _NotRegularFile as err:  # replaced since its footer was read
+            raise OSError(f"{key}: {err.kind}, not a regular file (replaced after its footer was read)") from None
+
+    def open_input_stream(self, key):
+        return self.open_input_file(key)
+
+    def get_file_info(self, keys):
+        out = []
+        for key in keys:
+            path, follow = self._paths.get(key, (None, False))
+            try:
+                st = (os.stat if follow else os.lstat)(path) if path is not None else None
+            except OSError:
+                st = None
+            if st is None:
+                out.append(pafs.FileInfo(key, pafs.FileType.NotFound))
+            elif stat.S_ISREG(st.st_mode):
+                out.append(pafs.FileInfo(key, pafs.FileType.File, size=st.st_size, mtime_ns=st.st_mtime_ns))
+            else:
+                out.append(pafs.FileInfo(key, pafs.FileType.Unknown))
+        return out
+
+    def get_type_name(self):
+        return "runctrace-checked"
+
+    def normalize_path(self, key):
+        return key
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    def _read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "recordings are only read")
+
+    get_file_info_selector = create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = _read_only
+    delete_file = move = copy_file = open_output_stream = open_append_stream = _read_only
+
+
+def _read_footer(path: str, source: str, follow: bool = False) -> FileInfo:
+    try:
+        with _open_regular(path, follow) as f:
+            meta = pq.read_metadata(f)
         schema = meta.schema.to_arrow_schema()
     except (pa.ArrowException, OSError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -173,18 +304,45 @@ def _session(info: FileInfo) -> str:
     return f"{host}:{m.group(1)}" if m else info.path
 
 
-def _parquet_files(directory: str) -> List[str]:
-    """Every ``*.parquet`` under ``directory``, skipping hidden and ``_``-prefixed
-    entries (the recorder's ``.part-*.tmp`` files in flight, Spark's ``_SUCCESS``),
-    in a stable order."""
-    out = []
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
-        out.extend(
-            os.path.join(root, f) for f in sorted(files)
-            if f.endswith((".parquet", ".parq")) and not f.startswith((".", "_"))
-        )
-    return out
+def _parquet_files(directory: str):
+    """Every ``*.parquet`` under ``directory``, in a stable order, and what was passed by.
+
+    Hidden and ``_``-prefixed entries are skipped silently (the recorder's
+    ``.part-*.tmp`` files in flight, Spark's ``_SUCCESS``). Symbolic links are not
+    followed: an entry named ``*.parquet`` that is not a regular file, and a link to
+    a directory, are returned in ``skipped`` as ``(path, what it is)`` for a note.
+    A directory named ``*.parquet`` is searched like any other (Spark writes
+    datasets so). Returns ``(files, skipped, unreadable)``; ``unreadable``: directories
+    that could not be listed, with the reason.
+    """
+    files, skipped, unreadable = [], [], []
+    todo = [directory]  # a stack, not recursion: a tree may be deeper than Python's stack
+    while todo:
+        root = todo.pop()
+        try:
+            with os.scandir(root) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            unreadable.append((root, err.strerror or type(err).__name__))
+            continue
+        subdirs = []
+        for e in entries:
+            if e.name.startswith((".", "_")):
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    subdirs.append(e.path)
+                elif e.name.endswith((".parquet", ".parq")):
+                    if e.is_file(follow_symlinks=False):
+                        files.append(e.path)
+                    else:
+                        skipped.append((e.path, _kind(e.stat(follow_symlinks=False).st_mode)))
+                elif e.is_symlink() and e.is_dir():
+                    skipped.append((e.path, "a symbolic link to a directory"))
+            except OSError:  # gone since it was listed
+                continue
+        todo.extend(reversed(subdirs))
+    return files, skipped, unreadable
 
 
 def _journals(directory: str) -> List[str]:
@@ -255,12 +413,17 @@ class Recordings:
         self.paths = [os.fspath(p) for p in paths]
         self.notes: List[str] = []
         found = []  # (source path, [files], hive base or None)
-        todo = []
+        todo = []  # (file, source, follow a link?)
+        skipped = []  # (path, what it is)
         for path in self.paths:
             if os.path.isdir(path):
-                files = _parquet_files(path)
+                files, passed, unreadable = _parquet_files(path)
+                skipped += passed
                 if not files:
                     self.notes.append(f"{path}: no .parquet files in this directory")
+                for d, reason in unreadable[:1]:
+                    more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+                    self.notes.append(f"could not list {d}{more}: {reason}; files in it are left out")
                 journals = _journals(path)
                 if journals:
                     self.notes.append(
@@ -269,13 +432,35 @@ class Recordings:
                         f"that crashed (the next `runctrace record -o {path}` writes them), e.g. {journals[0]}"
                     )
                 found.append((path, files, path))
+                todo.extend((f, path, False) for f in files)
             elif os.path.exists(path):
+                # A path the user named is theirs: a link there is followed (what it
+                # leads to must still be a regular file). Inside a directory, where
+                # others may have written, links are not.
                 found.append((path, [path], None))
+                todo.append((path, path, True))
             else:
                 raise RunctraceError(f"{path}: no such file or directory")
-            todo.extend((f, path) for f in found[-1][1])
+
+        def footer(args):
+            try:
+                return _read_footer(*args)
+            except _NotRegularFile as err:
+                return err
+
         with ThreadPoolExecutor(max_workers=8) as pool:
-            infos = list(pool.map(lambda a: _read_footer(*a), todo))
+            read = list(pool.map(footer, todo))
+        infos = [i for i in read if isinstance(i, FileInfo)]
+        skipped += [(e.path, e.kind) for e in read if isinstance(e, _NotRegularFile)]
+        if skipped:  # one note, however many: a directory of FIFOs must not bury the report
+            path, kind = skipped[0]
+            more = f"; and {len(skipped) - 1} more such entries" if len(skipped) > 1 else ""
+            self.notes.append(f"skipped {path}: {kind}, not a regular file{more}")
+        self._files = _Files()
+        for file, _, follow in todo:
+            self._files.add(file, follow)
+        unread = {e.path for e in read if isinstance(e, _NotRegularFile)}
+        found = [(src, [f for f in files if f not in unread], base) for src, files, base in found]
         # A compacted file replaces the files it lists (same directory); after a
         # crash they can still be there: read each event once.
         replaced = {
@@ -327,7 +512,12 @@ class Recordings:
                 **{k: s.get(k) for k in COUNTERS},
             })
         cols = ["path", "source", "host", "rows", "schema_version", "synthetic", "backend", "session", *COUNTERS]
-        return pd.DataFrame(rows, columns=cols)
+        # Paths as objects: a file name may hold bytes that are not UTF-8 (surrogate
+        # escapes), which pandas' Arrow-backed strings refuse.
+        return pd.DataFrame({
+            c: pd.Series([r[c] for r in rows], dtype=object if c in ("path", "source", "session") else None)
+            for c in cols
+        })
 
     def recorder_counters(self) -> dict:
         """The recorders' own counters over the whole dataset (None if no file has them).
@@ -398,10 +588,20 @@ class Recordings:
             if not files:
                 continue
             infos = [i for i in self._infos if i.source == source]
-            chunks.extend(self._scan(files, base, infos, columns, out_schema, since, until, hosts, namespaces, images))
+            chunks.extend(self._scan(source, files, base, infos, columns, out_schema, since, until, hosts, namespaces, images))
         return pa.concat_tables(chunks) if chunks else out_schema.empty_table()
 
-    def _scan(self, files, base, infos, columns, out_schema, since, until, hosts, namespaces, images):
+    def _dataset(self, files, schema, fmt, partitioning, base) -> ds.Dataset:
+        """The files as one Arrow dataset read through :class:`_Files`; ``host=``/``date=``
+        values parsed from each path, as ``ds.dataset(partitioning=...)`` does."""
+        fs = pafs.PyFileSystem(self._files)
+        fragments = []
+        for f in files:
+            where = partitioning.parse(escape(os.path.relpath(f, base))) if partitioning is not None else None
+            fragments.append(fmt.make_fragment(self._files.key(f), filesystem=fs, partition_expression=where))
+        return ds.FileSystemDataset(fragments, schema, fmt, filesystem=fs)
+
+    def _scan(self, source, files, base, infos, columns, out_schema, since, until, hosts, namespaces, images):
         schema = pa.unify_schemas([i.schema for i in infos], promote_options="permissive")
         partitioning = None
         if base is not None:
@@ -412,8 +612,7 @@ class Recordings:
                 schema = pa.unify_schemas([schema, pa.schema([f for f in part_schema if f.name not in schema.names])])
         enriched = all(i.enriched for i in infos)
         schema, fmt = _dictionary_reads(schema, set(partitioning.schema.names) if partitioning else set(), enriched)
-        dataset = ds.dataset(files, schema=schema, format=fmt, partitioning=partitioning,
-                             partition_base_dir=base if partitioning else None)
+        dataset = self._dataset(files, schema, fmt, partitioning, base)
         names = set(schema.names)
 
         expr = None
@@ -448,7 +647,7 @@ class Recordings:
                 files = [f for f in files if f in keep]
                 if not files:
                     return []
-                dataset = ds.dataset(files, schema=schema, format=fmt)
+                dataset = self._dataset(files, schema, fmt, partitioning, base)
         # Namespace and image: typed columns in version-2 files, pushed down. In
         # version-1 files they exist only inside the annotations map, which Arrow
         # cannot filter in the scan: _finish filters right after deriving them.
@@ -468,7 +667,7 @@ class Recordings:
             wanted_raw.add("annotations")
         scan_cols = [c for c in schema.names if c in wanted_raw]
         missing_host = "host" not in names
-        host_of = {i.path: (i.host or "unknown") for i in infos}
+        host_of = {self._files.key(i.path): (i.host or "unknown") for i in infos}  # by fragment path
 
         scanner = dataset.scanner(
             columns=scan_cols, filter=expr, batch_size=CHUNK_ROWS, use_threads=True,
@@ -485,21 +684,25 @@ class Recordings:
                 out.append(_finish(buffer, out_schema, late_names, late_range))
             buffer, buffered = [], 0
 
-        for tagged in scanner.scan_batches():
-            batch = tagged.record_batch
-            if batch.num_rows == 0:
-                continue
-            if missing_host:
-                batch = batch.append_column("host", pa.array([host_of.get(tagged.fragment.path, "unknown")] * batch.num_rows))
-            if batch.num_rows >= CHUNK_ROWS // 8:
-                flush()
-                buffer, buffered = [batch], batch.num_rows
-                flush()
-                continue
-            buffer.append(batch)
-            buffered += batch.num_rows
-            if buffered >= CHUNK_ROWS:
-                flush()
+        try:  # a file can be damaged past its footer, or replaced since it was read
+            for tagged in scanner.scan_batches():
+                batch = tagged.record_batch
+                if batch.num_rows == 0:
+                    continue
+                if missing_host:
+                    batch = batch.append_column("host", pa.array([host_of.get(tagged.fragment.path, "unknown")] * batch.num_rows))
+                if batch.num_rows >= CHUNK_ROWS // 8:
+                    flush()
+                    buffer, buffered = [batch], batch.num_rows
+                    flush()
+                    continue
+                buffer.append(batch)
+                buffered += batch.num_rows
+                if buffered >= CHUNK_ROWS:
+                    flush()
+        except (pa.ArrowException, OSError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise RunctraceError(f"reading {source}: {reason}") from err
         flush()
         return [t for t in out if t.num_rows]
 
