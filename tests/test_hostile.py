@@ -245,3 +245,71 @@ def test_hostile_containers_never_stop_or_fool_the_recorder(backend, bundles, co
     assert add["plain"]["error"] is None and add["plain"]["runc_uid"] == 0 and not add["plain"]["flags"]
     # a spec is stored once: removes carry none
     assert all(r["config_json"] is None for r in rows if r["type"] == "remove")
+
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def world_reachable_dir():
+    """A directory another user can reach (pytest's tmp_path sits under a 0700 one)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="runctrace-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _rootless_bundle(base, owner: int):
+    """A bundle that runc run by ``nobody`` can start (user namespace mapped to nobody),
+    in a directory nobody can reach; config.json owned by ``owner``."""
+    import shutil
+    import subprocess
+
+    base.mkdir(mode=0o755)
+    (base / "rootfs" / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", base / "rootfs" / "bin" / "busybox")
+    (base / "rootfs" / "bin" / "true").symlink_to("busybox")
+    subprocess.run(["runc", "spec", "--rootless"], cwd=base, check=True)
+    cfg = _config(base)
+    cfg["process"].update(args=["true"], terminal=False)
+    for mapping in cfg["linux"]["uidMappings"] + cfg["linux"]["gidMappings"]:
+        mapping["hostID"] = NOBODY  # (runc spec maps the user that ran it: root here)
+    (base / "config.json").write_text(json.dumps(cfg))
+    for path in [base, *base.rglob("*")]:
+        os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+    os.chown(base / "config.json", owner, owner)
+    return base
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("config_owner", [NOBODY, 4321], ids=["own-config", "foreign-config"])
+def test_a_runc_call_by_another_user_is_recorded_and_flagged(log, world_reachable_dir, config_owner):
+    import subprocess
+    import uuid
+
+    shared = world_reachable_dir / "b"
+    bundle = _rootless_bundle(shared, config_owner)
+    cid = f"rl-{uuid.uuid4().hex[:8]}"
+    res = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         "runc", "--root", str(shared / "state"), "run", cid],
+        cwd=bundle, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    log.wait_removed(cid)
+    log.settle()
+    add, remove = log.assert_one_lifecycle(cid)
+    assert add.runc_uid == NOBODY and "non-root-caller" in add.flags
+    assert add.config_uid == config_owner and add.config_sha256
+    if config_owner == NOBODY:  # the caller's own file: recorded
+        assert add.container_config["process"]["args"] == ["true"] and add.error is None
+    else:  # neither root's nor the caller's: not recorded, and said why
+        assert add.container_config is None and "config-foreign-owner" in add.flags
+        assert "owned by uid 4321" in add.error
+    assert remove.exit_code == 0
