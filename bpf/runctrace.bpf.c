@@ -25,19 +25,22 @@
  *      - RT_EV_RUNC_EXIT: such a runc process ended (with its exit status);
  *      - RT_EV_CONTAINER_EXIT: a PID user space asked about ended (the
  *        container's init), with its exit status.
+ *    A runc is known by the file it executes (its inode), never by the
+ *    filename the caller passed: see exe_runc.
  *    A runc exec none of whose arguments is "create", "run" or "restore" (state,
  *    start, delete, kill, exec, init...) makes no container: it is not sent, and
  *    not followed. On a containerd host that is most runc calls. A false match
  *    ("--root run") costs user space a parse; the command word itself is always
  *    an argument of its own, so a call that makes a container is never dropped
  *    (argv that could not be read whole is sent, marked RT_F_ARGS_TRUNCATED).
- *    An exec storm of unrelated programs costs a string read and a few hash
- *    lookups per process in the kernel (measured with the earlier program, which
- *    also paid for syscall tracepoints: 2.3 us of BPF time per fork+exec+exit of
- *    /bin/true, ~0.3% of that cycle), and nothing in user space.
+ *    An exec storm of unrelated programs costs four reads of kernel memory and
+ *    two hash lookups per exec in the kernel (about 0.35 us of BPF time per
+ *    exec, as kernel.bpf_stats_enabled counts it), and nothing in user space.
  *
  * Maps:
- *   runc_paths   filled by user space: every path of every runc binary to watch.
+ *   runc_files   filled by user space: the inode (device and number) of every
+ *                runc binary to watch, kept up to date as binaries are replaced.
+ *   runc_inos    the same inode numbers alone, a cheap first test.
  *   procs        runc processes and their descendants down to RT_MAX_DEPTH: whose
  *                runc each is, and when it started. Kernel-owned.
  *   containers   container init PIDs user space watches. User space inserts,
@@ -58,12 +61,24 @@
 #include "runctrace.h"
 
 /* Offsets in the running kernel's structs (rule 2), from user space's -D flags:
- * task_struct's mm, signal and nsproxy; mm_struct's arg_start and arg_end;
+ * task_struct's mm, signal and nsproxy; mm_struct's arg_start, arg_end and
+ * exe_file; file's f_inode; inode's i_ino and i_sb; super_block's s_dev;
  * signal_struct's flags and group_exit_code; nsproxy's mnt_ns, pid_ns_for_children
- * and net_ns; the ns_common in mnt_namespace, pid_namespace and net; its inum. */
+ * and net_ns; the ns_common in mnt_namespace, pid_namespace and net; its inum.
+ * And two sizes, RT_SIZE_*, of fields whose type differs between architectures. */
 #ifndef RT_OFF_TASK_MM
 #error "compile with the RT_OFF_* offsets from the kernel's BTF (runctrace/bcc.py does)"
 #endif
+/* inode.i_ino is an unsigned long: 4 bytes on 32-bit kernels. Read into its own
+ * type, so that the value is right whatever the byte order. */
+#if RT_SIZE_INODE_I_INO == 8
+typedef u64 rt_ino_t;
+#elif RT_SIZE_INODE_I_INO == 4
+typedef u32 rt_ino_t;
+#else
+#error "inode.i_ino is neither 4 nor 8 bytes in this kernel's BTF"
+#endif
+_Static_assert(RT_SIZE_SUPER_BLOCK_S_DEV == sizeof(u32), "super_block.s_dev (dev_t) is not 32 bits");
 /* signal_struct.flags: the whole thread group is exiting, and group_exit_code
  * holds its wait(2) status (include/linux/sched/signal.h, unchanged since 2.6). */
 #define RT_SIGNAL_GROUP_EXIT 0x4
@@ -77,7 +92,9 @@ _Static_assert((RT_ARGS_SIZE & (RT_ARGS_SIZE - 1)) == 0, "RT_ARGS_SIZE must be a
  * must catch up. A full buffer drops records; each drop is counted. */
 BPF_RINGBUF_OUTPUT(events, 512);
 
-BPF_HASH(runc_paths, struct rt_path, u32, 64);
+BPF_HASH(runc_files, struct rt_file_id, struct rt_runc_file, RT_MAX_RUNC_FILES);
+/* The inode numbers of runc_files' keys, looked up first: see exe_runc. */
+BPF_HASH(runc_inos, u64, u8, RT_MAX_RUNC_FILES);
 /* Not LRU: evicting a runc entry would lose its exit without a trace. A full map
  * refuses inserts, and that is counted. */
 BPF_HASH(procs, u32, struct rt_proc, 16384);
@@ -170,18 +187,50 @@ static __always_inline u32 current_tgid(void)
 
 /* ------------------------------------------------------------------ exec of runc */
 
-/* True if the filename (len bytes with its NUL) ends in "runc": runc, docker-runc,
- * ./runc, a symlink named runc... These are not known runc paths, but may be a
- * watched runc reached another way (a relative path, a symlink no one listed);
- * user space then compares the file's inode with the watched binaries'. */
-static __always_inline bool ends_in_runc(const char *name, int len)
+/* The watched runc that the current task now runs, or NULL: the executed
+ * file's identity (its superblock's device and its inode number), looked up in
+ * runc_files.
+ *
+ * Matching the file, not the filename the caller passed, sees runc however it
+ * was reached: a hard link or a symlink of any name, a relative path,
+ * /proc/self/fd/N or execveat() of an open fd, a bind mount in another mount
+ * namespace. A filename can only be compared with paths known in advance, which
+ * all of those escape; and a guess by name ("ends in runc") let any program so
+ * named through to user space while missing runc under another name. The
+ * filename is still sent, for display.
+ *
+ * Why mm->exe_file: sched_process_exec fires once the exec is past its point
+ * of no return, and begin_new_exec() has by then set the new mm's exe_file to
+ * the file being executed (set_mm_exe_file) and made that mm the task's
+ * (exec_mmap). Nothing can change it meanwhile: only the task itself can
+ * (prctl PR_SET_MM), and it is inside this exec. For a "#!" script, exe_file is the
+ * interpreter (the script's inode is not at hand here): a wrapper script at a
+ * watched path is seen through the runc binary it executes, which must be
+ * watched. file.f_inode is the inode the file was opened on (for overlayfs, the
+ * overlay's own, whose device is the overlay's superblock's).
+ *
+ * This runs at every exec on the host, so the inode number is tested alone
+ * first (runc_inos): four reads of kernel memory (with task->mm) and one lookup
+ * rule out nearly every exec, and only an exec of a watched runc's inode number
+ * pays the two more reads of its device (measured: a fifth less BPF time per
+ * exec than reading all six). */
+static __always_inline struct rt_runc_file *exe_runc(u64 mm)
 {
-    if (len < 5)
-        return false;
-    u32 i = (u32)(len - 5) & (RT_PATH_MAX - 1);
-    /* i + 3 < RT_PATH_MAX because len <= RT_PATH_MAX; the masks tell the verifier. */
-    return name[i] == 'r' && name[(i + 1) & (RT_PATH_MAX - 1)] == 'u' &&
-           name[(i + 2) & (RT_PATH_MAX - 1)] == 'n' && name[(i + 3) & (RT_PATH_MAX - 1)] == 'c';
+    u64 file = read_kernel_u64(mm + RT_OFF_MM_EXE_FILE);
+    u64 inode = file ? read_kernel_u64(file + RT_OFF_FILE_F_INODE) : 0;
+    if (!inode)
+        return NULL;
+    rt_ino_t ino = 0;
+    if (bpf_probe_read_kernel(&ino, sizeof(ino), (void *)(inode + RT_OFF_INODE_I_INO)))
+        return NULL;
+    struct rt_file_id id = {}; /* the padding too: the whole struct is hashed */
+    id.ino = ino;
+    if (!runc_inos.lookup(&id.ino))
+        return NULL;
+    u64 sb = read_kernel_u64(inode + RT_OFF_INODE_I_SB);
+    if (!sb || bpf_probe_read_kernel(&id.dev, sizeof(id.dev), (void *)(sb + RT_OFF_SUPER_BLOCK_S_DEV)))
+        return NULL;
+    return runc_files.lookup(&id);
 }
 
 /* A descendant of runc exec'd. If it is runc's container init (at its depth, and
@@ -237,13 +286,12 @@ static __always_inline bool creates_word(const char *a, int n)
 }
 
 /* sched_process_exec: a successful exec, in the new program's context. If the
- * file is a watched runc, send its argv, read from the new process's own
- * memory (mm->arg_start..arg_end, which the kernel has just written: no page
+ * file is a watched runc (exe_runc), send its argv, read from the new process's
+ * own memory (mm->arg_start..arg_end, which the kernel has just written: no page
  * of it can be swapped out yet). A failed exec (a PATH search tries
- * /usr/local/sbin/runc, ... in turn) never gets here. A runc that is a "#!"
- * script has its interpreter's argv there ("/bin/sh", the script, its
- * arguments), as /proc/PID/cmdline shows it and the fanotify backend reads it:
- * runc is a Go binary, and a wrapper script would have to exec it anyway.
+ * /usr/local/sbin/runc, ... in turn) never gets here. `runc init` re-executes
+ * runc's own file (/proc/self/exe): it matches, and its argument "init" makes
+ * no container, so it stops at the look at the arguments below.
  *
  * Every exec passes here: a runc descendant's exec may be its container's init
  * starting (note_init_exec). */
@@ -255,30 +303,27 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     if (p)
         note_init_exec(p, tgid);
 
+    u64 mm = read_kernel_u64(bpf_get_current_task() + RT_OFF_TASK_MM);
+    struct rt_runc_file *runc = mm ? exe_runc(mm) : NULL;
+    if (!runc)
+        return 0; /* the common case: not runc, nothing more to do */
+    u32 flags = runc->flags, runc_id = runc->id;
+
     struct rt_exec_event *e = scratch.lookup(&zero);
     if (!e)
         return 0;
-    /* bpf_probe_read_kernel_str does not clear the bytes after the NUL, and the
-     * whole 256 bytes are the hash key: clear them first. */
-    __builtin_memset(e->filename, 0, sizeof(e->filename));
-    int len = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename),
-                                        (char *)args + (args->data_loc_filename & 0xFFFF));
-    if (len <= 0)
-        return 0;
-    u32 flags = 0;
-    if (!runc_paths.lookup((struct rt_path *)e->filename)) {
-        if (!ends_in_runc(e->filename, len))
-            return 0; /* the common case: not runc, nothing more to do */
-        flags |= RT_F_UNVERIFIED;
-    }
+    /* The name the caller used, for display only (user space cuts it at its
+     * NUL; what follows may be an earlier record's). */
+    if (bpf_probe_read_kernel_str(e->filename, sizeof(e->filename),
+                                  (char *)args + (args->data_loc_filename & 0xFFFF)) <= 0)
+        e->filename[0] = 0;
 
     /* argv: NUL-separated strings, one after the other, from arg_start */
-    u64 mm = read_kernel_u64(bpf_get_current_task() + RT_OFF_TASK_MM);
-    u64 arg_start = mm ? read_kernel_u64(mm + RT_OFF_MM_ARG_START) : 0;
-    u64 arg_end = mm ? read_kernel_u64(mm + RT_OFF_MM_ARG_END) : 0;
+    u64 arg_start = read_kernel_u64(mm + RT_OFF_MM_ARG_START);
+    u64 arg_end = read_kernel_u64(mm + RT_OFF_MM_ARG_END);
     /* An argv of at least one byte is always there (the kernel gives an empty one
      * a ""): nothing to read means it could not be read. */
-    if (!mm || arg_end <= arg_start)
+    if (arg_end <= arg_start)
         flags |= RT_F_ARGS_TRUNCATED;
     u64 total = arg_end > arg_start ? arg_end - arg_start : 0;
     u32 off = 0, argc = 0;
@@ -315,6 +360,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         count(RT_C_PROCS_FULL);
     e->argc = argc;
     e->args_size = off;
+    e->runc_id = runc_id;
     e->hdr.type = RT_EV_EXEC;
     e->hdr.pid = tgid;
     e->hdr.ktime_ns = r.start_ns;

@@ -15,10 +15,11 @@
 #define RUNCTRACE_H
 
 /* Capture limits. RT_ARGS_SIZE must be a power of two (it is used as a mask). */
-#define RT_PATH_MAX 256   /* bytes of the execve filename kept (and the hash key) */
+#define RT_PATH_MAX 256   /* bytes of the execve filename kept (for display only) */
 #define RT_ARGS_SIZE 8192 /* bytes of argv kept, NUL-separated, like /proc/PID/cmdline */
 #define RT_ARG_MAX 1024   /* bytes read per argument */
 #define RT_MAX_ARGS 64    /* arguments read; runc calls have about 15 */
+#define RT_MAX_RUNC_FILES 64 /* entries of the "runc_files" map: watched runc inodes */
 
 /* How far below a runc process its descendants are followed (see "procs" in
  * runctrace.bpf.c). runc 1.1: runc -> runc init [0:PARENT] -> [1:CHILD] ->
@@ -32,7 +33,8 @@
 #define RT_EV_INIT_EXEC 4      /* pid: a runc process; init_pid: its container init, exec'ing the program */
 
 /* rt_event.flags */
-#define RT_F_UNVERIFIED 1      /* exec: the path is not a known runc path, only its name ends in "runc" */
+#define RT_F_UNVERIFIED 1      /* exec: its inode number matched on a filesystem where one number may name
+                                * several files (btrfs subvolumes...): user space compares /proc/PID/exe */
 #define RT_F_ARGS_TRUNCATED 2  /* exec: argv not read whole (too many, too long, unreadable) */
 #define RT_F_STATUS_KNOWN 4    /* exits: rt_event.status holds a wait(2) status */
 #define RT_F_MAY_CREATE 8      /* exec: an argument is "create", "run" or "restore" */
@@ -76,7 +78,8 @@ struct rt_exec_event {
     struct rt_event hdr;
     __u32 argc;      /* arguments captured */
     __u32 args_size; /* bytes used in args, < RT_ARGS_SIZE */
-    char filename[RT_PATH_MAX]; /* the exec's filename, zero-padded: also the map key */
+    __u32 runc_id;   /* which watched binary ran: rt_runc_file.id of its inode */
+    char filename[RT_PATH_MAX]; /* the exec's filename as the caller gave it (display only) */
     char args[RT_ARGS_SIZE];
 };
 
@@ -106,9 +109,19 @@ struct rt_recent_exit {
     __u32 flags;
 };
 
-/* Key of the "runc_paths" map. */
-struct rt_path {
-    char path[RT_PATH_MAX];
+/* Key of the "runc_files" map: a file as the kernel names it. dev is the
+ * superblock's s_dev, in the kernel's own encoding (MKDEV: major << 20 | minor,
+ * not the encoding stat(2) returns). */
+struct rt_file_id {
+    __u64 ino;
+    __u32 dev;
+    __u32 pad; /* zero: the whole struct is the hash key */
+};
+
+/* Value of the "runc_files" map. */
+struct rt_runc_file {
+    __u32 id;    /* user space's number for the binary, > 0; sent as rt_exec_event.runc_id */
+    __u32 flags; /* RT_F_UNVERIFIED or 0: added to the exec record's flags */
 };
 
 #endif /* RUNCTRACE_H */

@@ -17,14 +17,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from _bcc_helpers import ROOT_ONLY, Seen, bcct_runc, fds, make_bundle, threads  # noqa: F401 (fixture)
-from runctrace.bcc import BccNotifier, C, RtEvent, RtExecEvent, decode_record
+from runctrace.bcc import BccNotifier, C, RtEvent, RtExecEvent, RuncFiles, decode_record, file_id, kernel_dev
 from runctrace.events import EventType
 from runctrace.fanotify import FanotifyNotifier
 from runctrace.resolve import parse_call, process_alive
+from runctrace.runtimes import RuncBinary
 from runctrace.spec import rfc3339_to_ns
 
 
@@ -62,7 +65,7 @@ class TestInvocationStyles:
         assert add.bundle == str(bundle)  # runc's cwd, read from /proc
         assert add.container_config["process"]["args"] == ["sleep", "0.5"]
         assert add.runtime_args == ["runc", "run", cid]
-        assert add.runtime in notifier.exec_paths.values()
+        assert add.runtime in notifier.runc_files.paths
         assert add.runtime_root == "/run/runc"
         assert add.backend == "bcc" and add.error is None
         assert (remove.exit_code, remove.signal) == (0, None)
@@ -232,19 +235,49 @@ class TestInvocationStyles:
         assert notifier.stats.failed_creates >= before + 2
         assert not [e for e in seen.events if e.container_id in ids]
 
-    def test_runc_through_an_unlisted_symlink(self, seen, bcct_runc, tmp_path):
-        """The path is not a known one, but its name ends in runc: the kernel lets it
-        through marked unverified and user space checks the inode."""
-        link_dir = tmp_path / "bin"
-        link_dir.mkdir()
-        (link_dir / "runc").symlink_to("/usr/sbin/runc")
+    @pytest.mark.parametrize("style", ["hardlink", "symlink", "fd"])
+    def test_runc_under_another_name_is_the_same_inode(self, seen, bcct_runc, tmp_path, notifier, style):
+        """runc through a hard link or a symlink of another name, or through an open
+        fd (/proc/self/fd/N): no watched path and no name ending in runc, but the
+        kernel matches the executed file's inode. (Where runc's filesystem is on a
+        block device, its device number differs between stat(2)'s encoding and the
+        kernel's s_dev, 254:0 being 0xfe00 and 0xfe00000: then this also proves
+        the conversion.)"""
+        runc = os.path.realpath(shutil.which("runc"))
         bundle = make_bundle(tmp_path / "b", ["true"])
-        cid = bcct_runc.new_id("symlink")
-        subprocess.run([str(link_dir / "runc"), "run", "--bundle", str(bundle), cid],
-                       check=True, stdin=subprocess.DEVNULL, capture_output=True)
+        cid = bcct_runc.new_id(style)
+        if style == "fd":
+            # the shell opens runc on fd 3, then becomes it through the fd
+            used = "/proc/self/fd/3"
+            argv = ["sh", "-c", f'exec 3<"$0"; exec {used} run --bundle "$1" "$2"', runc, str(bundle), cid]
+        else:
+            used = str(_same_fs_dir(runc, tmp_path) / f"notrunc-{cid}")
+            if style == "hardlink":
+                os.link(runc, used)
+            else:
+                os.symlink(runc, used)
+            argv = [used, "run", "--bundle", str(bundle), cid]
+        try:
+            subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, capture_output=True)
+        finally:
+            if style != "fd":
+                os.unlink(used)
         add, remove = seen.lifecycle(cid)
-        assert add.runtime_args[0] == str(link_dir / "runc")
+        assert add.runtime_args == [used, "run", "--bundle", str(bundle), cid]
+        assert add.runtime in notifier.runc_files.paths and add.error is None
         assert remove.exit_code == 0
+        (record,) = [r for r in notifier.recent_records if r.type == C["RT_EV_EXEC"] and cid in r.argv]
+        assert record.filename == used and not record.flags & C["RT_F_UNVERIFIED"]
+
+
+def _same_fs_dir(path: str, tmp_path) -> Path:
+    """A directory on the filesystem of ``path``, for a hard link to it."""
+    dev = os.stat(path).st_dev
+    for candidate in (tmp_path, Path("/var/tmp")):
+        if os.stat(candidate).st_dev == dev and os.access(candidate, os.W_OK):
+            return candidate
+    pytest.skip(f"a hard link must be on {path}'s filesystem, and neither {tmp_path} "
+                "nor /var/tmp is (or is writable)")
 
 
 # --------------------------------------------------------------- in-kernel filter
@@ -275,7 +308,7 @@ class TestKernelFilter:
               f"{sum(r.pid in storm for r in new_records)}")
         assert crossed <= len(notifier.recent_records)
         assert not [r for r in new_records if r.pid in storm]
-        assert all(r.filename in notifier.exec_paths for r in new_records if r.type == C["RT_EV_EXEC"])
+        assert all(notifier.runc_files.path(r.runc_id) for r in new_records if r.type == C["RT_EV_EXEC"])
         assert notifier.stats.lost == lost == 0
         assert not [e for e in seen.events if e.container_pid in storm]
 
@@ -296,21 +329,55 @@ class TestKernelFilter:
         assert [r.type for r in mine if r.pid == loud.pid][:1] == [C["RT_EV_EXEC"]]
         assert not [e for e in seen.events if e.runtime_root and str(tmp_path) in e.runtime_root]
 
-    def test_impostor_named_runc_is_checked_and_dropped(self, seen, notifier, tmp_path):
-        """A program whose name ends in runc crosses once (its exec), is found not to be
-        a watched runc by inode, and is then forgotten in the kernel too: no exit."""
+    def test_a_program_named_runc_crosses_nothing(self, seen, notifier, tmp_path):
+        """The name is not what makes runc: a program called runc, even at a watched
+        path's name in another directory, is another inode."""
         impostor = tmp_path / "runc"
         shutil.copy2("/bin/sh", impostor)
         before = notifier.kernel_events
-        # "run" as an argument: what passes the kernel's look at the arguments
-        procs = [subprocess.Popen([str(impostor), "-c", "sleep 1", "run"]) for _ in range(3)]
+        # "run" as an argument: what would pass the kernel's look at the arguments
+        procs = [subprocess.Popen([str(impostor), "-c", "true", "run"]) for _ in range(3)]
         for p in procs:
             p.wait()
         seen.pump(0.3)
         pids = {p.pid for p in procs}
+        crossed = notifier.kernel_events - before
+        new_records = list(notifier.recent_records)[-crossed:] if crossed else []
+        assert not [r for r in new_records if r.pid in pids]
+        assert not [e for e in seen.events if e.container_pid in pids]
+
+    def test_an_inode_number_that_may_name_another_file_is_checked(self, seen, notifier, tmp_path):
+        """On a filesystem whose inode numbers repeat across parts (btrfs subvolumes),
+        a watched (device, inode) may be another file's too: such an entry is marked,
+        and user space compares /proc/PID/exe by stat(2). Here an impostor is put in
+        the map as runc's, marked so: its exec crosses once, is found not to be runc,
+        and is forgotten in the kernel too (no exit record)."""
+        impostor = tmp_path / "impostor"
+        shutil.copy2("/bin/sh", impostor)
+        table = notifier._bpf[b"runc_files"]
+        fd = os.open(impostor, os.O_PATH | os.O_CLOEXEC)
+        key, leaf = table.Key(), table.Leaf()
+        fid = file_id(fd)
+        key.dev, key.ino = fid.dev, fid.ino
+        runc_id = next(iter(notifier.runc_files._by_id))
+        leaf.id, leaf.flags = runc_id, C["RT_F_UNVERIFIED"]
+        inos = notifier._bpf[b"runc_inos"]
+        before = notifier.kernel_events
+        table[key] = leaf
+        inos[inos.Key(fid.ino)] = inos.Leaf(1)
+        try:
+            procs = [subprocess.Popen([str(impostor), "-c", "sleep 0.2", "run"]) for _ in range(3)]
+            for p in procs:
+                p.wait()
+        finally:
+            del inos[inos.Key(fid.ino)]
+            del table[key]
+            os.close(fd)
+        seen.pump(0.3)
+        pids = {p.pid for p in procs}
         mine = [r for r in list(notifier.recent_records)[-(notifier.kernel_events - before):] if r.pid in pids]
         assert sorted(r.type for r in mine) == [C["RT_EV_EXEC"]] * 3
-        assert all(r.flags & C["RT_F_UNVERIFIED"] and r.filename == str(impostor) for r in mine)
+        assert all(r.flags & C["RT_F_UNVERIFIED"] and r.runc_id == runc_id for r in mine)
         assert not [e for e in seen.events if e.container_pid in pids]
 
 
@@ -448,6 +515,51 @@ def test_same_events_as_fanotify(notifier, bcct_runc, tmp_path):
     assert facts["bcc"] == facts["fanotify"]
 
 
+# ------------------------------------------------------------ replaced binaries
+
+
+@pytest.mark.root
+def test_the_map_follows_a_replaced_binary(bcct_runc, tmp_path):
+    """A package upgrade renames a new runc over the old one: the kernel must now
+    know the new inode, and no longer the old one (its number is free for another
+    file once the old file is closed)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    runc = bindir / "runc"
+    shutil.copy2(os.path.realpath(shutil.which("runc")), runc)
+    bundle = make_bundle(tmp_path / "b", ["true"])
+    with BccNotifier(runc_paths=(str(runc),)) as n:
+        s = Seen(n)
+        table, inos = n._bpf[b"runc_files"], n._bpf[b"runc_inos"]
+
+        def in_kernel(path) -> bool:
+            with open(path, "rb") as f:
+                fid = file_id(f.fileno())
+            key = table.Key()
+            key.dev, key.ino = fid.dev, fid.ino
+            # both maps, or neither: the kernel tests the number alone first
+            assert (key in table) == (inos.Key(fid.ino) in inos)
+            return key in table
+
+        old = os.open(runc, os.O_PATH | os.O_CLOEXEC)  # the old file, to look it up after
+        try:
+            assert in_kernel(runc)
+            # as dpkg does: write the new file beside the old one, then rename it over
+            shutil.copy2(runc, bindir / "runc.dpkg-new")
+            os.rename(bindir / "runc.dpkg-new", runc)
+            deadline = time.monotonic() + 5
+            while not in_kernel(runc):
+                assert time.monotonic() < deadline, "the new inode never reached the kernel's map"
+                time.sleep(0.01)
+            assert not in_kernel(f"/proc/self/fd/{old}")
+        finally:
+            os.close(old)
+        cid = bcct_runc.new_id("replaced")
+        subprocess.run([str(runc), "run", "--bundle", str(bundle), cid], check=True, capture_output=True)
+        add, _ = s.lifecycle(cid)
+        assert add.runtime == str(runc)
+
+
 # --------------------------------------------------------------------- closing
 
 
@@ -496,7 +608,7 @@ def _exec_record(argv: list[bytes], filename: bytes = b"/usr/sbin/runc", flags: 
     ev = RtExecEvent()
     ev.hdr.type, ev.hdr.pid, ev.hdr.ktime_ns, ev.hdr.flags = C["RT_EV_EXEC"], 42, 7, flags
     packed = b"".join(a + b"\0" for a in argv)
-    ev.argc, ev.args_size, ev.filename = len(argv), len(packed), filename
+    ev.argc, ev.args_size, ev.runc_id, ev.filename = len(argv), len(packed), 3, filename
     ct.memmove(ct.addressof(ev) + RtExecEvent.args.offset, packed, len(packed))
     return bytes(ev)[: RtExecEvent.args.offset + len(packed)]  # as the kernel sends it
 
@@ -504,7 +616,7 @@ def _exec_record(argv: list[bytes], filename: bytes = b"/usr/sbin/runc", flags: 
 def test_decode_exec_record():
     rec = decode_record(_exec_record([b"runc", b"--root", b"/r", b"run", b"x"]))
     assert (rec.type, rec.pid, rec.ktime_ns, rec.status) == (C["RT_EV_EXEC"], 42, 7, None)
-    assert rec.filename == "/usr/sbin/runc"
+    assert rec.filename == "/usr/sbin/runc" and rec.runc_id == 3
     assert rec.argv == ("runc", "--root", "/r", "run", "x")
 
 
@@ -522,6 +634,123 @@ def test_decode_exec_record_ignores_stale_bytes_after_the_filename():
     off = RtExecEvent.filename.offset + len(b"/usr/sbin/runc") + 1
     raw[off:off + 5] = b"stale"  # the kernel reuses its scratch buffer
     assert decode_record(bytes(raw)).filename == "/usr/sbin/runc"
+
+
+def test_kernel_dev_is_mkdev_not_stats_encoding():
+    """stat(2) encodes a device with the minor's low byte first and its high bits
+    above the major (new_encode_dev); the kernel's s_dev is major << 20 | minor."""
+    st_dev = os.makedev(8, 300)  # a minor above 255: the two encodings differ most
+    assert st_dev == (300 & 0xFF) | (8 << 8) | ((300 & ~0xFF) << 12)
+    assert kernel_dev(os.major(st_dev), os.minor(st_dev)) == (8 << 20) | 300
+    assert kernel_dev(os.major(st_dev), os.minor(st_dev)) != st_dev
+
+
+def _mountinfo_device(mount_point: str) -> tuple[int, int]:
+    with open("/proc/self/mountinfo") as f:
+        found = [line.split()[2] for line in f if line.split()[4] == mount_point]
+    major, minor = found[-1].split(":")  # the last mount there is the one seen
+    return int(major), int(minor)
+
+
+@pytest.mark.parametrize("path, mount_point", [("/usr/sbin/runc", "/"), ("/proc/self/status", "/proc")])
+def test_file_id_is_the_superblocks_device(path, mount_point):
+    """A file's kernel id: its mount's device as /proc/self/mountinfo shows it (the
+    superblock's s_dev), in the kernel's encoding, and its inode number. On
+    these filesystems stat agrees on the device."""
+    assert os.path.ismount(mount_point)
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        fid, st = file_id(fd), os.fstat(fd)
+    finally:
+        os.close(fd)
+    assert (os.major(st.st_dev), os.minor(st.st_dev)) == _mountinfo_device(mount_point)
+    assert fid.dev == kernel_dev(*_mountinfo_device(mount_point))
+    assert (fid.ino, fid.stat, fid.shared) == (st.st_ino, (st.st_dev, st.st_ino), False)
+
+
+class _FakeMap:
+    """A BCC table's surface as RuncFiles uses it, keyed by the key's field values."""
+
+    def __init__(self, key_fields: tuple[str, ...]) -> None:
+        self.key_fields, self.items = key_fields, {}
+
+    def Key(self, *values):
+        return SimpleNamespace(**dict(zip(self.key_fields, values)))
+
+    def Leaf(self, *values):
+        return SimpleNamespace(value=values[0] if values else None)
+
+    def _k(self, key):
+        return tuple(getattr(key, f) for f in self.key_fields)
+
+    def __setitem__(self, key, leaf):
+        self.items[self._k(key)] = leaf
+
+    def __delitem__(self, key):
+        del self.items[self._k(key)]
+
+
+def _binary(path) -> RuncBinary:
+    st = os.stat(path)
+    return RuncBinary(str(path), st.st_dev, st.st_ino, (str(path),))
+
+
+def test_runc_files_follow_a_replaced_binary_and_keep_its_id(tmp_path):
+    """The maps hold exactly the binaries found now; a replaced binary's entry
+    leaves the maps (its file closed after), but an exec the kernel matched to it
+    before still resolves."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"\x7fELF a")
+    b.write_bytes(b"\x7fELF b")
+    files, inos = _FakeMap(("dev", "ino")), _FakeMap(("value",))
+    rf = RuncFiles(files, inos)
+    fds_before = fds()
+    assert rf.follow([_binary(a), _binary(b)])
+    assert fds() == fds_before + 2  # each entry holds its file
+    assert sorted(ino for (ino,) in inos.items) == sorted(os.stat(p).st_ino for p in (a, b))
+    (old_key, old_leaf), = [(k, v) for k, v in files.items.items() if k[1] == os.stat(a).st_ino]
+    assert rf.path(old_leaf.id) == str(a) and not old_leaf.flags
+    assert not rf.follow([_binary(a), _binary(b)])  # nothing new
+    (tmp_path / "a.new").write_bytes(b"\x7fELF a2")
+    os.rename(tmp_path / "a.new", a)
+    assert rf.follow([_binary(a), _binary(b)])
+    assert old_key not in files.items and (old_key[1],) not in inos.items
+    assert len(files.items) == 2 and fds() == fds_before + 2  # the old file closed
+    assert rf.path(old_leaf.id) == str(a)  # an exec matched before the replacement
+    assert sorted(rf.paths) == [str(a), str(b)]
+    rf.close()
+    assert fds() == fds_before
+
+
+def test_runc_files_tell_apart_files_that_share_the_kernels_identity(tmp_path, monkeypatch):
+    """On btrfs two subvolumes' files can have the same superblock device and inode
+    number: one entry, marked unverified, and user space picks by stat(2)."""
+    import runctrace.bcc as bcc_module
+
+    python = os.path.realpath(sys.executable)  # the file this process runs
+    other = tmp_path / "other"
+    other.write_bytes(b"\x7fELF")
+
+    def same_identity(fd):
+        st = os.fstat(fd)
+        return bcc_module.FileId(kernel_dev(0, 99), 256, (st.st_dev, st.st_ino), True)
+
+    monkeypatch.setattr(bcc_module, "file_id", same_identity)
+    files, inos = _FakeMap(("dev", "ino")), _FakeMap(("value",))
+    rf = RuncFiles(files, inos)
+    rf.follow([_binary(other), _binary(python)])
+    ((key, leaf),) = files.items.items()
+    assert key == (kernel_dev(0, 99), 256) and leaf.flags == C["RT_F_UNVERIFIED"]
+    assert rf.path_run_by(leaf.id, os.getpid()) == python
+    child = subprocess.Popen(["sleep", "5"])  # runs neither
+    try:
+        assert rf.path_run_by(leaf.id, child.pid) is None
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.raises(OSError):
+        rf.path_run_by(leaf.id, child.pid)  # gone
+    rf.close()
 
 
 def test_both_backends_know_runcs_init_by_the_same_name():

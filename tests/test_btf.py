@@ -6,11 +6,13 @@ import struct
 
 import pytest
 
-from runctrace.bcc import KERNEL_FIELDS, TRACEPOINTS, program_text
+import ctypes as ct
+
+from runctrace.bcc import KERNEL_FIELDS, KERNEL_SIZES, TRACEPOINTS, program_text
 from runctrace.btf import Btf, kernel_offsets
 from runctrace.errors import NotSupported
 
-INT, STRUCT, UNION, TYPEDEF = 1, 4, 5, 8
+INT, PTR, STRUCT, UNION, TYPEDEF = 1, 2, 4, 5, 8
 
 
 def btf_blob(types: list[bytes], strings: bytes) -> bytes:
@@ -57,7 +59,23 @@ def test_offsets_of_members_and_of_members_of_anonymous_unions():
 
 def test_anonymous_members_behind_a_typedef():
     btf = sample()
-    assert btf._find(6, "field", 0) == 128
+    assert btf._find(6, "field", 0)[0] == 128
+
+
+def test_sizes_of_members_through_typedefs():
+    # 1 int (8 bytes), 2 typedef alias -> 1, 3 pointer -> 1,
+    # 4 struct outer { alias a; int *field; }
+    btf = Btf(btf_blob([
+        type_record(INT, 1, 0, 8, struct.pack("=I", 64)),
+        type_record(TYPEDEF, 19, 0, 1),
+        type_record(PTR, 0, 0, 1),
+        type_record(STRUCT, 5, 2, 16, members((11, 2, 0), (13, 3, 64))),
+    ], STRINGS))
+    assert (btf.offset_of("outer", "a"), btf.size_of("outer", "a")) == (0, 8)
+    assert btf.offset_of("outer", "field") == 8
+    with pytest.raises(KeyError):
+        btf.size_of("outer", "field")  # a pointer: BTF gives it no size
+    assert sample().size_of("outer", "field") == 4  # inside the anonymous union
 
 
 @pytest.mark.parametrize("damage", ["magic", "short", "sections", "kind"])
@@ -88,6 +106,13 @@ def test_the_running_kernels_offsets():
     assert offsets["RT_OFF_MM_ARG_END"] - offsets["RT_OFF_MM_ARG_START"] == 8
     assert offsets["RT_OFF_TASK_MM"] != offsets["RT_OFF_TASK_SIGNAL"]
     assert all(0 <= v < 16384 for v in offsets.values())
+
+
+def test_the_running_kernels_sizes():
+    """i_ino is an unsigned long (the BPF program reads it at its width), s_dev a
+    32-bit dev_t."""
+    sizes = kernel_offsets({}, sizes=KERNEL_SIZES)
+    assert sizes == {"RT_SIZE_INODE_I_INO": ct.sizeof(ct.c_ulong), "RT_SIZE_SUPER_BLOCK_S_DEV": 4}
 
 
 def test_no_syscall_tracepoint_taxes_the_host():

@@ -3,17 +3,22 @@
 How it works, and why each part is needed
 -----------------------------------------
 1. **Tracepoints, filtered in the kernel** (``runctrace/bpf/runctrace.bpf.c``). At
-   ``sched_process_exec`` the program compares the exec's filename with every path
-   of every watched runc binary, held in a BPF hash map that this module fills from
-   :func:`~runctrace.runtimes.find_runc`. For a match it copies argv from the new
-   process's memory and sends it at once. Every other process on the host costs
-   a string read and a few hash lookups in the kernel and nothing in user space.
-   ``runc init`` re-executes ``/proc/self/exe`` (and then a memfd copy of itself):
-   those paths never match, and in any case ``parse_runc_args`` gives them the
-   command ``init``, which makes no container. No ``syscalls:`` tracepoint is
-   used: attaching one slows every syscall of every process on the host (by 11%
-   for a syscall-bound program here); the few task fields read instead are at
-   offsets from the kernel's BTF (:mod:`runctrace.btf`).
+   ``sched_process_exec`` the program reads which file the new program is (its
+   superblock's device and inode number, from ``mm->exe_file``) and looks it up in
+   a BPF hash map of the watched runc binaries' inodes, which this module fills
+   from :func:`~runctrace.runtimes.find_runc` and keeps up to date as a package
+   upgrade replaces a binary (:class:`RuncFiles`). Paths serve only to find the
+   inodes: runc run through a hard link or symlink of any name, or through
+   ``/proc/self/fd/N``, is the same inode, as for the fanotify backend's mark. For
+   a match the program copies argv from the new process's memory and sends it at
+   once. Every other process on the host costs four reads of kernel memory and
+   two hash lookups in the kernel, and nothing in user space. ``runc init``
+   re-executes ``/proc/self/exe``, runc's own inode: its argument ``init`` makes
+   no container, and the kernel drops it (its next exec, of a memfd copy of
+   runc, is another inode). No ``syscalls:`` tracepoint is used: attaching one
+   slows every syscall of every process on the host (by 11% for a syscall-bound
+   program here); the few task fields read instead are at offsets from the
+   kernel's BTF (:mod:`runctrace.btf`).
 2. **runc's process tree and exits, in the kernel.** The program follows each runc
    process and its descendants down to the container's init (three levels), and
    reads how each ends (its wait status) from the task as its last thread exits.
@@ -113,6 +118,7 @@ class RtExecEvent(ct.Structure):
         ("hdr", RtEvent),
         ("argc", ct.c_uint32),
         ("args_size", ct.c_uint32),
+        ("runc_id", ct.c_uint32),
         ("filename", ct.c_char * C["RT_PATH_MAX"]),
         ("args", ct.c_char * C["RT_ARGS_SIZE"]),
     ]
@@ -126,8 +132,9 @@ class KernelRecord(NamedTuple):
     ktime_ns: int  # CLOCK_MONOTONIC
     status: Optional[int]  # wait(2) status of an exit, None if unknown
     flags: int
-    filename: str = ""  # exec only
+    filename: str = ""  # exec only: the path the caller passed, for display
     argv: tuple[str, ...] = ()  # exec only
+    runc_id: int = 0  # exec only: which watched binary (RuncFiles) the kernel matched
     init_pid: Optional[int] = None  # runc exit and init exec: its container's init, if the kernel saw it
     namespaces: Optional[dict[str, int]] = None  # init exec: {"mntns", "pidns", "netns"}, as read in the kernel
 
@@ -136,7 +143,7 @@ class KernelRecord(NamedTuple):
 # a record this way costs a fraction of ctypes' from_buffer_copy (which also needs
 # a copy padded to the full 8.5 KiB for an exec record).
 _HDR = struct.Struct("=IIQIIIIII")  # type, pid, ktime_ns, status, flags, init_pid, mntns, pidns, netns
-_EXEC_FIXED = struct.Struct(f"={_HDR.size}xII{C['RT_PATH_MAX']}s")  # argc, args_size, filename
+_EXEC_FIXED = struct.Struct(f"={_HDR.size}xIII{C['RT_PATH_MAX']}s")  # argc, args_size, runc_id, filename
 _STATUS_KNOWN, _EV_EXEC = C["RT_F_STATUS_KNOWN"], C["RT_EV_EXEC"]
 # The ctypes mirrors are checked against the C structs when the program compiles;
 # these against the mirrors, here.
@@ -155,10 +162,11 @@ def decode_record(raw: bytes) -> KernelRecord:
     fixed = _EXEC_FIXED.size
     if len(raw) < fixed:
         raise ValueError(f"exec record of {len(raw)} bytes, shorter than its {fixed} fixed bytes")
-    argc, args_size, filename = _EXEC_FIXED.unpack_from(raw)
+    argc, args_size, runc_id, filename = _EXEC_FIXED.unpack_from(raw)
     argv = tuple(os.fsdecode(a) for a in raw[fixed : fixed + args_size].split(b"\0")[:argc])
     # the kernel's copy is NUL-terminated; bytes after the NUL may be stale
-    return KernelRecord(kind, pid, ktime_ns, None, flags, os.fsdecode(filename.split(b"\0", 1)[0]), argv)
+    return KernelRecord(kind, pid, ktime_ns, None, flags, os.fsdecode(filename.split(b"\0", 1)[0]), argv,
+                        runc_id=runc_id)
 
 
 # ------------------------------------------------------------------ can it run here?
@@ -184,6 +192,17 @@ KERNEL_FIELDS = {
     "RT_OFF_PID_NAMESPACE_NS": ("pid_namespace", "ns"),
     "RT_OFF_NET_NS": ("net", "ns"),
     "RT_OFF_NS_COMMON_INUM": ("ns_common", "inum"),
+    # the executed file: task->mm->exe_file->f_inode->{i_ino, i_sb->s_dev}
+    "RT_OFF_MM_EXE_FILE": ("mm_struct", "exe_file"),
+    "RT_OFF_FILE_F_INODE": ("file", "f_inode"),
+    "RT_OFF_INODE_I_INO": ("inode", "i_ino"),
+    "RT_OFF_INODE_I_SB": ("inode", "i_sb"),
+    "RT_OFF_SUPER_BLOCK_S_DEV": ("super_block", "s_dev"),
+}
+# Sizes of fields whose width is the architecture's (-D name -> (struct, member))
+KERNEL_SIZES = {
+    "RT_SIZE_INODE_I_INO": ("inode", "i_ino"),
+    "RT_SIZE_SUPER_BLOCK_S_DEV": ("super_block", "s_dev"),
 }
 _TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -239,8 +258,9 @@ def _tracefs_problem() -> Optional[str]:
 
 @functools.lru_cache(maxsize=1)
 def _kernel_offsets() -> dict[str, int]:
-    """KERNEL_FIELDS' offsets in the running kernel (raises NotSupported without BTF)."""
-    return kernel_offsets(KERNEL_FIELDS)
+    """KERNEL_FIELDS' offsets and KERNEL_SIZES' sizes in the running kernel
+    (raises NotSupported without BTF)."""
+    return kernel_offsets(KERNEL_FIELDS, sizes=KERNEL_SIZES)
 
 
 def _btf_problem() -> Optional[str]:
@@ -251,22 +271,196 @@ def _btf_problem() -> Optional[str]:
     return None
 
 
-def runc_exec_paths(binaries: list[RuncBinary]) -> dict[str, str]:
-    """Every path under which a watched runc may be executed -> its main path.
+# ------------------------------------------------------------ runc's inodes
 
-    The kernel compares execve's filename as a string, so each alias (a symlink or
-    hard link among the paths tried, and the link's target) is listed. A caller
-    that runs ``runc`` through $PATH is covered too: the C library (or Go's
-    exec.LookPath) resolves it to one of these full paths before calling execve.
+
+def kernel_dev(major: int, minor: int) -> int:
+    """A device number in the kernel's own encoding (MKDEV: 12 bits of major,
+    20 of minor), as ``super_block.s_dev`` holds it. stat(2)'s st_dev is another
+    encoding (the kernel's new_encode_dev, minor bits split around the major):
+    take it apart with os.major and os.minor first."""
+    return (major << 20) | minor
+
+
+def _mount_device(fd: int) -> Optional[tuple[int, int]]:
+    """(major, minor) of the superblock of the mount ``fd`` is on, or None.
+
+    /proc/self/mountinfo prints each mount's superblock s_dev, which is what the
+    kernel compares; stat's st_dev is what the filesystem chooses to report,
+    which on btrfs is the subvolume's own device and on a multi-layer overlayfs
+    the layer's, never the superblock's. The mount is the one of this fd
+    (fdinfo's mnt_id), so no path is looked up twice.
     """
-    out: dict[str, str] = {}
-    for b in binaries:
-        for path in (b.path, *b.aliases, os.path.realpath(b.path)):
-            if len(os.fsencode(path)) < C["RT_PATH_MAX"]:
-                out.setdefault(path, b.path)
-            else:
-                log.warning("runctrace: %s is too long for the kernel's path match; only its inode check applies", path)
-    return out
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            mnt_id = next(line.split()[1] for line in f if line.startswith(b"mnt_id:"))
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                fields = line.split(maxsplit=3)
+                if fields[0] == mnt_id:
+                    major, minor = fields[2].split(b":")
+                    return int(major), int(minor)
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    return None
+
+
+class FileId(NamedTuple):
+    """An open file as the kernel's structs name it, and as stat(2) does."""
+
+    dev: int  # the superblock's device, kernel encoding (kernel_dev)
+    ino: int  # inode.i_ino, which stat reports as st_ino
+    stat: tuple[int, int]  # (st_dev, st_ino)
+    # stat's device is not the superblock's (btrfs, overlayfs): such a filesystem
+    # numbers inodes per subvolume or layer, so (dev, ino) may name other files too
+    shared: bool
+
+
+def file_id(fd: int) -> FileId:
+    st = os.fstat(fd)
+    found = _mount_device(fd)
+    major, minor = found if found is not None else (os.major(st.st_dev), os.minor(st.st_dev))
+    dev = kernel_dev(major, minor)
+    shared = dev != kernel_dev(os.major(st.st_dev), os.minor(st.st_dev))
+    return FileId(dev, st.st_ino, (st.st_dev, st.st_ino), shared)
+
+
+@dataclass
+class _RuncFile:
+    """One entry of the runc_files map: the watched binaries with its (device, inode)."""
+
+    id: int
+    # (st_dev, st_ino) -> the binary's main path (events' "runtime"): one binary,
+    # except on a filesystem where stat tells apart files that share the kernel's
+    # identity (FileId.shared)
+    paths: dict[tuple[int, int], str]
+    fds: list[int]  # O_PATH: each keeps its inode, and so its number, from going to another file
+
+
+class RuncFiles:
+    """The ``runc_files`` and ``runc_inos`` maps (the watched runc binaries, by inode)
+    and what user space keeps for each entry.
+
+    Each entry holds its binary open (O_PATH). A deleted or replaced file's inode
+    number is free for the next file created on that filesystem; while the map
+    names it, the open file keeps it from being reused, so no other program can
+    come to carry a watched runc's identity. An entry leaves the maps before its
+    file is closed.
+
+    An entry whose filesystem may give the same (device, inode) to several files
+    (``FileId.shared``) is marked RT_F_UNVERIFIED: user space then compares the
+    running process's /proc/PID/exe with the binaries by stat(2), which tells them
+    apart.
+    """
+
+    def __init__(self, table: Any, inos: Any) -> None:
+        self._table = table
+        self._inos = inos  # runc_inos: the inode numbers alone, which the kernel tests first
+        self._files: dict[tuple[int, int], _RuncFile] = {}  # in the maps: (kernel dev, ino) -> entry
+        # every entry ever made, by id: an exec that matched a replaced binary's
+        # entry may be read after the entry left the maps (a few per upgrade)
+        self._by_id: dict[int, _RuncFile] = {}
+        self._next_id = 1
+
+    def follow(self, binaries: list[RuncBinary]) -> bool:
+        """Make the maps hold exactly these binaries' inodes (as opened now).
+        True if that changed them."""
+        keep: set[tuple[int, int]] = set()
+        changed = False
+        for b in binaries:
+            try:
+                fd = os.open(b.path, os.O_PATH | os.O_CLOEXEC)
+            except OSError as err:  # replaced or removed since it was found: the next event says
+                log.warning("runctrace: cannot open %s: %s", b.path, err.strerror)
+                continue
+            try:
+                fid = file_id(fd)
+                key, stat_key = (fid.dev, fid.ino), fid.stat
+                entry = self._files.get(key)
+                if entry is None:
+                    _warn_if_script(fd, b.path)
+                    entry = _RuncFile(self._next_id, {stat_key: b.path}, [fd])
+                    self._insert(key, entry.id, C["RT_F_UNVERIFIED"] if fid.shared else 0)
+                    self._next_id += 1
+                    self._files[key] = self._by_id[entry.id] = entry
+                    changed = True
+                elif stat_key not in entry.paths:  # another file with the same kernel identity
+                    entry.paths[stat_key] = b.path
+                    entry.fds.append(fd)
+                else:
+                    os.close(fd)  # watched already
+            except BaseException:
+                os.close(fd)
+                raise
+            keep.add(key)
+        for key in [k for k in self._files if k not in keep]:
+            entry = self._files.pop(key)
+            self._delete(key)
+            self._close(entry)  # after the delete: see the class doc
+            changed = True
+        return changed
+
+    def _insert(self, key: tuple[int, int], runc_id: int, flags: int) -> None:
+        k, v = self._table.Key(), self._table.Leaf()
+        k.dev, k.ino = key
+        v.id, v.flags = runc_id, flags
+        self._table[k] = v
+        self._inos[self._inos.Key(key[1])] = self._inos.Leaf(1)
+
+    def _delete(self, key: tuple[int, int]) -> None:
+        k = self._table.Key()
+        k.dev, k.ino = key
+        _delete_key(self._table, k)
+        # unless a file still watched (on another device) has the same number
+        if not any(ino == key[1] for _dev, ino in self._files):
+            _delete_key(self._inos, self._inos.Key(key[1]))
+
+    @staticmethod
+    def _close(entry: _RuncFile) -> None:
+        for fd in entry.fds:
+            os.close(fd)
+        entry.fds.clear()
+
+    def path(self, runc_id: int) -> Optional[str]:
+        """The main path of the binary the kernel matched as ``runc_id``."""
+        entry = self._by_id.get(runc_id)
+        return next(iter(entry.paths.values())) if entry else None
+
+    def path_run_by(self, runc_id: int, pid: int) -> Optional[str]:
+        """The main path of the binary of entry ``runc_id`` that ``pid`` runs, by
+        stat(2), or None if it runs none of them. Raises OSError if ``pid`` is gone."""
+        st = os.stat(f"/proc/{pid}/exe")
+        entry = self._by_id.get(runc_id)
+        return entry.paths.get((st.st_dev, st.st_ino)) if entry else None
+
+    @property
+    def paths(self) -> list[str]:
+        """The main paths of the binaries watched now."""
+        return [p for entry in self._files.values() for p in entry.paths.values()]
+
+    def close(self) -> None:
+        for entry in self._files.values():
+            self._close(entry)
+        self._files.clear()
+
+
+def _delete_key(table: Any, key: Any) -> None:
+    try:
+        del table[key]
+    except KeyError:
+        pass
+
+
+def _warn_if_script(fd: int, path: str) -> None:
+    """A "#!" script runs its interpreter, whose inode is the one the kernel sees."""
+    try:
+        with open(f"/proc/self/fd/{fd}", "rb") as f:
+            script = f.read(2) == b"#!"
+    except OSError:
+        return
+    if script:
+        log.warning("runctrace: %s is a script: the bcc backend sees the runc binary it runs, "
+                    "which must be watched too (--runc-path)", path)
 
 
 def _program_text() -> str:
@@ -364,6 +558,8 @@ _ENDING_MAX_S = 5.0
 # containers) is looked at this often instead. Its exit status is lost.
 _UNWATCHED_POLL_S = 1.0
 _UNWATCHED_NOTE = "containers map full: some exits polled from /proc, their status unknown"
+# As the fanotify backend's (its _IN_BIN_DIR_MASK): a file renamed or created there
+_IN_BIN_DIR_MASK = _sys.In.CREATE | _sys.In.MOVED_TO | _sys.In.CLOSE_WRITE | _sys.In.ONLYDIR
 
 
 @dataclass
@@ -405,7 +601,7 @@ class BccNotifier(LoopNotifier):
                 binaries = find_runc(runc_paths)
             except NotSupported as err:
                 return Support(False, str(err))
-            return Support(True, "watching execs of " + ", ".join(runc_exec_paths(binaries)))
+            return Support(True, "watching execs of the inodes of " + ", ".join(b.path for b in binaries))
         except Exception as err:  # supported() never raises
             return Support(False, f"unexpected error while checking: {err!r}")
 
@@ -414,9 +610,10 @@ class BccNotifier(LoopNotifier):
         support = self.supported(runc_paths)
         if not support:
             raise NotSupported(f"the bcc backend cannot run: {support.reason}")
+        self._runc_paths = runc_paths
         self.binaries: list[RuncBinary] = find_runc(runc_paths)
-        self.exec_paths = runc_exec_paths(self.binaries)
-        self._by_inode = {(b.dev, b.ino): b.path for b in self.binaries}
+        self.runc_files: Optional[RuncFiles] = None
+        self._bin_ino = -1
         # Records received from the kernel, of any kind, and the last few of them
         # decoded (for debugging, and for tests that prove which processes' records
         # crossed: an exec storm of other programs must add none).
@@ -453,6 +650,7 @@ class BccNotifier(LoopNotifier):
             self._exit_leaf = watched.Leaf()
             for fd in (self._ring_fd, *self._tracker.states.fds(), self._wake):
                 self._epoll.register(fd, select.EPOLLIN)
+            self._watch_binary_dirs()
         except OSError as err:
             self._release()
             raise NotSupported(f"cannot set up the bcc backend: {err.strerror or err}") from err
@@ -470,11 +668,8 @@ class BccNotifier(LoopNotifier):
         except Exception as err:
             raise NotSupported(f"BCC could not compile or attach the BPF program: {err}") from err
         try:
-            paths = b[b"runc_paths"]
-            for i, path in enumerate(self.exec_paths):
-                key = paths.Key()
-                key.path = os.fsencode(path)  # the rest of the key stays zero, as in the kernel
-                paths[key] = ct.c_uint32(i)
+            self.runc_files = RuncFiles(b[b"runc_files"], b[b"runc_inos"])
+            self.runc_files.follow(self.binaries)
             b[b"events"].open_ring_buffer(self._on_record)
         except BaseException:
             b.cleanup()
@@ -498,6 +693,11 @@ class BccNotifier(LoopNotifier):
             _detach_in_parallel(self._bpf)
             self._bpf.cleanup()  # closes the programs, the maps and the ring buffer
             self._bpf = None
+        if self.runc_files is not None:
+            self.runc_files.close()
+        if self._bin_ino >= 0:
+            os.close(self._bin_ino)
+            self._bin_ino = -1
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
@@ -524,6 +724,8 @@ class BccNotifier(LoopNotifier):
                 # event in the same wake-up may be for (and arming looks at once).
                 if self._ring_fd in fds:
                     self._drain_ring()
+                if self._bin_ino in fds:
+                    self._read_bin_dirs()
                 self._read_counters()  # kernel drops ask for a resync
                 self._serve_shared(fds)
                 if self._ending:
@@ -617,15 +819,55 @@ class BccNotifier(LoopNotifier):
     def _runtime_of(self, rec: KernelRecord) -> Optional[str]:
         """The watched binary's main path, or None if this exec is not a watched runc."""
         if not rec.flags & C["RT_F_UNVERIFIED"]:
-            return self.exec_paths.get(rec.filename, rec.filename)
-        # The name ends in "runc" but the path is not a known one (relative, or an
-        # unlisted symlink). The exec has completed: /proc/PID/exe is the file.
+            return self.runc_files.path(rec.runc_id)
+        # The inode number matched on a filesystem where it may name another file
+        # too (RuncFiles). The exec has completed: /proc/PID/exe is the file.
         try:
-            st = os.stat(f"/proc/{rec.pid}/exe")
+            return self.runc_files.path_run_by(rec.runc_id, rec.pid)
         except OSError:
             self.stats.missed += 1  # ended before it could be checked
             return None
-        return self._by_inode.get((st.st_dev, st.st_ino))
+
+    # ------------------------------------------------------------ replaced binaries
+
+    def _watch_binary_dirs(self) -> None:
+        """inotify on the directories of the runc binaries: a package upgrade renames
+        a new file over the old one (MOVED_TO), an installer may create it in place
+        (CREATE). The kernel matches inodes, so the map must follow (RuncFiles)."""
+        self._bin_ino = _sys.inotify_init1(_sys.IN_NONBLOCK | _sys.IN_CLOEXEC)
+        self._bin_rx = _sys.Reader(self._bin_ino, 16 * 1024)
+        self._bin_dirs: dict[int, tuple[str, set[str]]] = {}  # wd -> (directory, runc file names)
+        names: dict[str, set[str]] = {}
+        for binary in self.binaries:
+            for alias in binary.aliases:
+                real = os.path.realpath(alias)
+                names.setdefault(os.path.dirname(real), set()).add(os.path.basename(real))
+        for directory, files in names.items():
+            self._bin_dirs[_sys.inotify_add_watch(self._bin_ino, directory, _IN_BIN_DIR_MASK)] = (directory, files)
+        self._epoll.register(self._bin_ino, select.EPOLLIN)
+
+    def _read_bin_dirs(self) -> None:
+        changed = False
+        for rec in self._bin_rx.inotify_records():
+            # an overflowed queue may have lost the one that mattered
+            if rec.mask & _sys.IN_Q_OVERFLOW or rec.name in self._bin_dirs.get(rec.wd, ("", ()))[1]:
+                changed = True
+        if changed:
+            self._refresh_binaries()
+
+    def _refresh_binaries(self) -> None:
+        """A runc file was replaced: watch the inode its paths now lead to, and no
+        longer the old one (no path leads there; a process that runs it already is
+        followed by its PID). Between the rename and this, an exec of the new file
+        is not seen, as with the fanotify backend's mark."""
+        try:
+            binaries = find_runc(self._runc_paths)
+        except NotSupported:
+            return  # mid-replacement, or removed: the old entries stay (their inodes are held)
+        self.binaries = binaries
+        if self.runc_files.follow(binaries):
+            log.info("runctrace: a runc binary was replaced; watching the inodes of %s",
+                     ", ".join(self.runc_files.paths))
 
     def _complete_argv(self, pid: int, argv: list[str]) -> list[str]:
         """argv was cut in the kernel; /proc/PID/cmdline has it whole if runc still runs."""
@@ -760,4 +1002,4 @@ class BccNotifier(LoopNotifier):
         return leaf if leaf.start_ns >= rexec.started_ns else None
 
 
-__all__ = ["BccNotifier", "KernelRecord", "decode_record", "program_text", "runc_exec_paths", "TRACEPOINTS"]
+__all__ = ["BccNotifier", "KernelRecord", "RuncFiles", "decode_record", "kernel_dev", "program_text", "TRACEPOINTS"]

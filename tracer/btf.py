@@ -1,11 +1,12 @@
-"""Byte offsets of kernel struct fields, from the running kernel's own BTF.
+"""Byte offsets (and sizes) of kernel struct fields, from the running kernel's own BTF.
 
 The eBPF backend reads a few fields of the current task (its argv's bounds, its
-exit status). BCC compiles against whatever kernel headers are installed, and on
-this project's machines those are another kernel version's: an ``offsetof()``
-from them would read the wrong bytes, silently. ``/sys/kernel/btf/vmlinux``
-describes the kernel that is running, so the offsets come from there, and reach
-the BPF program as ``-D`` constants.
+exit status, the inode of the file it executes). BCC compiles against whatever
+kernel headers are installed, and on this project's machines those are another
+kernel version's: an ``offsetof()`` from them would read the wrong bytes,
+silently. ``/sys/kernel/btf/vmlinux`` describes the kernel that is running, so
+the offsets (and the widths of fields whose type is the architecture's) come
+from there, and reach the BPF program as ``-D`` constants.
 
 The format (Documentation/bpf/btf.rst): a header, then the type section (type
 records, each followed by data whose size depends on its kind), then the string
@@ -28,6 +29,12 @@ _MEMBER = struct.Struct("=III")  # name_off, type, offset
 _MAGIC = 0xEB9F
 
 _STRUCT, _UNION = 4, 5
+# kinds whose record's third word is the type's size in bytes: INT, STRUCT,
+# UNION, ENUM, FLOAT, ENUM64 (a pointer's size is the architecture's, not in BTF)
+_SIZED = {1, 4, 5, 6, 16, 19}
+# kinds that only qualify or rename another type: typedef, volatile, const,
+# restrict, type tag
+_ALIASES = {8, 9, 10, 11, 18}
 # bytes after a type record, by kind: a fixed part, and a part per vlen entry
 _EXTRA = {
     1: (4, 0),  # INT
@@ -96,20 +103,43 @@ class Btf:
     def offset_of(self, struct_name: str, member: str) -> int:
         """Byte offset of ``member`` in ``struct struct_name`` (looking inside its
         anonymous structs and unions, as C does). Raises KeyError if absent."""
+        return self._member(struct_name, member)[0]
+
+    def size_of(self, struct_name: str, member: str) -> int:
+        """Size in bytes of ``member`` of ``struct struct_name``: of an integer,
+        enum, struct or union member, through typedefs and qualifiers. Raises
+        KeyError if absent, or if BTF gives the member's type no size (a pointer)."""
+        _off, type_id = self._member(struct_name, member)
+        for _ in range(16):
+            if not 0 < type_id <= len(self._offsets):
+                break
+            _name_off, info, size_or_type = _TYPE.unpack_from(self._data, self._offsets[type_id - 1])
+            kind = (info >> 24) & 0x1F
+            if kind in _SIZED:
+                return size_or_type
+            if kind not in _ALIASES:
+                break
+            type_id = size_or_type
+        raise KeyError(f"{struct_name}.{member}'s size (not an integer, enum, struct or union)")
+
+    def _member(self, struct_name: str, member: str) -> tuple[int, int]:
+        """(byte offset, type id) of a member, as offset_of finds it."""
         type_id = self._by_name.get(struct_name)
         if type_id is None:
             raise KeyError(f"struct {struct_name}")
         try:
-            bits = self._find(type_id, member, 0)
+            found = self._find(type_id, member, 0)
         except (struct.error, ValueError, UnicodeDecodeError):  # a member or name past the end
             raise KeyError(f"struct {struct_name}'s members (damaged)") from None
-        if bits is None:
+        if found is None:
             raise KeyError(f"struct {struct_name} has no member {member}")
+        bits, m_type = found
         if bits % 8:
             raise KeyError(f"{struct_name}.{member} is a bitfield")
-        return bits // 8
+        return bits // 8, m_type
 
-    def _find(self, type_id: int, member: str, depth: int) -> Optional[int]:
+    def _find(self, type_id: int, member: str, depth: int) -> Optional[tuple[int, int]]:
+        """(bit offset, type id) of ``member`` in composite ``type_id``, or None."""
         if depth > 8:
             return None
         at, vlen, kind_flag = self._composites[type_id]
@@ -117,13 +147,13 @@ class Btf:
             name_off, m_type, m_off = _MEMBER.unpack_from(self._data, at + i * _MEMBER.size)
             bits = m_off & 0xFFFFFF if kind_flag else m_off
             if name_off and self._name(name_off) == member:
-                return bits
+                return bits, m_type
             if not name_off:  # an anonymous struct or union: its members are ours
                 inner = self._resolve(m_type)
                 if inner is not None:
                     found = self._find(inner, member, depth + 1)
                     if found is not None:
-                        return bits + found
+                        return bits + found[0], found[1]
         return None
 
     def _resolve(self, type_id: int) -> Optional[int]:
@@ -134,14 +164,16 @@ class Btf:
             if not 0 < type_id <= len(self._offsets):
                 return None
             _name_off, info, next_id = _TYPE.unpack_from(self._data, self._offsets[type_id - 1])
-            if (info >> 24) & 0x1F not in (8, 9, 10, 11, 18):  # typedef, volatile, const, restrict, type tag
+            if (info >> 24) & 0x1F not in _ALIASES:
                 return None
             type_id = next_id
         return None
 
 
-def kernel_offsets(fields: dict[str, tuple[str, str]], path: str = VMLINUX) -> dict[str, int]:
-    """``{macro: (struct, member)}`` -> ``{macro: byte offset}`` for the running kernel."""
+def kernel_offsets(fields: dict[str, tuple[str, str]], path: str = VMLINUX,
+                   sizes: Optional[dict[str, tuple[str, str]]] = None) -> dict[str, int]:
+    """``{macro: (struct, member)}`` -> ``{macro: byte offset}`` for the running kernel,
+    and for each of ``sizes``' macros the member's size in bytes."""
     try:
         with open(path, "rb") as f:
             btf = Btf(f.read())
@@ -150,6 +182,8 @@ def kernel_offsets(fields: dict[str, tuple[str, str]], path: str = VMLINUX) -> d
     except ValueError as err:
         raise NotSupported(f"cannot read the kernel's BTF at {path}: {err}") from err
     try:
-        return {macro: btf.offset_of(s, m) for macro, (s, m) in fields.items()}
+        out = {macro: btf.offset_of(s, m) for macro, (s, m) in fields.items()}
+        out.update({macro: btf.size_of(s, m) for macro, (s, m) in (sizes or {}).items()})
     except KeyError as err:
         raise NotSupported(f"the kernel's BTF has no {err.args[0]}") from err
+    return out
