@@ -153,8 +153,10 @@ def _span_ns(lives: pd.DataFrame):
 
 
 def _take(series: pd.Series, idx: np.ndarray) -> pd.Series:
-    """``series`` at positions ``idx``, with -1 giving a missing value."""
-    return pd.Series(pd.api.extensions.take(series.array, idx, allow_fill=True))
+    """``series`` at positions ``idx``, with -1 giving a missing value. A column of
+    objects stays one: it may hold surrogate escapes, which inferred strings refuse."""
+    taken = pd.api.extensions.take(series.array, idx, allow_fill=True)
+    return pd.Series(taken, dtype=object if series.dtype == object else None)
 
 
 def _codes(series: pd.Series):
@@ -476,11 +478,13 @@ def lifetime_quantiles(
         row["max"] = vals.max() if len(vals) else np.nan
         return pd.DataFrame([row])
     by = list(by)
-    g = lives.loc[mask, by + ["lifetime_s"]].groupby(by, observed=True, dropna=False)["lifetime_s"]
+    done = lives.loc[mask, by + ["lifetime_s"]]
+    done = done.assign(**{c: fields.key_form(done[c]) for c in by})
+    g = done.groupby(by, observed=True, dropna=False)["lifetime_s"]
     q = g.quantile(list(quantiles)).unstack()
     q.columns = names
-    out = pd.concat([g.size().rename("containers"), q, g.max().rename("max")], axis=1)
-    return out.reset_index()
+    out = pd.concat([g.size().rename("containers"), q, g.max().rename("max")], axis=1).reset_index()
+    return out.assign(**{c: fields.original_form(out[c]) for c in by if lives[c].dtype == object})
 
 
 def short_lived(lives: pd.DataFrame, threshold_s: float = 10.0) -> pd.DataFrame:
@@ -552,10 +556,10 @@ def group_label(frame: pd.DataFrame, columns: Sequence[str], missing: str = "-",
     parts = [frame[c].astype(object) for c in columns]
     label = None
     for p in parts:
-        text = p.where(p.notna(), missing).astype(str)
+        text = np.array([missing if pd.isna(v) else str(v) for v in p], dtype=object)
         label = text if label is None else label + "/" + text
     all_missing = np.logical_and.reduce([p.isna().to_numpy() for p in parts]) if parts else np.zeros(len(frame), bool)
-    return label.where(~all_missing, none)
+    return fields.text_series(np.where(all_missing, none, label), frame.index)
 
 
 def top_churners(
@@ -591,16 +595,19 @@ def top_churners(
         "lifetime": np.where(done, lives["lifetime_s"].to_numpy(dtype=float), np.nan),
     }, index=lives.index)
     for k in keys:
-        metrics[k] = lives[k]
+        metrics[k] = fields.key_form(lives[k])
     g = metrics.groupby(keys, observed=True, dropna=False)
     counts = g[["containers", "starts", "stops", "running", "short_lived", "failed"]].sum()
     counts["p50_lifetime_s"] = g["lifetime"].median()
     counts = counts.reset_index()
+    for k in keys:
+        if lives[k].dtype == object:
+            counts[k] = fields.original_form(counts[k])
     counts = counts.assign(_churn=counts["starts"] + counts["stops"])
     counts = counts.sort_values(["_churn", "containers"], ascending=False, kind="stable").drop(columns="_churn")
     if n is not None:
         counts = counts.head(n)
-    counts.insert(0, "group", group_label(counts, keys).to_numpy())
+    counts.insert(0, "group", group_label(counts, keys))
     return counts.reset_index(drop=True)
 
 
@@ -741,7 +748,11 @@ def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1
     ]  # one per loop found, not per event
     out["last_status"] = last["status"].reindex(out.index).astype(str).to_numpy()
     k8s_label = group_label(out, K8S_KEY)
-    host_label = out["host"].astype(str) + ": " + group_label(out, ["manager", "hostname"], none="-/-") + " " + out["command"].astype(object).fillna("").astype(str)
-    out["logical_container"] = np.where(out["kind"] == "kubernetes", k8s_label, host_label)
+    host_label = fields.text_series(
+        [f"{h}: {who} {'' if pd.isna(cmd) else cmd}"
+         for h, who, cmd in zip(out["host"], group_label(out, ["manager", "hostname"], none="-/-"), out["command"])],
+        out.index,
+    )
+    out["logical_container"] = fields.text_series(np.where(out["kind"] == "kubernetes", k8s_label, host_label), out.index)
     out = out.sort_values(["max_restarts_in_window", "restarts"], ascending=False, kind="stable")
     return out[cols].reset_index(drop=True)

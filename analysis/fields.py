@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runctrace import safetext
 from runctrace.enrich import K8S_ANNOTATIONS, manager_of
 
 MAP_TYPE = pa.map_(pa.string(), pa.string())
@@ -157,6 +158,39 @@ def joined_args(process_args) -> pa.ChunkedArray:
 
 
 # ---------------------------------------------------------------- pandas level
+#
+# Text with bytes that were not UTF-8 (surrogate escapes, U+DC80..U+DCFF, see
+# runctrace.safetext) is kept in columns of Python objects: pandas' strings are
+# Arrow's (UTF-8 only), its categoricals hash their categories as UTF-8, and
+# groupby and merge build an index of inferred strings. Such columns are grouped
+# and joined on their escaped form instead (one to one, valid Unicode).
+
+
+def text_series(values, index=None, name=None) -> pd.Series:
+    """Python strings as a Series: pandas strings when they are valid Unicode, Python
+    objects when one holds a surrogate escape."""
+    values = np.asarray(values, dtype=object)
+    clean = all(safetext.is_clean(v) for v in values if isinstance(v, str))
+    return pd.Series(values, index=index, name=name, dtype="str" if clean else object)
+
+
+def key_form(series: pd.Series) -> pd.Series:
+    """``series`` as something pandas can group and join on: itself, unless it is a
+    column of Python objects; then every string in its escaped form (one to one, so
+    groups and matches are the same; :func:`original_form` undoes it). Escaped
+    once per distinct value."""
+    if series.dtype != object:
+        return series
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    keys = np.array([safetext.escape(u) if isinstance(u, str) else u for u in uniques] + [None], dtype=object)
+    return pd.Series(keys[codes], index=series.index, name=series.name, dtype="str")
+
+
+def original_form(series: pd.Series) -> pd.Series:
+    """Undo :func:`key_form` (a column of escaped strings back to the originals)."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    values = np.array([safetext.unescape(u) if isinstance(u, str) else u for u in uniques] + [None], dtype=object)
+    return text_series(values[codes], series.index, series.name)
 
 
 def _arrow(series: pd.Series, type_: pa.DataType) -> pa.ChunkedArray:
@@ -221,9 +255,19 @@ def with_command(events: pd.DataFrame) -> pd.DataFrame:
     if "command" in events.columns:
         return events
     if "process_args" in events.columns and len(events):
-        arr = joined_args(_arrow(events["process_args"], pa.list_(pa.string())))
+        try:
+            arr = joined_args(_arrow(events["process_args"], pa.list_(pa.string())))
+        except UnicodeEncodeError:  # an argument with bytes that were not UTF-8: Arrow refuses it
+            return events.assign(command=text_series([_joined(a) for a in events["process_args"]], events.index))
         return events.assign(command=_to_series(arr, events.index))
     return events.assign(command=pd.Categorical([None] * len(events)))
+
+
+def _joined(args) -> Optional[str]:
+    """What :func:`joined_args` gives for one argv: null if it or an item is null."""
+    if not isinstance(args, (list, tuple, np.ndarray)) or any(not isinstance(a, str) for a in args):
+        return None
+    return " ".join(args)
 
 
 def manager_from_root(root: Optional[str], annotated: Optional[str] = None) -> str:
@@ -255,6 +299,8 @@ def map_distinct(frame: pd.DataFrame, columns: Sequence[str], func: Callable[...
     ]
     labels, inverse = np.unique(np.array(["" if v is None else str(v) for v in results], dtype=object), return_inverse=True)
     cat_codes = inverse[codes] if len(codes) else np.array([], dtype=np.int64)
+    if not all(safetext.is_clean(v) for v in labels):  # see text_series
+        return pd.Series(labels[cat_codes], index=frame.index, dtype=object)
     return pd.Series(pd.Categorical.from_codes(cat_codes, categories=pd.Index(labels)), index=frame.index)
 
 

@@ -43,6 +43,13 @@ and without following a link, and reads only what ``fstat`` says is a regular fi
 anything else is skipped with a note. The scan reads through :class:`_Files`, which
 hands Arrow those checked file objects.
 
+Text that is not valid UTF-8 (a container ID, a path or an argument with odd bytes)
+is stored escaped, and each such row names the escaped columns in ``escaped``
+(:mod:`runctrace.safetext`). Arrow strings hold UTF-8 only, so :meth:`Recordings.table`
+returns the stored form with that column; :meth:`Recordings.events` gives the
+original strings, odd bytes as surrogate escapes (U+DC80..U+DCFF), in columns of
+Python objects. Files written before the column have nothing escaped.
+
 Compaction (``record --compact``) merges a partition's files into one
 ``compact-*.parquet`` that lists its sources (``runctrace.compacted_from``); if a
 crash left sources behind, they are skipped here so no event is counted twice.
@@ -59,6 +66,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Sequence, Union
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,7 +76,7 @@ import pyarrow.parquet as pq
 
 from runctrace.errors import RunctraceError
 from runctrace.recording import JOURNAL_NAME
-from runctrace.safetext import escape
+from runctrace.safetext import escape, is_clean, unescape
 from runctrace.schema import SCHEMA, SCHEMA_VERSION
 
 from . import fields
@@ -83,6 +91,10 @@ BACKEND_KEY = b"runctrace.backend"
 COMPACTED_KEY = b"runctrace.compacted_from"
 
 REQUIRED = ("type", "container_id")  # plus one of time / time_ns
+ESCAPED = "escaped"  # list<string>: the row's columns stored in safetext's escaped form
+# What is derived here from a stored column holds its escaped form too (an argv
+# joined with spaces is the join of its escaped items), and is undone with it.
+_DERIVED_FROM = {"process_args": ("command",), "annotations": (fields.ANNOTATED_MANAGER,)}
 CHUNK_ROWS = 1 << 18
 # How far the scanner reads ahead of the derivation. Arrow's defaults (16 batches,
 # 4 files) keep more decoded batches in flight with no gain in speed here.
@@ -549,8 +561,16 @@ class Recordings:
         Repeating strings (type, host, runtime_root, image_name, ...) are
         categoricals; ``container_id``, ``hostname`` and ``pod_name`` are strings;
         int32 columns are nullable ``Int32``, ``is_sandbox`` nullable ``boolean``.
+        Text stored escaped is given back as it was: a column holding bytes that
+        were not UTF-8 is one of Python objects (see the module doc).
         """
-        df = to_pandas(self.table(**filters))
+        table = self.table(**filters)
+        rows, names = _escaped_rows(table)
+        if ESCAPED in table.column_names and ESCAPED not in (filters.get("columns") or ()):
+            table = table.drop_columns([ESCAPED])
+        df = to_pandas(table)
+        if len(rows):
+            _unescape_rows(df, rows, names)
         if sort and len(df) and not df["time_ns"].is_monotonic_increasing:
             df = df.sort_values("time_ns", kind="stable", ignore_index=True)
         return df
@@ -573,11 +593,18 @@ class Recordings:
         matched against ``pod_namespace`` / ``image_name``.
         ``columns``: which columns to return (default :data:`DEFAULT_COLUMNS`); any
         schema column (e.g. ``config_json``, ``annotations``) or ``command``.
+
+        Values stay in their stored form: where a row's ``escaped`` column names a
+        column, that value is escaped (:mod:`runctrace.safetext`), as Arrow strings
+        cannot hold bytes that are not UTF-8. ``escaped`` is returned whenever a file
+        has it; :meth:`events` undoes the escaping.
         """
         columns = list(DEFAULT_COLUMNS if columns is None else columns)
         for c in _ALWAYS_SCANNED:
             if c not in columns:
                 columns.append(c)
+        if ESCAPED not in columns and any(ESCAPED in i.schema.names for i in self._infos):
+            columns.append(ESCAPED)
         if not all(i.enriched for i in self._infos) and fields.ANNOTATED_MANAGER not in columns:
             columns.append(fields.ANNOTATED_MANAGER)  # version-1 files: see fields.with_manager
         since = _to_timestamp(since) if since is not None else None
@@ -750,6 +777,8 @@ def _output_schema(columns: Sequence[str], infos: Sequence[FileInfo]) -> pa.Sche
             t = SCHEMA.field(name).type
         elif name in DERIVED_COLUMNS:
             t = pa.string()
+        elif name == ESCAPED:  # (known before the schema that records it)
+            t = pa.list_(pa.string())
         elif name in file_types:
             t = file_types[name]
         else:
@@ -824,6 +853,93 @@ def _finish(batches: List[pa.RecordBatch], out_schema: pa.Schema, late_names=Non
         arrays.append(arr)
     out = pa.table(arrays, schema=out_schema)
     return out.filter(mask) if mask is not None else out
+
+
+def _escaped_rows(table: pa.Table):
+    """Where ``table`` holds escaped values: row positions, and the columns each names.
+
+    Such rows are rare (odd bytes in an ID, a path or an argument), so the common
+    case costs one look at the column's null count.
+    """
+    if ESCAPED not in table.column_names:
+        return np.empty(0, np.int64), []
+    col = table.column(ESCAPED)
+    if col.null_count == len(col):
+        return np.empty(0, np.int64), []
+    rows = pc.indices_nonzero(pc.is_valid(col)).to_numpy()
+    return rows, col.take(rows).to_pylist()
+
+
+def _unescape_rows(df: pd.DataFrame, rows, names) -> None:
+    """Undo the stored escaping in place, at ``rows``, in the columns ``names`` lists
+    for each (and what was derived from them).
+
+    Only text columns are touched, whatever a file's ``escaped`` says. A column that
+    gets a string with surrogate escapes becomes one of Python objects (see
+    :func:`_with_values`); the others keep their type.
+    """
+    text = {c for c in df.columns if c != ESCAPED and (
+        df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype) or isinstance(df[c].dtype, pd.CategoricalDtype))}
+    where = {}  # column -> row positions
+    for row, listed in zip(rows, names):
+        if not isinstance(listed, list):
+            continue
+        for name in listed:
+            for column in (name, *_DERIVED_FROM.get(name, ())):
+                if column in text:
+                    where.setdefault(column, set()).add(int(row))
+    for column, positions in where.items():
+        positions = np.fromiter(sorted(positions), np.int64)
+        series = df[column]
+        values = [_unescaped(series.iat[p]) for p in positions]
+        df[column] = _with_values(series, positions, values)
+
+
+def _unescaped(value):
+    if isinstance(value, str):
+        return unescape(value)
+    if isinstance(value, (list, tuple, np.ndarray)):  # argv; a map's (key, value) pairs
+        out = [_unescaped(v) for v in value]
+        return tuple(out) if isinstance(value, tuple) else out
+    return value
+
+
+def _clean(value) -> bool:
+    if isinstance(value, str):
+        return is_clean(value)
+    if isinstance(value, (list, tuple)):
+        return all(_clean(v) for v in value)
+    return True
+
+
+def _with_values(series: pd.Series, positions: np.ndarray, values: list) -> pd.Series:
+    """``series`` with ``values`` put at ``positions``; its type kept if it can hold them.
+
+    Neither pandas' strings (Arrow, UTF-8 only) nor its categoricals (which hash
+    their categories as UTF-8) can hold a surrogate escape: a column given one
+    becomes a column of Python objects.
+    """
+    clean = all(_clean(v) for v in values)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        categories = series.cat.categories
+        if clean:
+            # An Index, not a list: pandas would infer the type of a list again.
+            wanted = pd.Index(list(dict.fromkeys(v for v in values if v is not None)), dtype=categories.dtype)
+            new = wanted[categories.get_indexer(wanted) < 0]
+            if len(new):
+                series = series.cat.add_categories(new)
+            out = series.copy()
+            out.iloc[positions] = values
+            return out
+        # Each row points at its category's one string object: no copy per row.
+        lookup = np.append(np.asarray(categories, dtype=object), None)
+        out = lookup[series.cat.codes.to_numpy()]  # code -1 (missing) -> the None at the end
+    else:
+        out = series.to_numpy(dtype=object, copy=True)
+    for p, v in zip(positions, values):  # one by one: a value may itself be a list
+        out[p] = v
+    keep = clean and not isinstance(series.dtype, pd.CategoricalDtype)
+    return pd.Series(out, index=series.index, name=series.name, dtype=series.dtype if keep else object)
 
 
 _OFFSET_LIMIT = (1 << 31) - 1

@@ -171,10 +171,11 @@ def _in_loops(lives: pd.DataFrame, loops: pd.DataFrame) -> np.ndarray:
         candidates = np.flatnonzero(lives[narrow].isin(part[narrow].dropna().unique()).to_numpy())
         if kind == "host" and part[narrow].isna().any():
             candidates = np.union1d(candidates, np.flatnonzero(lives[narrow].isna().to_numpy()))
+        # Joined on the key form of every column, both sides alike: a name may hold
+        # bytes that were not UTF-8, which pandas cannot join on as they are.
         sub = lives.iloc[candidates][key].astype(object)
-        sub = sub.where(sub.notna(), None)
-        right = part[key].astype(object)
-        right = right.where(right.notna(), None).drop_duplicates()
+        sub = pd.DataFrame({c: fields.key_form(sub[c]) for c in key})
+        right = pd.DataFrame({c: fields.key_form(part[c].astype(object)) for c in key}).drop_duplicates()
         hit = sub.merge(right.assign(_hit=True), on=key, how="left")["_hit"].notna().to_numpy()
         mask[candidates[hit]] = True
     return mask
