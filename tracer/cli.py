@@ -85,13 +85,18 @@ def record(
     ),
     compact: bool = typer.Option(False, "--compact", help="On exit, merge each partition's small files into one."),
     initial: bool = typer.Option(True, "--initial/--no-initial", help="Report containers already running at start as 'initial' events."),
+    allow_untrusted_dir: bool = typer.Option(
+        False, "--allow-untrusted-dir",
+        help="Write even to a directory that another user owns or can write (or below one): "
+             "refused by default, since that user could replace what is written.",
+    ),
 ) -> None:
     """Record containers that runc creates and ends, to Parquet."""
     with stop_signals() as stop:
         notifier, why = open_notifier(backend, runc_paths=tuple(runc_path))
         try:
             recorder = open_recorder(output, keep_env=keep_env, flush_interval=flush_interval,
-                                     file_interval=file_interval)
+                                     file_interval=file_interval, allow_untrusted_dir=allow_untrusted_dir)
         except RunctraceError:
             notifier.close()
             raise
@@ -120,11 +125,13 @@ def record(
             session.run()
         finally:
             stats = notifier.stats.as_dict()
+            # a RecordingError here (a disk still full) says in one line what was lost
             recorder.close(stats=stats, backend=notifier.name, compact=compact)
+        dropped = f", {recorder.dropped} dropped while writes failed" if recorder.dropped else ""
         err.print(
             f"runctrace: wrote {recorder.rows_written} events to {output} "
             f"({stats['adds']} add, {stats['initial']} initial, {stats['removes']} remove, "
-            f"{stats['lost']} lost, {stats['missed']} missed, {stats['unread']} unread)"
+            f"{stats['lost']} lost, {stats['missed']} missed, {stats['unread']} unread{dropped})"
         )
 
 

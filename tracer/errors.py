@@ -3,7 +3,7 @@
     RunctraceError                 base; the CLI prints it as one line, exit 1
     ├── NotSupported               a backend cannot run here (no root, no fanotify, ...)
     ├── RuntimeNotFound            no runc binary at any path tried
-    └── RecordingError             the output cannot be written (full disk, bad path)
+    └── RecordingError             the output cannot be written (a bad or untrusted path; a disk still full at stop)
 
 OS errors are translated at the boundary with ``raise ... from err`` so the cause
 stays in the traceback for developers but the message alone tells the user what to do.
