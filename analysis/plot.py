@@ -20,6 +20,7 @@ from typing import Optional
 import pandas as pd
 
 from runctrace.errors import RunctraceError
+from runctrace.safetext import printable
 
 from .report import Report
 
@@ -62,9 +63,11 @@ def plot_rates(ax, timeline: pd.DataFrame, loops: Optional[pd.DataFrame] = None,
             if hi <= lo:
                 hi = lo + width
             ax.axvspan(lo, hi, color=LOOP_COLOR, alpha=0.15, label="restart loop" if i == 0 else None)
-            ax.annotate(f"{r.logical_container[:40]}: {r.max_restarts_in_window} restarts",
+            # A name is shown as text: escapes visible, and no mathtext (a "$" in it
+            # would otherwise be parsed, and a malformed formula stops the drawing).
+            ax.annotate(f"{printable(r.logical_container)[:40]}: {r.max_restarts_in_window} restarts",
                         xy=(lo, 1), xycoords=("data", "axes fraction"), xytext=(2, -12 - 11 * i),
-                        textcoords="offset points", fontsize=7, color=LOOP_COLOR)
+                        textcoords="offset points", fontsize=7, color=LOOP_COLOR, parse_math=False)
     ax.set_ylabel("containers / interval")
     ax.set_title("Starts (up) and stops (down)")
     ax.legend(loc="lower right", fontsize=8)
@@ -141,11 +144,11 @@ def save(report: Report, path: str) -> str:
         from .render import headline
 
         b64 = base64.b64encode(data).decode("ascii")
-        notes = "".join(f"<p class=note>note: {html.escape(n)}</p>" for n in report.notes)
+        notes = "".join(f"<p class=note>note: {html.escape(printable(n))}</p>" for n in report.notes)
         content = (
             "<!doctype html>\n<html><head><meta charset=utf-8><title>runctrace report</title>"
             "<style>body{font-family:sans-serif;margin:2em}img{max-width:100%}.note{color:#a60}</style>"
-            f"</head><body><h1>runctrace report</h1><p>{html.escape(headline(report))}</p>{notes}"
+            f"</head><body><h1>runctrace report</h1><p>{html.escape(printable(headline(report)))}</p>{notes}"
             f"<img alt='churn plots' src='data:image/png;base64,{b64}'></body></html>\n"
         ).encode("utf-8")
     try:

@@ -3,6 +3,16 @@
 The human formats (table, markdown) are built from one list of :class:`Section`
 objects, so they always show the same things; JSON and CSV come from
 :func:`runctrace.analysis.report.to_dict` / :func:`~runctrace.analysis.report.to_long`.
+
+Names, hostnames, arguments, notes and file names come from whoever created the
+containers or wrote into the dataset directory. Each format is the edge where they
+are made safe for what reads it:
+
+- table: every piece of text through :func:`runctrace.safetext.printable` (an escape
+  sequence or a newline is shown, not run), and as rich ``Text``, never as markup
+  (a ``[/]`` in a name would otherwise be a tag, or an error);
+- markdown: the same, and markdown's own characters escaped (:func:`_md_cell`);
+- JSON and CSV: valid whatever the text (:func:`_machine`).
 """
 
 from __future__ import annotations
@@ -10,12 +20,16 @@ from __future__ import annotations
 import io as _io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from runctrace.safetext import escape, is_clean, printable
 
 from .report import Report, to_dict, to_long
 
@@ -153,26 +167,31 @@ def _interval(td: pd.Timedelta) -> str:
     return duration(td.total_seconds()).replace("m00s", "m").replace("h00m", "h").replace(".0s", "s")
 
 
+def shown(text, style: str = "") -> Text:
+    """Any text for a rich console: escapes made visible, nothing read as markup."""
+    return Text(printable(text), style=style)
+
+
 def print_table(report: Report, console: Console) -> None:
     """The default format: rich tables on the terminal."""
-    console.print(f"[bold]runctrace report[/]: {headline(report)}")
+    console.print(Text.assemble(("runctrace report", "bold"), ": ", shown(headline(report))))
     for note in report.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(Text.assemble(("note:", "yellow"), " ", shown(note)))
     for sec in sections(report):
-        table = Table(title=sec.title, title_justify="left", title_style="bold", show_header=any(sec.headers))
+        table = Table(title=shown(sec.title), title_justify="left", title_style="bold", show_header=any(sec.headers))
         for i, h in enumerate(sec.headers):
             # Numbers never wrap; names fold onto more lines when the terminal is narrow.
             if i in sec.right:
-                table.add_column(h, justify="right", no_wrap=True, min_width=len(h))
+                table.add_column(shown(h), justify="right", no_wrap=True, min_width=len(h))
             else:
-                table.add_column(h, overflow="fold", min_width=min(len(h) or 8, 12))
+                table.add_column(shown(h), overflow="fold", min_width=min(len(h) or 8, 12))
         for row in sec.rows:
-            table.add_row(*map(str, row))
+            table.add_row(*map(shown, row))
         if not sec.rows:
             table.add_row(*(["(none)"] + [""] * (len(sec.headers) - 1)))
         console.print(table)
         if sec.note:
-            console.print(f"  [dim]{sec.note}[/]")
+            console.print(Text("  ") + shown(sec.note, "dim"))
 
 
 def table_text(report: Report, width: int = 120) -> str:
@@ -181,32 +200,77 @@ def table_text(report: Report, width: int = 120) -> str:
     return buf.getvalue()
 
 
+# Characters markdown acts on inside a line: a table cell's end, emphasis, code, links
+# and images, HTML. A backslash before any ASCII punctuation shows it as itself.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<|~&])")
+
+
 def _md_cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text for a markdown line or table cell: printable, markdown's characters escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", printable(text))
 
 
 def to_markdown(report: Report) -> str:
-    lines = ["# runctrace report", "", headline(report), ""]
+    lines = ["# runctrace report", "", _md_cell(headline(report)), ""]
     for note in report.notes:
         lines.append(f"> note: {_md_cell(note)}")
     if report.notes:
         lines.append("")
     for sec in sections(report):
-        lines += [f"## {sec.title}", ""]
+        lines += [f"## {printable(sec.title)}", ""]
         headers = [h or " " for h in sec.headers]
         lines.append("| " + " | ".join(map(_md_cell, headers)) + " |")
         lines.append("|" + "|".join("---:" if i in sec.right else "---" for i in range(len(headers))) + "|")
         for row in sec.rows or [["(none)"] + [""] * (len(headers) - 1)]:
             lines.append("| " + " | ".join(map(_md_cell, row)) + " |")
         if sec.note:
-            lines += ["", f"_{sec.note}_"]
+            lines += ["", f"_{_md_cell(sec.note)}_"]
         lines.append("")
     return "\n".join(lines)
 
 
+def _machine(value):
+    """``value`` with every string a program can read back.
+
+    A string holding a byte that was not UTF-8 (a surrogate escape) cannot be
+    written as UTF-8, and JSON's ``\\udcXX`` for it is refused by strict parsers:
+    such a string is given in the recorder's escaped form (:func:`runctrace.safetext.escape`:
+    backslashes doubled, each odd byte ``\\xHH``), as the Parquet files store it.
+    Other strings are unchanged.
+    """
+    if isinstance(value, str):
+        return value if is_clean(value) else escape(value)
+    if isinstance(value, dict):
+        return {_machine(k): _machine(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_machine(v) for v in value]
+    return value
+
+
 def to_json(report: Report) -> str:
-    return json.dumps(to_dict(report), indent=2, ensure_ascii=False)
+    # ensure_ascii: control characters, C1 controls and bidirectional overrides are
+    # written as \uXXXX escapes, so the document shows as itself on a terminal too.
+    return json.dumps(_machine(to_dict(report)), indent=2, ensure_ascii=True)
 
 
 def to_csv(report: Report) -> str:
-    return to_long(report).to_csv(index=False, lineterminator="\n")
+    table = to_long(report)
+    lines = [_csv_line(table.columns)]
+    lines += [_csv_line(row) for row in table.itertuples(index=False, name=None)]
+    return "".join(lines)
+
+
+def _csv_line(fields) -> str:
+    """One CSV record (RFC 4180 quoting, ``\\n`` at the end); strings as :func:`_machine` gives them.
+
+    Written here because Python's csv module (and pandas, which uses it) quotes a
+    field for the characters of its line terminator only: with ``\\n`` a lone
+    ``\\r`` in a name went out unquoted, and CSV readers take it for a line break.
+    """
+    out = []
+    for value in fields:
+        text = "" if value is None else _machine(value) if isinstance(value, str) else str(value)
+        if any(ch in text for ch in ',"\r\n'):
+            text = '"' + text.replace('"', '""') + '"'
+        out.append(text)
+    return ",".join(out) + "\n"

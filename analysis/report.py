@@ -302,4 +302,6 @@ def to_long(report: Report) -> pd.DataFrame:
         flat("lifetime_histogram", f"{r['lo_s']:g}-{r['hi_s']:g}", r, skip=("lo_s", "hi_s"))
     for i, note in enumerate(d["notes"]):
         rows.append(("notes", str(i), "note", note))
-    return pd.DataFrame(rows, columns=CSV_COLUMNS)
+    # Python objects, not inferred strings: a key or value may hold bytes that were
+    # not UTF-8 (surrogate escapes), which pandas' strings refuse.
+    return pd.DataFrame({c: pd.Series([r[i] for r in rows], dtype=object) for i, c in enumerate(CSV_COLUMNS)})

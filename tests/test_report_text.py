@@ -12,6 +12,7 @@ import csv
 import io as _io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -31,12 +32,14 @@ def odd(raw: bytes) -> str:
     return os.fsdecode(raw)
 
 
-# A screen clear, a forged line of the recorder's own output, and a byte that is not UTF-8.
+# A screen clear, a forged line of the recorder's own output, a byte that is not
+# UTF-8, a terminal title, a bidirectional override, rich markup, markdown, mathtext.
 ODD_ID = odd(b"evil\x1b[2J\nadd fake-container\xff")
-ODD_ARGS = ["sh", "-c", odd(b"\x1b]0;pwned\x07 \xe2\x80\xae gnp.exe \xfe [bold]x[/] |cell|")]
-ODD_HOSTNAME = odd(b"host[/]\xc2\x9b31m\xff")
+ODD_ARGS = ["sh", "-c", odd(b"\x1b]0;pwned\x07 \xe2\x80\xae gnp.exe \xfe [bold]x[/] |cell| <b>"),
+            "\nadd fake-container 00:00:01"]
+ODD_HOSTNAME = odd(b"$\\frac$[/]\xc2\x9b31m\xff")  # a C1 CSI, as UTF-8
 ODD_POD = odd(b"pod\r\x1b[31mred\xff")
-ODD_IMAGE = odd(b"ghcr.io/x/y:\xfe")
+ODD_IMAGE = "ghcr.io/x/y:\x1b[2J\n"  # valid UTF-8: stored as it is, shown escaped
 LITERAL = "lit\\xff\\\\"  # valid UTF-8 that looks like an escape: never undone
 TEXT_COLUMNS = ("container_id", "bundle", "process_args", "hostname", "pod_name", "image_name", "annotations")
 K8S = s.kubernetes("prod", "placeholder", "app", "placeholder")
@@ -147,3 +150,98 @@ def test_an_escaped_list_naming_other_columns_changes_nothing_else(tmp_path):
     assert ev.container_id.tolist() == ["a", "b\\x41"]  # only the column the row names is undone
     assert ev.time.tolist() == [s.BASE, s.BASE + pd.Timedelta(seconds=1)]
     assert ev.container_id.dtype != object  # nothing odd in it: pandas strings still
+
+
+# ---------------------------------------------------------------- output
+
+
+def report(*args, env=None) -> subprocess.CompletedProcess:
+    """``runctrace report`` as an operator runs it: real stdout and stderr, as bytes."""
+    env = {**os.environ, "COLUMNS": "400", **(env or {})}  # wide: a cell on one line
+    return subprocess.run([sys.executable, "-m", "runctrace", "report", *map(str, args)],
+                          capture_output=True, timeout=120, env=env)
+
+
+def assert_inert(raw: bytes) -> str:
+    """Terminal output that runs nothing: UTF-8, no control byte but newlines, no
+    override, and no line that the data began."""
+    text = raw.decode("utf-8")  # strict: no stray byte got through
+    assert not any(ch in text for ch in "\x1b\x07\r\x9b\u202e"), text
+    assert not any(line.lstrip("│| ").startswith("add fake") for line in text.splitlines())
+    return text
+
+
+LOOP_ARGS = ["--restart-threshold", "3", "--by", "command"]
+
+
+def test_table_shows_escapes_and_runs_none(recording):
+    res = report(recording, *LOOP_ARGS)
+    assert res.returncode == 0, res.stderr
+    out = assert_inert(res.stdout)
+    shown = safetext.printable(" ".join(ODD_ARGS))
+    assert shown.startswith("sh -c \\x1b]0;pwned\\x07 \\u202e gnp.exe \\xfe [bold]x[/] |cell| <b> \\x0aadd fake")
+    assert shown in out  # the top churner, as one line
+    assert f"node1: by-hand/{safetext.printable(ODD_HOSTNAME)} {shown}" in out  # the restart loop
+    res = report(recording, "--by", "image")
+    assert "ghcr.io/x/y:\\x1b[2J\\x0a" in assert_inert(res.stdout)
+
+
+def test_markdown_keeps_each_row_in_its_cells(recording):
+    res = report(recording, *LOOP_ARGS, "--format", "markdown")
+    out = assert_inert(res.stdout)
+    rows = [line for line in out.splitlines() if line.startswith("| node1: by-hand/")]
+    assert len(rows) == 1
+    cells = [c for c in re.split(r"(?<!\\)\|", rows[0])[1:-1]]  # split on pipes markdown sees
+    assert len(cells) == 7
+    assert re.search(r"(?<!\\)<b>", out) is None and "\\<b>" in out and "\\[bold\\]" in out
+
+
+def test_json_is_valid_and_plain_ascii(recording):
+    res = report(recording, *LOOP_ARGS, "--format", "json")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.isascii()
+    doc = json.loads(res.stdout)
+    # Bytes that were not UTF-8: in the stored (escaped) form; valid text: exactly.
+    assert safetext.escape(" ".join(ODD_ARGS)) in [r["group"] for r in doc["top"]["rows"]]
+    loops = {loop["kind"]: loop for loop in doc["restart_loops"]}
+    assert loops["host"]["hostname"] == safetext.escape(ODD_HOSTNAME)
+    assert loops["kubernetes"]["pod_name"] == safetext.escape(ODD_POD)
+    assert loops["kubernetes"]["image_name"] == ODD_IMAGE
+
+
+def test_csv_is_valid_and_keeps_fields_whole(recording):
+    res = report(recording, *LOOP_ARGS, "--format", "csv")
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.reader(_io.StringIO(res.stdout.decode("utf-8"), newline="")))
+    assert all(len(r) == 4 for r in rows)
+    loop = safetext.escape(f"node1: by-hand/{ODD_HOSTNAME} {' '.join(ODD_ARGS)}")
+    assert ["restart_loops", loop, "restarts", "5"] in rows
+    assert ["restart_loops", "prod/" + safetext.escape(ODD_POD) + "/app", "image_name", ODD_IMAGE] in rows
+
+
+def test_plots_take_such_names(recording, tmp_path):
+    page = tmp_path / "churn.html"
+    res = report(recording, *LOOP_ARGS, "--plot", page)  # a "$\frac$" in a label is not mathtext
+    assert res.returncode == 0, res.stderr
+    assert_inert(page.read_bytes())
+
+
+def test_notes_and_errors_quote_file_names_as_text(recording, tmp_path):
+    data = tmp_path / "data"
+    s.write_dataset([s.add("a", 0)], data)
+    day = next(data.glob("host=*/date=*"))
+    os.mkfifo(os.path.join(os.fsencode(day), b"x\x1b[2J\nadd fake[bold]\xff.parquet"))
+    res = report(data, "--format", "json")
+    assert res.returncode == 0, res.stderr
+    notes = [line for line in assert_inert(res.stderr).splitlines() if line.startswith("runctrace: note: ")]
+    assert len(notes) == 1 and notes[0].endswith("/x\\x1b[2J\\x0aadd fake[bold]\\xff.parquet: a FIFO, not a regular file")
+    assert "x\\u001b[2J\\nadd fake[bold]\\\\xff.parquet" in res.stdout.decode()  # the JSON's notes
+    assert "x\\x1b[2J\\x0aadd fake[bold]\\xff.parquet" in assert_inert(report(data).stdout)  # the table's
+
+    bad = os.path.join(os.fsencode(tmp_path), b"bad\x1b[2J[bold]\xff.parquet")
+    with open(bad, "wb") as f:
+        f.write(b"not parquet")
+    res = report(os.fsdecode(bad))
+    assert res.returncode == 1
+    err = assert_inert(res.stderr)
+    assert err.count("\n") == 1 and err.startswith("runctrace: error: ") and "bad\\x1b[2J[bold]\\xff.parquet" in err

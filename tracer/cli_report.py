@@ -8,17 +8,19 @@ analysis itself is in ``runctrace.analysis.churn``; the formats in
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import sys
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from .analysis import io, render
 from .analysis.churn import BY_COLUMNS, parse_duration
 from .analysis.report import ReportOptions, build_report, parse_time
-from .cli import _one_line_errors, app
+from .cli import app
 from .errors import RunctraceError
 
 
@@ -74,8 +76,29 @@ Kubernetes) starting more than N times within the window.
 """
 
 
+def _say(console: Console, *parts) -> None:
+    """One line on ``console``: ``runctrace:`` and the parts, each shown as text
+    (:func:`runctrace.analysis.render.shown`): file names and notes come from the data."""
+    console.print(Text.assemble("runctrace: ", *(p if isinstance(p, Text) else render.shown(p) for p in parts)))
+
+
+def _safe_errors(fn):
+    """Like :func:`runctrace.cli._one_line_errors`, for messages that quote file names
+    from the dataset directory: printed as text, never as rich markup, escapes shown."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RunctraceError as err:
+            _say(Console(stderr=True, highlight=False, soft_wrap=True), Text("error:", "bold red"), " ", str(err))
+            raise typer.Exit(1)
+
+    return wrapper
+
+
 @app.command(epilog=REPORT_EXAMPLES)
-@_one_line_errors
+@_safe_errors
 def report(
     paths: List[str] = typer.Argument(..., help="Recordings: Parquet files and/or directories of them."),
     since: Optional[str] = typer.Option(None, "--since", help="Only events at or after this time: ISO 8601 (UTC unless an offset is given) or a duration ago (2h, 30m, 1d)."),
@@ -126,11 +149,11 @@ def report(
         filtered = any([since, until, host, namespace, image])
         message = "no events" + (" match the filters" if filtered else f" in {', '.join(paths)}")
         if fmt in (Format.json, Format.csv):
-            err.print(f"runctrace: {message}")  # the document below is still valid, with zeros
+            _say(err, message)  # the document below is still valid, with zeros
         else:
             for note in result.notes:
-                err.print(f"runctrace: note: {note}")
-            Console(highlight=False, soft_wrap=True).print(f"runctrace: {message}")
+                _say(err, "note: ", note)
+            _say(Console(highlight=False, soft_wrap=True), message)
             return
 
     if fmt is Format.table:
@@ -145,13 +168,13 @@ def report(
         sys.stdout.write(render.to_csv(result))
     if fmt in (Format.json, Format.csv):
         for note in result.notes:
-            err.print(f"runctrace: note: {note}")
+            _say(err, "note: ", note)
 
     if plot:
         if result.empty:
-            err.print(f"runctrace: no plot written to {plot}: no events")
+            _say(err, f"no plot written to {plot}: no events")
         else:
             from .analysis import plot as plots
 
             plots.save(result, plot)
-            err.print(f"runctrace: wrote {plot}")
+            _say(err, f"wrote {plot}")
