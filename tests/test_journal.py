@@ -160,7 +160,7 @@ def test_a_torn_last_line_is_skipped_and_the_journal_removed(tmp_path):
     rec = DatasetRecorder(str(root), host="h")
     rec.close()
     assert rec.recovered == 1
-    assert rec.unrecovered == [f"{journal.name}: its last line, cut short, skipped"]
+    assert rec.unrecovered == [f"journal {journal.name}: 1 event(s) recovered, its last line, cut short, skipped"]
     assert read(root).column("container_id").to_pylist() == ["a"]
     assert not list(root.glob("host=h/.journal-*"))
 
@@ -174,7 +174,8 @@ def test_garbled_lines_are_skipped_counted_and_the_journal_kept(tmp_path):
     rec.close()
     assert rec.recovered == 1
     kept = journal.with_name(journal.name + ".recovered")
-    assert rec.unrecovered == [f"{kept.name}: 3 unreadable line(s) skipped, 1 events recovered"]
+    assert rec.unrecovered == [f"journal {journal.name}: 1 event(s) recovered, 3 unreadable line(s) skipped; "
+                               f"kept as {kept.name}"]
     assert read(root).column("container_id").to_pylist() == ["a"]
     assert journals(root) == [kept]  # nothing it could not read is deleted
     assert DatasetRecorder(str(root), host="h").recovered == 0  # and nothing is recovered twice
@@ -212,7 +213,7 @@ def test_a_journal_that_is_no_table_is_kept_aside_and_named(tmp_path, monkeypatc
     rec.write(event("b", T0 + 1))
     rec.close()
     assert rec.recovered == 0 and len(rec.unrecovered) == 1
-    assert rec.unrecovered[0].startswith(journal.name + ".bad (")
+    assert rec.unrecovered[0].startswith(f"journal {journal.name} set aside as {journal.name}.bad: ArrowInvalid")
     assert journals(root) == [journal.with_name(journal.name + ".bad")]
     assert read(root).column("container_id").to_pylist() == ["b"]
     from runctrace.analysis import io

@@ -63,7 +63,7 @@ def test_a_journal_the_recorder_did_not_write_alone_is_set_aside_unread(tmp_path
     assert journals(root) == [aside] and aside.read_bytes() == row_line("forged")  # kept, as it was
     assert rec.recovered == 0 and ids(root) == []
     (note,) = recovery_notes(rec)
-    assert note.startswith(f"journal not recovered: {aside.name} (not trusted: ") and "\n" not in note
+    assert note.startswith(f"journal {journal.name} set aside as {aside.name}, unread: not trusted (") and "\n" not in note
 
 
 @pytest.mark.parametrize("kind", ["fifo", "symlink", "directory"])
@@ -155,7 +155,8 @@ def test_a_line_that_is_no_row_the_recorder_writes_is_counted_not_raised(tmp_pat
     rec = DatasetRecorder(str(root), host="h")
     rec.close()
     assert rec.recovered == 1 and ids(root) == ["a"]
-    assert rec.unrecovered == [f"{journal.name}.recovered: 1 unreadable line(s) skipped, 1 events recovered"]
+    assert rec.unrecovered == [f"journal {journal.name}: 1 event(s) recovered, 1 unreadable line(s) skipped; "
+                               f"kept as {journal.name}.recovered"]
 
 
 def test_a_line_over_the_cap_is_skipped_without_being_held(tmp_path, monkeypatch):
@@ -168,7 +169,8 @@ def test_a_line_over_the_cap_is_skipped_without_being_held(tmp_path, monkeypatch
     rec = DatasetRecorder(str(root), host="h")
     rec.close()
     assert sorted(ids(root)) == ["a", "after"]
-    assert rec.unrecovered == [f"{journal.name}.recovered: 1 unreadable line(s) skipped, 2 events recovered"]
+    assert rec.unrecovered == [f"journal {journal.name}: 2 event(s) recovered, 1 unreadable line(s) skipped; "
+                               f"kept as {journal.name}.recovered"]
 
 
 def test_a_journal_over_the_size_cap_is_set_aside_unread(tmp_path, monkeypatch):
@@ -191,7 +193,7 @@ def test_a_journal_that_cannot_be_written_now_stays_for_the_next_start(tmp_path,
 
     monkeypatch.setattr(DatasetRecorder, "_write_file", full)
     rec = DatasetRecorder(str(root), host="h")  # starts anyway
-    assert rec.unrecovered == [f"{journal.name} (kept for the next start: no space left on the device)"]
+    assert rec.unrecovered == [f"journal {journal.name} kept for the next start: no space left on the device"]
     monkeypatch.undo()
     rec.close()
     assert journals(root) == [journal]

@@ -1074,7 +1074,7 @@ class DatasetRecorder(_Buffered):
         self._journaled_bytes = 0
         self._journaled_since = 0.0
         self.recovered = 0  # rows of crashed recorders' journals written at start
-        self.unrecovered: list[str] = []  # journals that could not be read, or trusted: kept, and named
+        self.unrecovered: list[str] = []  # a note on each journal not simply recovered: kept, and named
         try:
             self._clean_leftovers()
             self._recover_journals()
@@ -1194,7 +1194,7 @@ class DatasetRecorder(_Buffered):
             try:
                 self._recover_journal(name, int(m[1]), int(m[2]))
             except OSError as err:  # one journal never keeps the recorder from starting
-                self.unrecovered.append(f"{name} (kept as it is: {_why(err)})")
+                self.unrecovered.append(f"journal {name} kept as it is: {_why(err)}")
 
     def _recover_journal(self, name: str, pid: int, segment: int) -> None:
         host_fd = self._host_fd
@@ -1211,13 +1211,14 @@ class DatasetRecorder(_Buffered):
                 return
             except OSError as err:
                 if err.errno == errno.EFBIG:
-                    self.unrecovered.append(f"{_set_aside(name, '.bad', host_fd)} ({err.strerror}: not read)")
+                    self.unrecovered.append(
+                        f"journal {name} set aside as {_set_aside(name, '.bad', host_fd)}, unread: {err.strerror}")
                     return
                 if err.errno not in (errno.EINVAL, errno.ELOOP):
                     raise
                 why = _kind(os.stat(name, dir_fd=host_fd, follow_symlinks=False).st_mode)  # swapped since
         if why is not None:
-            self.unrecovered.append(f"{_set_aside(name, '.untrusted', host_fd)} (not trusted: {why}; not read)")
+            self._untrusted(name, why)
             return
         try:
             try:
@@ -1228,34 +1229,40 @@ class DatasetRecorder(_Buffered):
                 return  # recovered (or set aside) by another recorder before we got the lock
             why = _trusted_journal(os.fstat(fd))  # the file opened, not the name stat'ed
             if why is not None:
-                self.unrecovered.append(f"{_set_aside(name, '.untrusted', host_fd)} (not trusted: {why}; not read)")
+                self._untrusted(name, why)
                 return
             try:
                 rows, recorded, bad, torn = _read_journal(fd)
                 self._write_parts(rows, pid, segment, self._metadata(recorded), skip_existing=True)
             except OSError as err:
                 # the journal is fine, the disk is not (full, EIO): the next start tries again
-                self.unrecovered.append(f"{name} (kept for the next start: {_why(err)})")
+                self.unrecovered.append(f"journal {name} kept for the next start: {_why(err)}")
                 return
             except Exception as err:  # whatever the journal holds, the recorder starts
                 # the error may quote the journal: shown to a terminal, short and inert
                 why = printable(f"{type(err).__name__}: {err}")
                 why = why if len(why) <= 300 else why[:300] + "..."
-                self.unrecovered.append(f"{_set_aside(name, '.bad', host_fd)} ({why})")
+                self.unrecovered.append(f"journal {name} set aside as {_set_aside(name, '.bad', host_fd)}: {why}")
                 return
             self.recovered += len(rows)
             if bad > torn:
                 # lines the recorder did not write as they are (edited, damaged, or a
                 # future version's): the rows are in Parquet now, the journal is kept
                 kept = _set_aside(name, ".recovered", host_fd)
-                self.unrecovered.append(f"{kept}: {bad} unreadable line(s) skipped, {len(rows)} events recovered")
+                self.unrecovered.append(f"journal {name}: {len(rows)} event(s) recovered, {bad} unreadable "
+                                        f"line(s) skipped; kept as {kept}")
             else:
                 os.unlink(name, dir_fd=host_fd)
                 if bad:
-                    self.unrecovered.append(f"{name}: its last line, cut short, skipped")
+                    self.unrecovered.append(f"journal {name}: {len(rows)} event(s) recovered, its last line, "
+                                            "cut short, skipped")
             os.fsync(host_fd)
         finally:
             os.close(fd)
+
+    def _untrusted(self, name: str, why: str) -> None:
+        self.unrecovered.append(
+            f"journal {name} set aside as {_set_aside(name, '.untrusted', self._host_fd)}, unread: not trusted ({why})")
 
     def _clean_leftovers(self) -> None:
         """After a crash: drop half-written temp files, finish an interrupted compaction."""
@@ -1387,7 +1394,7 @@ def recovery_notes(recorder: _Buffered) -> list[str]:
     notes = []
     if getattr(recorder, "recovered", 0):
         notes.append(f"recovered {recorder.recovered} events from the journal of a recorder that did not stop cleanly")
-    notes += [f"journal not recovered: {name}" for name in getattr(recorder, "unrecovered", [])]
+    notes += getattr(recorder, "unrecovered", [])
     return notes
 
 
