@@ -136,6 +136,7 @@ class FileInfo:
     backend: Optional[str]
     stats: dict = field(default_factory=dict)
     compacted_from: List[str] = field(default_factory=list)
+    owner: Optional[int] = None  # uid of the file, from fstat
 
     @property
     def enriched(self) -> bool:
@@ -265,6 +266,7 @@ class _Files(pafs.FileSystemHandler):
 def _read_footer(path: str, source: str, follow: bool = False) -> FileInfo:
     try:
         with _open_regular(path, follow) as f:
+            owner = os.fstat(f.fileno()).st_uid
             meta = pq.read_metadata(f)
         schema = meta.schema.to_arrow_schema()
     except (pa.ArrowException, OSError, ValueError) as err:
@@ -301,6 +303,7 @@ def _read_footer(path: str, source: str, follow: bool = False) -> FileInfo:
         backend=decode(BACKEND_KEY),
         stats=load_json(STATS_KEY, {}),
         compacted_from=[s for s in load_json(COMPACTED_KEY, []) if isinstance(s, str)],
+        owner=owner,
     )
 
 
@@ -474,15 +477,30 @@ class Recordings:
         unread = {e.path for e in read if isinstance(e, _NotRegularFile)}
         found = [(src, [f for f in files if f not in unread], base) for src, files, base in found]
         # A compacted file replaces the files it lists (same directory); after a
-        # crash they can still be there: read each event once.
-        replaced = {
-            os.path.join(os.path.dirname(i.path), name)
-            for i in infos for name in i.compacted_from if "/" not in name and name != os.path.basename(i.path)
-        }
+        # crash they can still be there: read each event once. Only files of its
+        # own owner: a file someone else put in the directory cannot hide the
+        # recorder's.
+        owner = {i.path: i.owner for i in infos}
+        replaced, refused = set(), []
+        for i in infos:
+            for name in i.compacted_from:
+                listed = os.path.join(os.path.dirname(i.path), name)
+                if "/" in name or listed == i.path or listed not in owner:
+                    continue
+                if owner[listed] == i.owner:
+                    replaced.add(listed)
+                else:
+                    refused.append((i.path, listed))
+        if refused:
+            compact, listed = refused[0]
+            self.notes.append(
+                f"read {len(refused)} file(s) all the same that a file of another owner lists as merged into it, "
+                f"e.g. {listed} (listed by {compact})"
+            )
         self._infos = [i for i in infos if i.path not in replaced]
         self._sources = [(src, [f for f in files if f not in replaced], base) for src, files, base in found]
-        if replaced & {i.path for i in infos}:
-            self.notes.append(f"skipped {len(replaced & {i.path for i in infos})} file(s) already merged into a compact-*.parquet")
+        if replaced:
+            self.notes.append(f"skipped {len(replaced)} file(s) already merged into a compact-*.parquet")
         self._check_versions()
 
     def _check_versions(self) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 
+import pyarrow.parquet as pq
 import pytest
 
 from runctrace.analysis import io
@@ -149,3 +150,19 @@ def test_a_file_replaced_by_a_fifo_after_its_footer_was_read_is_an_error_not_a_h
     assert not reader.is_alive(), "reading blocked on the FIFO"
     assert isinstance(outcome[0], RunctraceError), outcome
     assert "a FIFO, not a regular file" in str(outcome[0])
+
+
+@pytest.mark.root
+def test_a_file_of_another_owner_cannot_hide_recordings_by_listing_them_as_merged(dataset):
+    day = day_dir(dataset)
+    listed = [p.name for p in day.glob("*.parquet")]
+    t = pq.read_table(next(day.glob("*.parquet"))).slice(0, 0)  # no events of its own
+    meta = dict(t.schema.metadata or {})
+    meta[b"runctrace.compacted_from"] = json.dumps(listed).encode()
+    planted = day / "compact-1-1-000001.parquet"
+    pq.write_table(t.replace_schema_metadata(meta), planted)
+    assert len(io.load_events(dataset)) == 0  # same owner: taken as merged (a compaction a crash cut short)
+    os.chown(planted, 4242, 4242)
+    rec = io.open_recordings(dataset)
+    assert len(rec.events()) == 2
+    assert any(n.startswith("read 1 file(s) all the same that a file of another owner lists") for n in rec.notes)
