@@ -363,10 +363,16 @@ def _parquet_files(directory: str):
 def _journals(directory: str) -> List[str]:
     """The recorders' journals in a dataset directory (``host=*/.journal-*.jsonl``),
     and those a recorder could not read and kept aside (``.jsonl.bad``)."""
+    def names(d):
+        try:
+            return sorted(os.listdir(d))
+        except OSError:  # unreadable: _parquet_files has said so
+            return []
+
     out = []
-    for host in sorted(os.listdir(directory)):
+    for host in names(directory):
         if host.startswith("host=") and os.path.isdir(os.path.join(directory, host)):
-            out.extend(os.path.join(directory, host, n) for n in sorted(os.listdir(os.path.join(directory, host)))
+            out.extend(os.path.join(directory, host, n) for n in names(os.path.join(directory, host))
                        if JOURNAL_NAME.match(n.removesuffix(".bad")))
     return out
 

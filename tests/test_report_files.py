@@ -118,14 +118,16 @@ def test_a_file_name_that_is_not_utf8_is_read(dataset):
 def test_an_unlistable_directory_is_a_note(dataset, monkeypatch):
     locked = dataset / "host=locked"
     locked.mkdir()
-    scandir = os.scandir
 
-    def refuse(path):  # what a directory of mode 0 does to anyone but root
-        if os.fspath(path) == os.fspath(locked):
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return scandir(path)
+    def refusing(listing):  # what a directory of mode 0 does to anyone but root
+        def refuse(path):
+            if os.fspath(path) == os.fspath(locked):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return listing(path)
+        return refuse
 
-    monkeypatch.setattr(os, "scandir", refuse)
+    monkeypatch.setattr(os, "scandir", refusing(os.scandir))
+    monkeypatch.setattr(os, "listdir", refusing(os.listdir))
     rec = io.open_recordings(dataset)
     assert len(rec.events()) == 2
     assert f"could not list {locked}: Permission denied; files in it are left out" in rec.notes
