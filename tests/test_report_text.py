@@ -245,3 +245,16 @@ def test_notes_and_errors_quote_file_names_as_text(recording, tmp_path):
     assert res.returncode == 1
     err = assert_inert(res.stderr)
     assert err.count("\n") == 1 and err.startswith("runctrace: error: ") and "bad\\x1b[2J[bold]\\xff.parquet" in err
+
+
+def test_what_the_recorder_itself_writes_is_read_back(tmp_path):
+    # The recorder's own row maker (schema.event_to_row, through sample) decides
+    # what is escaped; the reader must undo exactly that.
+    # (Not in the spec: a spec is valid UTF-8, or it is not recorded.)
+    rows = [s.add(ODD_ID, 0), s.remove(ODD_ID, 1, exit_code=0, started=0)]
+    path = s.write_file(rows, tmp_path / "r.parquet")
+    ev = io.load_events(path, columns=["container_id", "bundle", "runtime_args"])
+    assert ev.container_id.tolist() == [ODD_ID, ODD_ID]
+    assert ev.bundle.iloc[0] == f"/run/bundles/{ODD_ID}"
+    assert list(ev.runtime_args.iloc[0])[-1] == ODD_ID
+    assert build_report(io.load_events(path)).summary["ended"] == 1
