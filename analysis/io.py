@@ -362,7 +362,8 @@ def _parquet_files(directory: str):
 
 def _journals(directory: str) -> List[str]:
     """The recorders' journals in a dataset directory (``host=*/.journal-*.jsonl``),
-    and those a recorder could not read and kept aside (``.jsonl.bad``)."""
+    and those a recorder kept aside: unreadable (``.jsonl.bad``), or not its own to
+    trust (``.jsonl.untrusted``: another user's, or with other links or modes)."""
     def names(d):
         try:
             return sorted(os.listdir(d))
@@ -373,7 +374,7 @@ def _journals(directory: str) -> List[str]:
     for host in names(directory):
         if host.startswith("host=") and os.path.isdir(os.path.join(directory, host)):
             out.extend(os.path.join(directory, host, n) for n in names(os.path.join(directory, host))
-                       if JOURNAL_NAME.match(n.removesuffix(".bad")))
+                       if JOURNAL_NAME.match(n.removesuffix(".bad").removesuffix(".untrusted")))
     return out
 
 

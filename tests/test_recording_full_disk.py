@@ -226,6 +226,21 @@ def journal_text(root: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in root.glob("host=*/.journal-*.jsonl"))
 
 
+def stderr_until(proc, needle: str, timeout: float) -> str:
+    """What ``proc`` writes on stderr, read as it comes, until a line holds ``needle``."""
+    import select
+
+    fd, seen = proc.stderr.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while needle.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([fd], [], [], left)[0], f"no {needle!r} on stderr: {seen!r}"
+        chunk = os.read(fd, 4096)
+        assert chunk, f"stderr closed before {needle!r}: {seen!r}"
+        seen += chunk
+    return seen.decode(errors="replace")
+
+
 def wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -251,12 +266,15 @@ def test_record_keeps_recording_through_a_full_disk(tmp_path, bundles, container
             during = [container_ids() for _ in range(3)]
             for cid in during:
                 runc("run", cid, cwd=b)
-            time.sleep(1.5)  # time for failed tries (nothing outside shows them: the status line is a terminal's)
+            # without a terminal, the recorder says on stderr that writes fail
+            told = stderr_until(rec.proc, "writes failing (cannot write to", 20)
+            assert "no space left on the device" in told
             assert rec.proc.poll() is None, rec.proc.stderr.read()  # still recording
             # (the first rows may fit in the journal's last, part-used page: not all of them)
             assert [cid for cid in during if cid not in journal_text(root)]
             filler.unlink()
             wait_for(lambda: all(cid in journal_text(root) for cid in during), 40, "the buffered rows")
+            stderr_until(rec.proc, "writes resumed", 20)
             after = container_ids()
             runc("run", after, cwd=b)
             wait_for(lambda: after in journal_text(root), 10, "the last container in the journal")

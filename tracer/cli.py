@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 # `record` writes Arrow buffers with glibc's malloc, not pyarrow's default mimalloc,
 # which hands out fresh pages where malloc reuses the same warm ones: a flush of 50
@@ -26,8 +27,9 @@ if sys.argv[1:2] == ["record"]:
 
 from .backends import CHOICES, open_notifier
 from .errors import RunctraceError
-from .recording import default_output, open_recorder, recovery_notes
+from .recording import default_output, open_recorder, recovery_notes, write_status
 from .session import Session, print_event, stop_signals
+from .safetext import printable
 from .views import EVENT_TABLE_HEADER, event_json, event_table_row
 
 app = typer.Typer(
@@ -45,7 +47,9 @@ def _one_line_errors(fn):
         try:
             return fn(*args, **kwargs)
         except RunctraceError as err:
-            Console(stderr=True).print(f"[bold red]runctrace: error:[/] {err}", highlight=False, soft_wrap=True)
+            # the message may quote a path or a name from outside: never markup, never raw
+            line = Text("runctrace: error:", style="bold red") + Text(" " + printable(str(err)))
+            Console(stderr=True).print(line, highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
     return wrapper
@@ -106,7 +110,7 @@ def record(
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         show = print_event(out)
         for line in recovery_notes(recorder):
-            err.print(f"runctrace: {line}", markup=False)
+            err.print(f"runctrace: {printable(line)}", markup=False)
 
         def on_event(event):
             recorder.write(event)
@@ -117,11 +121,13 @@ def record(
         session = Session(notifier, on_event,
                           on_idle=recorder.flush, idle_due=recorder.flush_due_in,
                           duration=duration, status_console=status_console, stop=stop,
-                          hold=recorder.rows_due_in if quiet else None)
+                          hold=recorder.rows_due_in if quiet else None,
+                          status_extra=lambda: write_status(recorder),
+                          notice=lambda text: err.print(f"runctrace: {printable(text)}", markup=False))
         try:
             if initial:  # before announcing: what runs now is "initial", anything later an "add"
                 notifier.discover_running()
-            err.print(f"runctrace: {why}; recording to {output}" + (f" for {duration:g}s" if duration else "; Ctrl-C to stop"))
+            err.print(f"runctrace: {why}; recording to {printable(output)}" + (f" for {duration:g}s" if duration else "; Ctrl-C to stop"))
             session.run()
         finally:
             stats = notifier.stats.as_dict()
@@ -129,7 +135,7 @@ def record(
             recorder.close(stats=stats, backend=notifier.name, compact=compact)
         dropped = f", {recorder.dropped} dropped while writes failed" if recorder.dropped else ""
         err.print(
-            f"runctrace: wrote {recorder.rows_written} events to {output} "
+            f"runctrace: wrote {recorder.rows_written} events to {printable(output)} "
             f"({stats['adds']} add, {stats['initial']} initial, {stats['removes']} remove, "
             f"{stats['lost']} lost, {stats['missed']} missed, {stats['unread']} unread{dropped})"
         )

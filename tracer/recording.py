@@ -1389,6 +1389,17 @@ class DatasetRecorder(_Buffered):
             raise RecordingError("; ".join(parts))
 
 
+def write_status(recorder: _Buffered) -> str:
+    """What the status line adds about writing: why writes fail now, and the rows
+    dropped so far (each part led by ", "; empty while all is well)."""
+    parts = []
+    if recorder.write_error:
+        parts.append(f"writes failing ({recorder.write_error}), {recorder.pending} waiting")
+    if recorder.dropped:
+        parts.append(f"{recorder.dropped} dropped")
+    return "".join(", " + part for part in parts)
+
+
 def recovery_notes(recorder: _Buffered) -> list[str]:
     """What a dataset recorder found of crashed recorders at start, for the user."""
     notes = []

@@ -136,6 +136,7 @@ class Session:
         stop: Optional[Stop] = None,
         hold: Optional[Callable[[], Optional[float]]] = None,
         status_extra: Callable[[], str] = lambda: "",
+        notice: Callable[[str], None] = lambda text: None,
     ) -> None:
         self.notifier = notifier
         self.on_event = on_event
@@ -144,6 +145,11 @@ class Session:
         self.duration = duration
         self.hold = hold
         self.status_extra = status_extra
+        # With no status line (not a terminal), a change of status_extra (writes
+        # failing, writes resumed) is told through ``notice`` instead: a recorder
+        # under systemd must not fail its writes in silence until it stops.
+        self.notice = notice
+        self._told = ""
         self.events = 0
         self.failed = 0  # events on_event failed on (logged; the session went on)
         self.running: set[tuple[str, Optional[int]]] = set()
@@ -161,6 +167,16 @@ class Session:
         if s.errors or self.failed:
             text += f", {s.errors + self.failed} failed"
         return text + self.status_extra()
+
+    def _tell(self, status) -> None:
+        """Refresh the status line, or tell a change of the extra status without one."""
+        if status:
+            status.update(self.status_text())
+            return
+        extra = self.status_extra()
+        if extra != self._told:
+            self.notice(extra.lstrip(", ") or "writes resumed")
+            self._told = extra
 
     def _handle(self, event: ContainerEvent) -> None:
         self.events += 1
@@ -182,8 +198,10 @@ class Session:
         """Until the deadline or ``stop`` (see :func:`stop_signals`); then close the
         notifier and drain it.
 
-        A RunctraceError from ``on_event`` (a full disk) ends the loop and is raised
-        after the notifier is closed.
+        A RunctraceError from ``on_event`` ends the loop and is raised after the
+        notifier is closed; any other exception from it is counted (``failed``) and
+        the session goes on. (A full disk is no error here: the recorder keeps its
+        rows and says so through ``status_extra``.)
         """
         deadline = time.monotonic() + self.duration if self.duration else None
         status = self._console.status(self.status_text()) if self._console else None
@@ -219,8 +237,7 @@ class Session:
                     due = self.idle_due()
                     if due is not None and due <= BATCH_S:
                         self.on_idle()
-                    if status:
-                        status.update(self.status_text())
+                    self._tell(status)
                     # let the next events gather (see the class doc)
                     pause = max(BATCH_S, min(HOLD_MAX_S, (self.hold and self.hold()) or 0.0))
                     if status:
@@ -236,8 +253,7 @@ class Session:
                     due = self.idle_due()
                     if due is not None and due <= EARLY_S:
                         self.on_idle()
-                    if status:
-                        status.update(self.status_text())
+                    self._tell(status)
         finally:
             if status:
                 status.stop()
