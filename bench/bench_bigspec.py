@@ -74,10 +74,14 @@ def measure(backend: str, bundle: Path, n: int, work: Path, pythonpath) -> dict:
         time.sleep(2.0)  # let the last removes arrive before the stop
         steady_rss = rec.rss_kib()
     finally:
-        rec.stop()
+        err = rec.stop()
         done.set()
         sampler.join()
-    rows = pq.read_table(out, columns=["container_id", "type", "config_json"]).to_pylist() if out.exists() else []
+    try:
+        rows = pq.read_table(out, columns=["container_id", "type", "config_json"]).to_pylist()
+    except (OSError, ValueError) as failure:  # (pyarrow's errors are both) nothing readable was written
+        print(f"# {backend}: nothing readable in {out} ({failure}); the recorder said: {err.strip()[-300:]}")
+        rows = []
     mine = [r for r in rows if r["container_id"] in set(ids)]
     return {
         "start_mib": start_rss / 1024, "steady_mib": steady_rss / 1024, "peak_mib": peak[0] / 1024,
