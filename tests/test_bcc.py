@@ -26,6 +26,7 @@ from _bcc_helpers import ROOT_ONLY, Seen, bcct_runc, fds, make_bundle, threads  
 from runctrace.bcc import BccNotifier, C, RtEvent, RtExecEvent, RuncFiles, decode_record, file_id, kernel_dev
 from runctrace.events import EventType
 from runctrace.fanotify import FanotifyNotifier
+from runctrace.notifier import Stats
 from runctrace.resolve import parse_call, process_alive
 from runctrace.runtimes import RuncBinary
 from runctrace.spec import rfc3339_to_ns
@@ -199,6 +200,31 @@ class TestInvocationStyles:
         assert add.runtime_root == root and add.bundle == str(bundle)
         assert add.runtime_args == ["runc", *argv]
         assert remove.exit_code == 0
+
+    def test_a_record_whose_handling_fails_is_counted_and_the_loop_goes_on(self, seen, bcct_runc, tmp_path,
+                                                                           notifier, monkeypatch):
+        """bcc's own handling of a record raises (here: runc's exec record of the
+        first container): the error is counted, and the next container is
+        recorded as ever."""
+        bundle = make_bundle(tmp_path / "b", ["true"])
+        first, second = bcct_runc.new_id("failing"), bcct_runc.new_id("after")
+        failed = []
+        real_on_exec = notifier._on_exec
+
+        def on_exec(rec):
+            if first in rec.argv:
+                failed.append(rec.pid)
+                raise RuntimeError("injected: handling this record fails")
+            real_on_exec(rec)
+
+        monkeypatch.setattr(notifier, "_on_exec", on_exec)
+        errors = notifier.stats.errors
+        bcct_runc("run", "--bundle", str(bundle), first)
+        bcct_runc("run", "--bundle", str(bundle), second)
+        add, remove = seen.lifecycle(second)
+        assert add.bundle == str(bundle) and remove.exit_code == 0
+        assert len(failed) == 1 and notifier.stats.errors == errors + 1
+        assert notifier.failure is None
 
     def test_equals_forms_relative_paths_and_new_root(self, seen, bcct_runc, tmp_path):
         """--flag=value everywhere, a relative --bundle and --pid-file, and a --root
@@ -758,6 +784,40 @@ def test_both_backends_know_runcs_init_by_the_same_name():
     from runctrace.runtimes import RUNC_INIT_COMM
 
     assert f'#define RT_INIT_COMM "{RUNC_INIT_COMM.decode()}"' in _bpf_source(_HEADER)
+
+
+class _ScriptedTracker:
+    """The tracker's entry points, as calls recorded; ``fail`` names one that raises, once."""
+
+    def __init__(self, fail: str = "") -> None:
+        self.calls: list[tuple] = []
+        self.fail = fail
+
+    def __getattr__(self, name: str):
+        def entry_point(*args, **kwargs):
+            self.calls.append((name, *args, *kwargs.values()))
+            if name == self.fail:
+                self.fail = ""
+                raise RuntimeError(f"injected: {name} fails")
+        return entry_point
+
+
+def _drain_offline(tracker: _ScriptedTracker, *headers: RtEvent) -> BccNotifier:
+    """A notifier's ring buffer handling, given these records, with no kernel."""
+    n = BccNotifier.__new__(BccNotifier)
+    n.stats, n._tracker, n.kernel_events, n.recent_records = Stats(), tracker, 0, []
+    n._records = [bytes(h) for h in headers]
+    n._bpf = SimpleNamespace(ring_buffer_consume=lambda: None)  # the records are "consumed" already
+    n._drain_ring()
+    return n
+
+
+def test_a_record_whose_handling_raises_is_counted_and_the_batch_goes_on():
+    tracker = _ScriptedTracker(fail="runc_exited")
+    n = _drain_offline(tracker, RtEvent(type=C["RT_EV_RUNC_EXIT"], pid=10, ktime_ns=1, init_pid=11),
+                       RtEvent(type=C["RT_EV_INIT_EXEC"], pid=10, ktime_ns=2, init_pid=11))
+    assert tracker.calls == [("runc_exited", 10, None, 11), ("init_started", 10, 11, None)]
+    assert n.stats.errors == 1 and n.kernel_events == 2
 
 
 def test_decode_rejects_short_records():

@@ -145,6 +145,8 @@ class KernelRecord(NamedTuple):
 _HDR = struct.Struct("=IIQIIIIII")  # type, pid, ktime_ns, status, flags, init_pid, mntns, pidns, netns
 _EXEC_FIXED = struct.Struct(f"={_HDR.size}xIII{C['RT_PATH_MAX']}s")  # argc, args_size, runc_id, filename
 _STATUS_KNOWN, _EV_EXEC = C["RT_F_STATUS_KNOWN"], C["RT_EV_EXEC"]
+_EV_INIT_EXEC = C["RT_EV_INIT_EXEC"]
+_EV_RUNC_EXIT, _EV_CONTAINER_EXIT = C["RT_EV_RUNC_EXIT"], C["RT_EV_CONTAINER_EXIT"]
 # The ctypes mirrors are checked against the C structs when the program compiles;
 # these against the mirrors, here.
 assert _HDR.size == ct.sizeof(RtEvent) and _EXEC_FIXED.size == RtExecEvent.args.offset
@@ -757,14 +759,20 @@ class BccNotifier(LoopNotifier):
                 self.stats.missed += 1
                 continue
             self.recent_records.append(rec)
-            if rec.type == _EV_EXEC:
-                self._on_exec(rec)
-            elif rec.type == C["RT_EV_INIT_EXEC"]:
-                self._tracker.init_started(rec.pid, rec.init_pid, rec.namespaces)
-            elif rec.type == C["RT_EV_RUNC_EXIT"]:
-                self._tracker.runc_exited(rec.pid, rec.status, init_pid=rec.init_pid)
-            elif rec.type == C["RT_EV_CONTAINER_EXIT"]:
-                self._ended(rec.pid, rec.status, mono_to_wall_ns(rec.ktime_ns))
+            try:
+                self._on_record_decoded(rec)
+            except Exception as err:  # one record must never end the loop, nor lose the rest of the batch
+                self._message_failed(f"ring buffer record {rec.type} of PID {rec.pid}", err)
+
+    def _on_record_decoded(self, rec: KernelRecord) -> None:
+        if rec.type == _EV_EXEC:
+            self._on_exec(rec)
+        elif rec.type == _EV_INIT_EXEC:
+            self._tracker.init_started(rec.pid, rec.init_pid, rec.namespaces)
+        elif rec.type == _EV_RUNC_EXIT:
+            self._tracker.runc_exited(rec.pid, rec.status, init_pid=rec.init_pid)
+        elif rec.type == _EV_CONTAINER_EXIT:
+            self._ended(rec.pid, rec.status, mono_to_wall_ns(rec.ktime_ns))
 
     def _read_counters(self) -> None:
         """Add what the kernel dropped since the last look to ``stats.lost``.
