@@ -22,6 +22,8 @@
  *    through here; only these cross to user space:
  *      - RT_EV_EXEC: a watched runc binary was executed (with its argv);
  *      - RT_EV_INIT_EXEC: that runc's container init is starting its program;
+ *      - RT_EV_ORPHAN_INIT_EXEC: a container init starting its program after
+ *        its runc ended (a create's, at `runc start`), once per init;
  *      - RT_EV_RUNC_EXIT: such a runc process ended (with its exit status);
  *      - RT_EV_CONTAINER_EXIT: a PID user space asked about ended (the
  *        container's init), with its exit status.
@@ -235,24 +237,42 @@ static __always_inline struct rt_runc_file *exe_runc(u64 mm)
 
 /* A descendant of runc exec'd. If it is runc's container init (at its depth, and
  * named by runc's nsexec: see task_rename), the container is starting its
- * program: tell user space now (RT_EV_INIT_EXEC), with the PID and namespaces, so
- * a `runc run` is resolved without waiting for runc's state.json, and note it in
- * runc's entry, for its exit record. */
+ * program. While its runc runs (a `runc run`), tell user space now
+ * (RT_EV_INIT_EXEC), with the PID and namespaces, so the call is resolved
+ * without waiting for runc's state.json, and note it in runc's entry, for its
+ * exit record.
+ *
+ * Once its runc has ended (a create's init, which waits for `runc start`; at
+ * times a detached run's), user space has resolved the container from that
+ * runc's exit record, ahead of this one in the ring buffer, and wants to
+ * compare the program's argv with the spec: RT_EV_ORPHAN_INIT_EXEC says when. Why here, and not at an exec of a PID in
+ * "containers": this entry was found by the lookup every exec already makes, so
+ * the host's other execs pay nothing more (a "containers" lookup would be a
+ * third hash lookup for each); and it does not depend on when user space
+ * inserted the watch: one inserted late, after `runc start`, would miss the
+ * program's start and take its next exec (sh -c 'exec x') for it. */
 static __always_inline void note_init_exec(struct rt_proc *p, u32 tgid)
 {
     if (p->kind != RT_KIND_DESC || p->depth != RT_MAX_DEPTH || !(p->flags & RT_P_INIT_NAMED))
         return;
-    p->flags &= ~RT_P_INIT_NAMED; /* its program's own execs are not its start */
+    /* Once: the program's own execs, and its renames, are not its start. */
+    p->flags = (p->flags & ~RT_P_INIT_NAMED) | RT_P_STARTED;
     u32 runc = p->runc;
     struct rt_proc *r = procs.lookup(&runc);
     /* p->runc may name a runc that has exited (a create's init waits for `runc
      * start`) and whose PID a new runc has since taken: that one started after
      * this descendant was forked, so it is not its runc. */
-    if (r && r->kind == RT_KIND_RUNC && !r->init_pid && r->start_ns <= p->start_ns) {
-        r->init_pid = tgid;
-        if (send_event(RT_EV_INIT_EXEC, runc, bpf_ktime_get_ns(), 0, 0, tgid, RT_RB_NOW) == 0)
-            r->init_sent = 1;
+    if (r && r->kind == RT_KIND_RUNC && r->start_ns <= p->start_ns) {
+        if (!r->init_pid) {
+            r->init_pid = tgid;
+            if (send_event(RT_EV_INIT_EXEC, runc, bpf_ktime_get_ns(), 0, 0, tgid, RT_RB_NOW) == 0)
+                r->init_sent = 1;
+        }
+        return;
     }
+    /* Woken now: user space reads the program's argv from /proc, and the later
+     * it does, the likelier the program has exec'd another by then. */
+    send_event(RT_EV_ORPHAN_INIT_EXEC, tgid, bpf_ktime_get_ns(), 0, 0, 0, RT_RB_NOW);
 }
 
 /* runc's nsexec names the container's init RT_INIT_COMM (prctl PR_SET_NAME)
@@ -264,6 +284,8 @@ TRACEPOINT_PROBE(task, task_rename)
     struct rt_proc *p = procs.lookup(&pid);
     if (!p || p->kind != RT_KIND_DESC || p->depth != RT_MAX_DEPTH)
         return 0; /* the common case: not runc's */
+    if (p->flags & RT_P_STARTED)
+        return 0; /* the container's program, naming itself: not runc's nsexec */
     const char want[] = RT_INIT_COMM;
     for (int i = 0; i < sizeof(want); i++)
         if (args->newcomm[i] != want[i])

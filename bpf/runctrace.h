@@ -31,6 +31,8 @@
 #define RT_EV_RUNC_EXIT 2      /* that runc process ended */
 #define RT_EV_CONTAINER_EXIT 3 /* a PID that user space put in "containers" ended */
 #define RT_EV_INIT_EXEC 4      /* pid: a runc process; init_pid: its container init, exec'ing the program */
+#define RT_EV_ORPHAN_INIT_EXEC 5 /* pid: a container init exec'ing the program after its runc ended
+                                  * (a create's init, at `runc start`); header only */
 
 /* rt_event.flags */
 #define RT_F_UNVERIFIED 1      /* exec: its inode number matched on a filesystem where one number may name
@@ -46,6 +48,7 @@
 
 /* rt_proc.flags */
 #define RT_P_INIT_NAMED 1 /* a descendant at RT_MAX_DEPTH named itself RT_INIT_COMM */
+#define RT_P_STARTED 2    /* that init has exec'd its program: a later rename is the program's own */
 
 /* comm of runc 1.1's container init until it execs the container's program
  * (set by runc's nsexec with PR_SET_NAME). */

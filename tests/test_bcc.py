@@ -27,7 +27,7 @@ from runctrace.bcc import BccNotifier, C, RtEvent, RtExecEvent, RuncFiles, decod
 from runctrace.events import EventType
 from runctrace.fanotify import FanotifyNotifier
 from runctrace.notifier import Stats
-from runctrace.resolve import parse_call, process_alive
+from runctrace.resolve import Container, parse_call, process_alive
 from runctrace.runtimes import RuncBinary
 from runctrace.spec import rfc3339_to_ns
 
@@ -201,6 +201,43 @@ class TestInvocationStyles:
         assert add.runtime_args == ["runc", *argv]
         assert remove.exit_code == 0
 
+    def test_a_creates_init_is_compared_with_its_spec_at_runc_start(self, seen, bcct_runc, tmp_path, notifier,
+                                                                     monkeypatch):
+        """The create's init execs its program at `runc start`, after its runc
+        ended: the kernel reports that exec (RT_EV_ORPHAN_INIT_EXEC), once, and
+        the argv compared with the spec is the program's, which matches. The
+        program execs another (sleep) later: no second record, no second look.
+
+        sh sleeps before its exec because user space reads the argv from
+        /proc after it wakes, a fraction of a millisecond to one: an immediate
+        `exec` can come first, and would be compared instead."""
+        args = ["sh", "-c", "sleep 0.1; exec sleep 0.2"]
+        bundle = make_bundle(tmp_path / "b", args)
+        compared = []
+        real_check = Container.check_args
+
+        def check_args(container, argv):
+            compared.append((container.pid, argv))
+            return real_check(container, argv)
+
+        monkeypatch.setattr(Container, "check_args", check_args)
+        cid = bcct_runc.new_id("startargs")
+        bcct_runc("create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "init.pid"), cid)
+        pid = int((tmp_path / "init.pid").read_text())
+        bcct_runc("start", cid)
+        deadline = time.monotonic() + 5
+        while _cmdline(pid) != [b"sleep", b"0.2"]:  # the program's own exec, the init's second
+            assert time.monotonic() < deadline, f"the init never exec'd sleep: {_cmdline(pid)}"
+            time.sleep(0.005)
+        add, remove = seen.lifecycle(cid)
+        bcct_runc("delete", cid)
+        assert add.container_pid == remove.container_pid == pid
+        assert "args-differ" not in remove.flags and remove.exit_code == 0
+        orphan = [r for r in notifier.recent_records if r.type == C["RT_EV_ORPHAN_INIT_EXEC"] and r.pid == pid]
+        assert len(orphan) == 1
+        # at the create (nothing to compare yet: the program has not started), then at its start
+        assert [argv for p, argv in compared if p == pid] == [None, args]
+
     def test_a_record_whose_handling_fails_is_counted_and_the_loop_goes_on(self, seen, bcct_runc, tmp_path,
                                                                            notifier, monkeypatch):
         """bcc's own handling of a record raises (here: runc's exec record of the
@@ -294,6 +331,14 @@ class TestInvocationStyles:
         assert remove.exit_code == 0
         (record,) = [r for r in notifier.recent_records if r.type == C["RT_EV_EXEC"] and cid in r.argv]
         assert record.filename == used and not record.flags & C["RT_F_UNVERIFIED"]
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[:-1]
+    except OSError:
+        return []
 
 
 def _same_fs_dir(path: str, tmp_path) -> Path:
@@ -812,11 +857,20 @@ def _drain_offline(tracker: _ScriptedTracker, *headers: RtEvent) -> BccNotifier:
     return n
 
 
+def test_the_inits_exec_records_have_its_argv_compared():
+    """A create's init starting after its runc ended (RT_EV_ORPHAN_INIT_EXEC), or
+    while its runc is still there (a start that beat the create's exit: RT_EV_INIT_EXEC)."""
+    tracker = _ScriptedTracker()
+    _drain_offline(tracker, RtEvent(type=C["RT_EV_ORPHAN_INIT_EXEC"], pid=4321, ktime_ns=1),
+                   RtEvent(type=C["RT_EV_INIT_EXEC"], pid=20, ktime_ns=2, init_pid=21))
+    assert tracker.calls == [("init_exec", 4321), ("init_started", 20, 21, None), ("init_exec", 21)]
+
+
 def test_a_record_whose_handling_raises_is_counted_and_the_batch_goes_on():
     tracker = _ScriptedTracker(fail="runc_exited")
     n = _drain_offline(tracker, RtEvent(type=C["RT_EV_RUNC_EXIT"], pid=10, ktime_ns=1, init_pid=11),
-                       RtEvent(type=C["RT_EV_INIT_EXEC"], pid=10, ktime_ns=2, init_pid=11))
-    assert tracker.calls == [("runc_exited", 10, None, 11), ("init_started", 10, 11, None)]
+                       RtEvent(type=C["RT_EV_ORPHAN_INIT_EXEC"], pid=11, ktime_ns=2))
+    assert tracker.calls == [("runc_exited", 10, None, 11), ("init_exec", 11)]
     assert n.stats.errors == 1 and n.kernel_events == 2
 
 

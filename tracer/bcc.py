@@ -22,13 +22,15 @@ How it works, and why each part is needed
 2. **runc's process tree and exits, in the kernel.** The program follows each runc
    process and its descendants down to the container's init (three levels), and
    reads how each ends (its wait status) from the task as its last thread exits.
-   Only the container init starting its program (with its PID), the end of a runc
-   process (with that PID too, if seen), and the end of a PID this module put in the
-   ``containers`` map (a container's init), cross to user space. A container's exit
-   is sent once the init is a zombie, from the parent's notification
-   (``signal_generate``) or ``sched_process_free``: the exit tracepoint fires a moment
-   before, when ``runc delete`` would still call the container running, and user
-   space would have to poll for the zombie.
+   Only the container init starting its program (with its PID; once its runc has
+   ended, as a create's init does at ``runc start``, a record of its own, so that
+   its argv is compared with the spec's), the end of a runc process (with that PID
+   too, if seen), and the end of a PID this module put in the ``containers`` map (a
+   container's init), cross to user space. A container's exit is sent once the
+   init is a zombie, from the parent's notification (``signal_generate``) or
+   ``sched_process_free``: the exit tracepoint fires a moment before, when ``runc
+   delete`` would still call the container running, and user space would have to
+   poll for the zombie.
 3. **runc's own records, in user space** (:mod:`runctrace.resolve`, shared with the
    fanotify backend): a `runc run` is resolved when the kernel reports its init
    starting its program; a create or restore by its ``--pid-file`` when runc exits,
@@ -145,7 +147,7 @@ class KernelRecord(NamedTuple):
 _HDR = struct.Struct("=IIQIIIIII")  # type, pid, ktime_ns, status, flags, init_pid, mntns, pidns, netns
 _EXEC_FIXED = struct.Struct(f"={_HDR.size}xIII{C['RT_PATH_MAX']}s")  # argc, args_size, runc_id, filename
 _STATUS_KNOWN, _EV_EXEC = C["RT_F_STATUS_KNOWN"], C["RT_EV_EXEC"]
-_EV_INIT_EXEC = C["RT_EV_INIT_EXEC"]
+_EV_INIT_EXEC, _EV_ORPHAN_INIT_EXEC = C["RT_EV_INIT_EXEC"], C["RT_EV_ORPHAN_INIT_EXEC"]
 _EV_RUNC_EXIT, _EV_CONTAINER_EXIT = C["RT_EV_RUNC_EXIT"], C["RT_EV_CONTAINER_EXIT"]
 # The ctypes mirrors are checked against the C structs when the program compiles;
 # these against the mirrors, here.
@@ -769,6 +771,16 @@ class BccNotifier(LoopNotifier):
             self._on_exec(rec)
         elif rec.type == _EV_INIT_EXEC:
             self._tracker.init_started(rec.pid, rec.init_pid, rec.namespaces)
+            # A `runc start` that came before its `runc create` had exited: the
+            # create's init, resolved from state.json already, is starting now.
+            # (For a `run`, init_started has just compared its argv: a no-op.)
+            self._tracker.init_exec(rec.init_pid)
+        elif rec.type == _EV_ORPHAN_INIT_EXEC:
+            # A create's init starting its program at `runc start`: the container
+            # was resolved at its runc's exit, an earlier record. Its argv is read
+            # and compared with the spec's at once: the program may soon exec
+            # another (sh -c 'exec x').
+            self._tracker.init_exec(rec.pid)
         elif rec.type == _EV_RUNC_EXIT:
             self._tracker.runc_exited(rec.pid, rec.status, init_pid=rec.init_pid)
         elif rec.type == _EV_CONTAINER_EXIT:
