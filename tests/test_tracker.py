@@ -1,5 +1,6 @@
 """The tracker, driven by a script of what a backend would report (no root needed):
-the spec read early, its provenance, and the init's argv checked against it."""
+the spec read early, its provenance, and the init's argv (as a backend captured
+it at the exec) checked against it."""
 
 from __future__ import annotations
 
@@ -54,10 +55,19 @@ def test_the_init_argv_is_checked_against_the_spec(tracker, processes, tmp_path,
     bundle = _bundle(tmp_path, ["sleep", "30"])
     argv = ["runc", "--root", str(tmp_path / "state"), "run", "--bundle", bundle, "c1"]
     assert tracker.runc_started(runc.pid, argv, "/", "runc") is not None
-    tracker.init_started(runc.pid, init.pid)
+    tracker.init_started(runc.pid, init.pid, argv=init_argv)  # as the kernel saw the exec
     (add,) = tracker.emitted
     assert add.type is EventType.ADD and add.container_pid == init.pid
     assert ("args-differ" in add.flags) == flagged
+
+
+def test_an_argv_the_backend_did_not_capture_is_not_compared(tracker, processes, tmp_path):
+    runc, init = processes("sleep", "60"), processes("sleep", "31")
+    bundle = _bundle(tmp_path, ["sleep", "30"])
+    tracker.runc_started(runc.pid, ["runc", "run", "--bundle", bundle, "c1"], "/", "runc")
+    tracker.init_started(runc.pid, init.pid)  # (fanotify: /proc would show a later exec's)
+    (add,) = tracker.emitted
+    assert add.flags == []
 
 
 def test_the_spec_is_the_one_read_when_runc_started(tracker, processes, tmp_path):
@@ -82,8 +92,8 @@ def test_a_create_is_checked_at_its_init_s_first_exec_only(tracker, processes, t
     tracker.runc_exited(runc.pid, 0)
     (add,) = tracker.emitted
     assert add.flags == []  # its program has not started yet
-    tracker.init_exec(init.pid)  # `runc start`: the program's exec
-    tracker.init_exec(init.pid)  # (its later execs are its own business)
+    tracker.init_exec(init.pid, ["sleep", "31"])  # `runc start`: the program's exec
+    tracker.init_exec(init.pid, ["sleep", "30"])  # (its later execs are its own business)
     init.kill(), init.wait()
     tracker.pid_exited(init.pid, 9)
     remove = tracker.emitted[-1]

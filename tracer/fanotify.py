@@ -388,10 +388,6 @@ class FanotifyNotifier(LoopNotifier):
             self._inits.popitem(last=False)
 
     def _on_exec(self, pid: int, exec_ns: int) -> None:
-        if pid in self._tracker.containers:
-            # a watched container's init exec'd: after `runc start`, its program
-            # starting (the tracker compares its argv with the spec's, once)
-            self._tracker.init_exec(pid)
         if pid in self._inits:  # a runc init: the container's program is starting
             named = self._inits.pop(pid)
             if named is None:

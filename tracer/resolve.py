@@ -55,7 +55,7 @@ from .notifier import Stats, log
 from .runcargs import RuncCall, parse_runc_args
 from .safetext import printable
 from .spec import (
-    MAX_FIELD_CHARS, MAX_FIELD_ITEMS, ProcStat, SpecFile, load_config, process_uid, read_cmdline,
+    MAX_FIELD_CHARS, MAX_FIELD_ITEMS, ProcStat, SpecFile, load_config, process_uid,
     read_pid_file, read_state, read_state_fd, read_stat, rfc3339_to_ns, state_bundle, trim_config,
 )
 
@@ -163,9 +163,14 @@ class Container:
     args_checked: bool = False  # its init's argv was compared with the spec's (once: at its first exec)
 
     def check_args(self, argv: Optional[list[str]]) -> None:
-        """Flag the container if its init's argv, read at its program's exec, is
-        not the spec's ``process.args`` (runc execs exactly those). A program that
-        rewrites its own argv at once (a process title) can set it too."""
+        """Flag the container if its init's argv at its program's exec is not the
+        spec's ``process.args`` (runc execs exactly those).
+
+        ``argv`` must be what the kernel held *at that exec*: the eBPF backend
+        copies it there. Read from /proc a moment later, it is often the next
+        program's (an entrypoint ending in ``exec "$@"`` replaces itself within a
+        millisecond), so the fanotify backend, which learns of the exec only
+        afterwards, passes None: unknown, not compared."""
         if argv is None or self.args_checked:
             return  # (unknown: a later exec of the same process is not its start either way)
         self.args_checked = True
@@ -573,7 +578,10 @@ class Tracker:
             self.read_states(fd)
 
     @_total
-    def init_started(self, runc_pid: int, init_pid: int, init_namespaces: Optional[dict[str, int]] = None) -> None:
+    def init_started(
+        self, runc_pid: int, init_pid: int, init_namespaces: Optional[dict[str, int]] = None,
+        argv: Optional[list[str]] = None,
+    ) -> None:
         """runc ``runc_pid``'s container init, ``init_pid``, is starting its program
         (in ``init_namespaces``, if the backend read them there as it execs; else
         ``RuncExec.init_seen``'s, if read earlier, or /proc's now).
@@ -597,16 +605,16 @@ class Tracker:
             init_pid = state["init_process_pid"]
             init_namespaces = None  # the kernel's init's, not this one's
         self._stop_waiting(rexec)
-        # the program's argv, read while it has just exec'd: checked against the spec
-        self._resolve(rexec, init_pid, state, None, init_namespaces, init_argv=read_cmdline(init_pid))
+        self._resolve(rexec, init_pid, state, None, init_namespaces, init_argv=argv)
 
     @_total
-    def init_exec(self, pid: int) -> None:
-        """A watched container's init exec'd: at `runc start`, its program starting.
-        Only its first exec is compared with the spec (a program may exec others)."""
+    def init_exec(self, pid: int, argv: Optional[list[str]] = None) -> None:
+        """A watched container's init exec'd its program (after `runc start`), with
+        ``argv`` as the kernel saw it at that exec, if the backend captured it.
+        Only the first is compared with the spec (a program may exec others)."""
         container = self.containers.get(pid)
         if container is not None and not container.args_checked:
-            container.check_args(read_cmdline(pid))
+            container.check_args(argv)
 
     @_total
     def runc_exited(self, pid: int, status: Optional[int], init_pid: Optional[int] = None) -> None:

@@ -483,29 +483,6 @@ def process_uid(pid: int) -> Optional[int]:
     return int(fields[0]) if fields and fields[0].isdigit() else None
 
 
-# The longest argv compared with a spec's process.args: the kernel allows 2 MiB
-# and more; a longer one is compared by its head.
-MAX_CMDLINE_BYTES = 64 << 10
-
-
-def read_cmdline(pid: int) -> Optional[list[str]]:
-    """``pid``'s argv, as the kernel keeps it (bytes as surrogateescape); None if it
-    is gone or its argv is over MAX_CMDLINE_BYTES."""
-    try:
-        fd = os.open(f"/proc/{pid}/cmdline", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        raw = os.read(fd, MAX_CMDLINE_BYTES)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if not raw or len(raw) == MAX_CMDLINE_BYTES:
-        return None  # gone (a zombie's is empty), or longer than compared
-    return [os.fsdecode(a) for a in raw.split(b"\0")[:-1]]
-
-
 def process_start_ticks(pid: int) -> Optional[int]:
     """Field 22 of /proc/PID/stat (start time in clock ticks); None if gone or a zombie.
 
