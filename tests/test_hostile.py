@@ -219,8 +219,10 @@ def test_hostile_containers_never_stop_or_fool_the_recorder(backend, bundles, co
     finally:
         code, err = rec.stop()
     assert code == 0, err
-    # the terminal saw one line per event, and no escape sequence
-    assert len(rec.lines) == 2 * len(cases), rec.lines
+    # the terminal saw one line per event, and no escape sequence (other lines are
+    # other containers on the host, whose events the recorder sees too)
+    ours = [line for line in rec.lines if any(cid.encode() in line for cid in cases)]
+    assert len(ours) == 2 * len(cases), rec.lines
     assert not any(b"\x1b" in line or b"\x07" in line for line in rec.lines), rec.lines
     assert not any(line.startswith(b"add     fake") for line in rec.lines)
 
