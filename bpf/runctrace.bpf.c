@@ -21,9 +21,11 @@
  * 3. Filter in the kernel. Every exec, fork, exit and signal on the host passes
  *    through here; only these cross to user space:
  *      - RT_EV_EXEC: a watched runc binary was executed (with its argv);
- *      - RT_EV_INIT_EXEC: that runc's container init is starting its program;
+ *      - RT_EV_INIT_EXEC: that runc's container init is starting its program
+ *        (with the program's argv);
  *      - RT_EV_ORPHAN_INIT_EXEC: a container init starting its program after
- *        its runc ended (a create's, at `runc start`), once per init;
+ *        its runc ended (a create's, at `runc start`), once per init (with the
+ *        program's argv);
  *      - RT_EV_RUNC_EXIT: such a runc process ended (with its exit status);
  *      - RT_EV_CONTAINER_EXIT: a PID user space asked about ended (the
  *        container's init), with its exit status.
@@ -162,7 +164,7 @@ static __always_inline void current_namespaces(struct rt_event *ev)
     ev->netns = ns_inum(nsproxy, RT_OFF_NSPROXY_NET_NS, RT_OFF_NET_NS);
 }
 
-/* A header-only record: RT_EV_RUNC_EXIT, RT_EV_CONTAINER_EXIT, RT_EV_INIT_EXEC.
+/* A header-only record: RT_EV_RUNC_EXIT, RT_EV_CONTAINER_EXIT.
  * rb_flags: RT_RB_NOW or RT_RB_LATER. Returns 0 if it was sent. */
 static __always_inline int send_event(u32 type, u32 pid, u64 now, u32 status, u32 flags, u32 init_pid,
                                       u64 rb_flags)
@@ -174,8 +176,6 @@ static __always_inline int send_event(u32 type, u32 pid, u64 now, u32 status, u3
     ev.status = status;
     ev.flags = flags;
     ev.init_pid = init_pid;
-    if (type == RT_EV_INIT_EXEC)
-        current_namespaces(&ev);
     int err = events.ringbuf_output(&ev, sizeof(ev), rb_flags);
     if (err)
         count(RT_C_RINGBUF_FULL);
@@ -185,6 +185,82 @@ static __always_inline int send_event(u32 type, u32 pid, u64 now, u32 status, u3
 static __always_inline u32 current_tgid(void)
 {
     return bpf_get_current_pid_tgid() >> 32;
+}
+
+/* ------------------------------------------------------------------ argv at an exec */
+
+/* Is this argument (n bytes with its NUL) a runc command that makes a container? */
+static __always_inline bool creates_word(const char *a, int n)
+{
+    if (n == 4)
+        return a[0] == 'r' && a[1] == 'u' && a[2] == 'n';
+    if (n == 7)
+        return a[0] == 'c' && a[1] == 'r' && a[2] == 'e' && a[3] == 'a' && a[4] == 't' && a[5] == 'e';
+    if (n == 8)
+        return a[0] == 'r' && a[1] == 'e' && a[2] == 's' && a[3] == 't' && a[4] == 'o' && a[5] == 'r' &&
+               a[6] == 'e';
+    return false;
+}
+
+/* Copy the current process's argv into e->args and set e->argc and e->args_size,
+ * at sched_process_exec: for runc's exec record, and for its container init's
+ * when the init starts the program (note_init_exec). The argv is read from the
+ * new process's own memory, mm->arg_start..arg_end (NUL-separated strings, as
+ * /proc/PID/cmdline shows them), which the kernel has just written: no page of it
+ * can be swapped out yet, and the program has not run a single instruction, so
+ * it is the argv of *this* exec, not of one the program makes next.
+ *
+ * Only whole arguments are kept. Returns RT_F_ARGS_TRUNCATED if argv could not be
+ * copied whole (more than RT_MAX_ARGS arguments, one of RT_ARG_MAX bytes or more,
+ * more than the buffer holds, or unreadable), plus RT_F_MAY_CREATE if an argument
+ * is "create", "run" or "restore" (which only runc's record uses). */
+static __always_inline u32 copy_argv(struct rt_exec_event *e, u64 mm)
+{
+    u32 flags = 0;
+    u64 arg_start = read_kernel_u64(mm + RT_OFF_MM_ARG_START);
+    u64 arg_end = read_kernel_u64(mm + RT_OFF_MM_ARG_END);
+    /* An argv of at least one byte is always there (the kernel gives an empty one
+     * a ""): nothing to read means it could not be read. */
+    if (arg_end <= arg_start)
+        flags |= RT_F_ARGS_TRUNCATED;
+    u64 total = arg_end > arg_start ? arg_end - arg_start : 0;
+    u32 off = 0, argc = 0;
+    for (int i = 0; i < RT_MAX_ARGS; i++) {
+        if (off >= total)
+            break;
+        /* Keep off + RT_ARG_MAX < RT_ARGS_SIZE so the verifier can bound the write
+         * and args_size stays below RT_ARGS_SIZE. */
+        if (off > RT_ARGS_SIZE - RT_ARG_MAX - 1)
+            break;
+        int n = bpf_probe_read_user_str(&e->args[off], RT_ARG_MAX, (void *)(arg_start + off));
+        /* Unreadable, or an argument of RT_ARG_MAX bytes or more (the next read
+         * would start inside it): stop here. */
+        if (n <= 0 || n == RT_ARG_MAX)
+            break;
+        if (creates_word(&e->args[off], n))
+            flags |= RT_F_MAY_CREATE;
+        off += n;
+        argc++;
+    }
+    if (off < total)
+        flags |= RT_F_ARGS_TRUNCATED;
+    e->argc = argc;
+    e->args_size = off;
+    return flags;
+}
+
+/* Send an exec record whose argv copy_argv filled, and wake user space. Only its
+ * first offsetof(args) + args_size bytes: what follows is an earlier record's.
+ * Returns 0 if it was sent. */
+static __always_inline int send_exec_record(struct rt_exec_event *e)
+{
+    u32 size = offsetof(struct rt_exec_event, args) + (e->args_size & (RT_ARGS_SIZE - 1));
+    if (size > sizeof(*e)) /* never true; bounds the size for the verifier */
+        size = sizeof(*e);
+    int err = events.ringbuf_output(e, size, RT_RB_NOW);
+    if (err)
+        count(RT_C_RINGBUF_FULL);
+    return err;
 }
 
 /* ------------------------------------------------------------------ exec of runc */
@@ -235,6 +311,38 @@ static __always_inline struct rt_runc_file *exe_runc(u64 mm)
     return runc_files.lookup(&id);
 }
 
+/* The record of a container init starting its program: RT_EV_INIT_EXEC (pid: its
+ * runc, init_pid: the init, and the init's namespaces) or RT_EV_ORPHAN_INIT_EXEC
+ * (pid: the init), with the program's argv as this exec gave it (copy_argv).
+ * Returns 0 if it was sent.
+ *
+ * It is built in the per-CPU scratch buffer, as runc's exec record is, and both
+ * may be built in one run of sched_process_exec (a container whose program is a
+ * watched runc): this one first, and it is in the ring buffer (ringbuf_output
+ * copies it) before runc's overwrites the buffer. Nothing else uses the buffer,
+ * and a tracepoint's program never runs nested on one CPU. */
+static __always_inline int send_init_exec(u32 type, u32 pid, u32 init_pid, u64 mm)
+{
+    u32 zero = 0;
+    struct rt_exec_event *e = scratch.lookup(&zero);
+    if (!e)
+        return -1; /* cannot happen: the array's one entry always exists */
+    /* The container's program: "create" among its arguments means nothing. */
+    u32 flags = copy_argv(e, mm) & RT_F_ARGS_TRUNCATED;
+    e->filename[0] = 0; /* not sent for an init: user space has no use for it */
+    e->runc_id = 0;
+    e->hdr.type = type;
+    e->hdr.pid = pid;
+    e->hdr.ktime_ns = bpf_ktime_get_ns();
+    e->hdr.status = 0;
+    e->hdr.flags = flags;
+    e->hdr.init_pid = init_pid;
+    e->hdr.mntns = e->hdr.pidns = e->hdr.netns = 0;
+    if (type == RT_EV_INIT_EXEC)
+        current_namespaces(&e->hdr);
+    return send_exec_record(e);
+}
+
 /* A descendant of runc exec'd. If it is runc's container init (at its depth, and
  * named by runc's nsexec: see task_rename), the container is starting its
  * program. While its runc runs (a `runc run`), tell user space now
@@ -245,34 +353,45 @@ static __always_inline struct rt_runc_file *exe_runc(u64 mm)
  * Once its runc has ended (a create's init, which waits for `runc start`; at
  * times a detached run's), user space has resolved the container from that
  * runc's exit record, ahead of this one in the ring buffer, and wants to
- * compare the program's argv with the spec: RT_EV_ORPHAN_INIT_EXEC says when. Why here, and not at an exec of a PID in
- * "containers": this entry was found by the lookup every exec already makes, so
- * the host's other execs pay nothing more (a "containers" lookup would be a
- * third hash lookup for each); and it does not depend on when user space
- * inserted the watch: one inserted late, after `runc start`, would miss the
- * program's start and take its next exec (sh -c 'exec x') for it. */
-static __always_inline void note_init_exec(struct rt_proc *p, u32 tgid)
+ * compare the program's argv with the spec: RT_EV_ORPHAN_INIT_EXEC says when.
+ * Why here, and not at an exec of a PID in "containers": this entry was found by
+ * the lookup every exec already makes, so the host's other execs pay nothing
+ * more (a "containers" lookup would be a third hash lookup for each); and it does
+ * not depend on when user space inserted the watch: one inserted late, after
+ * `runc start`, would miss the program's start and take its next exec (sh -c
+ * 'exec x') for it.
+ *
+ * Both records carry the program's argv, copied here: user space compares it
+ * with the spec's process.args. Read from /proc when the record arrives, it is
+ * often the next program's already (an entrypoint that ends in `exec` replaces
+ * itself within a millisecond). Only an init pays the copy, once per container:
+ * any other exec has left at the first test below. */
+static __always_inline void note_init_exec(struct rt_proc *p, u32 tgid, u64 mm)
 {
     if (p->kind != RT_KIND_DESC || p->depth != RT_MAX_DEPTH || !(p->flags & RT_P_INIT_NAMED))
         return;
     /* Once: the program's own execs, and its renames, are not its start. */
     p->flags = (p->flags & ~RT_P_INIT_NAMED) | RT_P_STARTED;
     u32 runc = p->runc;
+    u32 type = RT_EV_ORPHAN_INIT_EXEC, pid = tgid, init_pid = 0;
     struct rt_proc *r = procs.lookup(&runc);
     /* p->runc may name a runc that has exited (a create's init waits for `runc
      * start`) and whose PID a new runc has since taken: that one started after
      * this descendant was forked, so it is not its runc. */
     if (r && r->kind == RT_KIND_RUNC && r->start_ns <= p->start_ns) {
-        if (!r->init_pid) {
-            r->init_pid = tgid;
-            if (send_event(RT_EV_INIT_EXEC, runc, bpf_ktime_get_ns(), 0, 0, tgid, RT_RB_NOW) == 0)
-                r->init_sent = 1;
-        }
-        return;
+        if (r->init_pid)
+            return;
+        r->init_pid = tgid;
+        type = RT_EV_INIT_EXEC;
+        pid = runc;
+        init_pid = tgid;
+    } else {
+        r = NULL;
     }
-    /* Woken now: user space reads the program's argv from /proc, and the later
-     * it does, the likelier the program has exec'd another by then. */
-    send_event(RT_EV_ORPHAN_INIT_EXEC, tgid, bpf_ktime_get_ns(), 0, 0, 0, RT_RB_NOW);
+    /* One call for both records: each call site would inline another copy of the
+     * argv loop for the verifier to walk. */
+    if (send_init_exec(type, pid, init_pid, mm) == 0 && r)
+        r->init_sent = 1;
 }
 
 /* runc's nsexec names the container's init RT_INIT_COMM (prctl PR_SET_NAME)
@@ -294,26 +413,12 @@ TRACEPOINT_PROBE(task, task_rename)
     return 0;
 }
 
-/* Is this argument (n bytes with its NUL) a runc command that makes a container? */
-static __always_inline bool creates_word(const char *a, int n)
-{
-    if (n == 4)
-        return a[0] == 'r' && a[1] == 'u' && a[2] == 'n';
-    if (n == 7)
-        return a[0] == 'c' && a[1] == 'r' && a[2] == 'e' && a[3] == 'a' && a[4] == 't' && a[5] == 'e';
-    if (n == 8)
-        return a[0] == 'r' && a[1] == 'e' && a[2] == 's' && a[3] == 't' && a[4] == 'o' && a[5] == 'r' &&
-               a[6] == 'e';
-    return false;
-}
-
 /* sched_process_exec: a successful exec, in the new program's context. If the
- * file is a watched runc (exe_runc), send its argv, read from the new process's
- * own memory (mm->arg_start..arg_end, which the kernel has just written: no page
- * of it can be swapped out yet). A failed exec (a PATH search tries
- * /usr/local/sbin/runc, ... in turn) never gets here. `runc init` re-executes
- * runc's own file (/proc/self/exe): it matches, and its argument "init" makes
- * no container, so it stops at the look at the arguments below.
+ * file is a watched runc (exe_runc), send its argv (copy_argv). A failed exec (a
+ * PATH search tries /usr/local/sbin/runc, ... in turn) never gets here. `runc
+ * init` re-executes runc's own file (/proc/self/exe): it matches, and its
+ * argument "init" makes no container, so it stops at the look at the arguments
+ * below.
  *
  * Every exec passes here: a runc descendant's exec may be its container's init
  * starting (note_init_exec). */
@@ -321,11 +426,11 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u32 zero = 0;
     u32 tgid = current_tgid();
+    u64 mm = read_kernel_u64(bpf_get_current_task() + RT_OFF_TASK_MM);
     struct rt_proc *p = procs.lookup(&tgid);
     if (p)
-        note_init_exec(p, tgid);
+        note_init_exec(p, tgid, mm);
 
-    u64 mm = read_kernel_u64(bpf_get_current_task() + RT_OFF_TASK_MM);
     struct rt_runc_file *runc = mm ? exe_runc(mm) : NULL;
     if (!runc)
         return 0; /* the common case: not runc, nothing more to do */
@@ -339,37 +444,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     if (bpf_probe_read_kernel_str(e->filename, sizeof(e->filename),
                                   (char *)args + (args->data_loc_filename & 0xFFFF)) <= 0)
         e->filename[0] = 0;
-
-    /* argv: NUL-separated strings, one after the other, from arg_start */
-    u64 arg_start = read_kernel_u64(mm + RT_OFF_MM_ARG_START);
-    u64 arg_end = read_kernel_u64(mm + RT_OFF_MM_ARG_END);
-    /* An argv of at least one byte is always there (the kernel gives an empty one
-     * a ""): nothing to read means it could not be read. */
-    if (arg_end <= arg_start)
-        flags |= RT_F_ARGS_TRUNCATED;
-    u64 total = arg_end > arg_start ? arg_end - arg_start : 0;
-    u32 off = 0, argc = 0;
-    for (int i = 0; i < RT_MAX_ARGS; i++) {
-        if (off >= total)
-            break;
-        /* Keep off + RT_ARG_MAX < RT_ARGS_SIZE so the verifier can bound the write
-         * and args_size stays below RT_ARGS_SIZE. */
-        if (off > RT_ARGS_SIZE - RT_ARG_MAX - 1)
-            break;
-        int n = bpf_probe_read_user_str(&e->args[off], RT_ARG_MAX, (void *)(arg_start + off));
-        /* Unreadable, or an argument of RT_ARG_MAX bytes or more (the next read
-         * would start inside it): stop here. */
-        if (n <= 0 || n == RT_ARG_MAX)
-            break;
-        if (creates_word(&e->args[off], n))
-            flags |= RT_F_MAY_CREATE;
-        off += n;
-        argc++;
-    }
-    /* Bytes left unread: user space reads the rest from /proc. Never a reason to
-     * drop the call (rule 3). */
-    if (off < total)
-        flags |= RT_F_ARGS_TRUNCATED;
+    /* Bytes left unread (RT_F_ARGS_TRUNCATED): user space reads the rest from
+     * /proc. Never a reason to drop the call (rule 3). */
+    flags |= copy_argv(e, mm);
     if (!(flags & (RT_F_MAY_CREATE | RT_F_ARGS_TRUNCATED)))
         return 0; /* state, start, delete, kill, exec...: no container comes of it */
     /* Follow this runc from now on: its children, its exit. Any earlier entry (a
@@ -380,8 +457,6 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     r.start_ns = bpf_ktime_get_ns();
     if (procs.update(&tgid, &r))
         count(RT_C_PROCS_FULL);
-    e->argc = argc;
-    e->args_size = off;
     e->runc_id = runc_id;
     e->hdr.type = RT_EV_EXEC;
     e->hdr.pid = tgid;
@@ -390,16 +465,12 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     e->hdr.flags = flags;
     e->hdr.init_pid = 0;
     e->hdr.mntns = e->hdr.pidns = e->hdr.netns = 0;
-    u32 size = offsetof(struct rt_exec_event, args) + (off & (RT_ARGS_SIZE - 1));
-    if (size > sizeof(*e)) /* never true; bounds the size for the verifier */
-        size = sizeof(*e);
     /* At once, even for a `runc run`, which user space needs only when its init
      * starts: by then a detached run's runc has exited, and under load a
      * foreground one's may have too, taking its cwd (the bundle, without
      * --bundle) and its parent along. (Tried: 2 of 400 runs at concurrency 8
      * lost their bundle.) */
-    if (events.ringbuf_output(e, size, RT_RB_NOW))
-        count(RT_C_RINGBUF_FULL);
+    send_exec_record(e);
     return 0;
 }
 

@@ -30,14 +30,15 @@
 #define RT_EV_EXEC 1           /* a watched runc was exec'd: struct rt_exec_event */
 #define RT_EV_RUNC_EXIT 2      /* that runc process ended */
 #define RT_EV_CONTAINER_EXIT 3 /* a PID that user space put in "containers" ended */
-#define RT_EV_INIT_EXEC 4      /* pid: a runc process; init_pid: its container init, exec'ing the program */
+#define RT_EV_INIT_EXEC 4      /* pid: a runc process; init_pid: its container init, exec'ing the program:
+                                * struct rt_exec_event, with the program's argv */
 #define RT_EV_ORPHAN_INIT_EXEC 5 /* pid: a container init exec'ing the program after its runc ended
-                                  * (a create's init, at `runc start`); header only */
+                                  * (a create's init, at `runc start`): struct rt_exec_event, as above */
 
 /* rt_event.flags */
 #define RT_F_UNVERIFIED 1      /* exec: its inode number matched on a filesystem where one number may name
                                 * several files (btrfs subvolumes...): user space compares /proc/PID/exe */
-#define RT_F_ARGS_TRUNCATED 2  /* exec: argv not read whole (too many, too long, unreadable) */
+#define RT_F_ARGS_TRUNCATED 2  /* exec, init execs: argv not read whole (too many, too long, unreadable) */
 #define RT_F_STATUS_KNOWN 4    /* exits: rt_event.status holds a wait(2) status */
 #define RT_F_MAY_CREATE 8      /* exec: an argument is "create", "run" or "restore" */
 #define RT_F_ENDED 16          /* RT_EV_CONTAINER_EXIT: sent once the process was a zombie (or freed) */
@@ -76,13 +77,15 @@ struct rt_event {
     __u32 netns;
 };
 
-/* RT_EV_EXEC. Only the first offsetof(args) + args_size bytes are sent. */
+/* RT_EV_EXEC, RT_EV_INIT_EXEC, RT_EV_ORPHAN_INIT_EXEC: an exec with the argv the
+ * kernel held at it. Only the first offsetof(args) + args_size bytes are sent. */
 struct rt_exec_event {
     struct rt_event hdr;
-    __u32 argc;      /* arguments captured */
+    __u32 argc;      /* arguments captured: whole ones only */
     __u32 args_size; /* bytes used in args, < RT_ARGS_SIZE */
-    __u32 runc_id;   /* which watched binary ran: rt_runc_file.id of its inode */
-    char filename[RT_PATH_MAX]; /* the exec's filename as the caller gave it (display only) */
+    __u32 runc_id;   /* RT_EV_EXEC: which watched binary ran: rt_runc_file.id of its inode; else 0 */
+    char filename[RT_PATH_MAX]; /* RT_EV_EXEC: the exec's filename as the caller gave it (display
+                                 * only); empty for an init's */
     char args[RT_ARGS_SIZE];
 };
 

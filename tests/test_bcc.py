@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -206,11 +207,7 @@ class TestInvocationStyles:
         """The create's init execs its program at `runc start`, after its runc
         ended: the kernel reports that exec (RT_EV_ORPHAN_INIT_EXEC), once, and
         the argv compared with the spec is the program's, which matches. The
-        program execs another (sleep) later: no second record, no second look.
-
-        sh sleeps before its exec because user space reads the argv from
-        /proc after it wakes, a fraction of a millisecond to one: an immediate
-        `exec` can come first, and would be compared instead."""
+        program execs another (sleep) later: no second record, no second look."""
         args = ["sh", "-c", "sleep 0.1; exec sleep 0.2"]
         bundle = make_bundle(tmp_path / "b", args)
         compared = []
@@ -234,7 +231,7 @@ class TestInvocationStyles:
         assert add.container_pid == remove.container_pid == pid
         assert "args-differ" not in remove.flags and remove.exit_code == 0
         orphan = [r for r in notifier.recent_records if r.type == C["RT_EV_ORPHAN_INIT_EXEC"] and r.pid == pid]
-        assert len(orphan) == 1
+        assert len(orphan) == 1 and orphan[0].argv == tuple(args)
         # at the create (nothing to compare yet: the program has not started), then at its start
         assert [argv for p, argv in compared if p == pid] == [None, args]
 
@@ -675,13 +672,19 @@ def test_kernel_drops_become_lost_events_and_a_note():
 # ------------------------------------------------------- pure: no kernel needed
 
 
-def _exec_record(argv: list[bytes], filename: bytes = b"/usr/sbin/runc", flags: int = 0) -> bytes:
+def _exec_record(argv: list[bytes], filename: bytes = b"/usr/sbin/runc", flags: int = 0, *,
+                 kind: str = "RT_EV_EXEC", pid: int = 42, init_pid: int = 0, runc_id: int = 3) -> bytes:
     ev = RtExecEvent()
-    ev.hdr.type, ev.hdr.pid, ev.hdr.ktime_ns, ev.hdr.flags = C["RT_EV_EXEC"], 42, 7, flags
+    ev.hdr.type, ev.hdr.pid, ev.hdr.ktime_ns, ev.hdr.flags, ev.hdr.init_pid = C[kind], pid, 7, flags, init_pid
     packed = b"".join(a + b"\0" for a in argv)
-    ev.argc, ev.args_size, ev.runc_id, ev.filename = len(argv), len(packed), 3, filename
+    ev.argc, ev.args_size, ev.runc_id, ev.filename = len(argv), len(packed), runc_id, filename
     ct.memmove(ct.addressof(ev) + RtExecEvent.args.offset, packed, len(packed))
     return bytes(ev)[: RtExecEvent.args.offset + len(packed)]  # as the kernel sends it
+
+
+def _init_record(kind: str, pid: int, argv: list[bytes], init_pid: int = 0, flags: int = 0) -> bytes:
+    """An init's exec record: RT_EV_INIT_EXEC (pid: its runc) or RT_EV_ORPHAN_INIT_EXEC."""
+    return _exec_record(argv, b"", flags, kind=kind, pid=pid, init_pid=init_pid, runc_id=0)
 
 
 def test_decode_exec_record():
@@ -689,6 +692,17 @@ def test_decode_exec_record():
     assert (rec.type, rec.pid, rec.ktime_ns, rec.status) == (C["RT_EV_EXEC"], 42, 7, None)
     assert rec.filename == "/usr/sbin/runc" and rec.runc_id == 3
     assert rec.argv == ("runc", "--root", "/r", "run", "x")
+
+
+def test_decode_init_exec_records():
+    raw = bytearray(_init_record("RT_EV_INIT_EXEC", 20, [b"sh", b"-c", b"exec sleep 1", b""], init_pid=21))
+    raw[RtEvent.mntns.offset:RtEvent.netns.offset + 4] = struct.pack("=III", 11, 12, 13)
+    rec = decode_record(bytes(raw))
+    assert (rec.type, rec.pid, rec.init_pid, rec.filename) == (C["RT_EV_INIT_EXEC"], 20, 21, "")
+    assert rec.argv == ("sh", "-c", "exec sleep 1", "")  # an empty argument is one
+    assert rec.namespaces == {"mntns": 11, "pidns": 12, "netns": 13}
+    rec = decode_record(_init_record("RT_EV_ORPHAN_INIT_EXEC", 21, [b"true"]))
+    assert (rec.pid, rec.init_pid, rec.argv, rec.namespaces) == (21, None, ("true",), None)
 
 
 def test_decode_exit_records():
@@ -847,11 +861,11 @@ class _ScriptedTracker:
         return entry_point
 
 
-def _drain_offline(tracker: _ScriptedTracker, *headers: RtEvent) -> BccNotifier:
+def _drain_offline(tracker: _ScriptedTracker, *records: RtEvent | bytes) -> BccNotifier:
     """A notifier's ring buffer handling, given these records, with no kernel."""
     n = BccNotifier.__new__(BccNotifier)
     n.stats, n._tracker, n.kernel_events, n.recent_records = Stats(), tracker, 0, []
-    n._records = [bytes(h) for h in headers]
+    n._records = [bytes(r) for r in records]
     n._bpf = SimpleNamespace(ring_buffer_consume=lambda: None)  # the records are "consumed" already
     n._drain_ring()
     return n
@@ -859,18 +873,31 @@ def _drain_offline(tracker: _ScriptedTracker, *headers: RtEvent) -> BccNotifier:
 
 def test_the_inits_exec_records_have_its_argv_compared():
     """A create's init starting after its runc ended (RT_EV_ORPHAN_INIT_EXEC), or
-    while its runc is still there (a start that beat the create's exit: RT_EV_INIT_EXEC)."""
+    while its runc is still there (a `run`, or a start that beat the create's
+    exit: RT_EV_INIT_EXEC): the argv in the record goes to the tracker, as a list."""
     tracker = _ScriptedTracker()
-    _drain_offline(tracker, RtEvent(type=C["RT_EV_ORPHAN_INIT_EXEC"], pid=4321, ktime_ns=1),
-                   RtEvent(type=C["RT_EV_INIT_EXEC"], pid=20, ktime_ns=2, init_pid=21))
-    assert tracker.calls == [("init_exec", 4321), ("init_started", 20, 21, None), ("init_exec", 21)]
+    _drain_offline(tracker, _init_record("RT_EV_ORPHAN_INIT_EXEC", 4321, [b"sleep", b"1"]),
+                   _init_record("RT_EV_INIT_EXEC", 20, [b"sh", b"-c", b"exec x"], init_pid=21))
+    argv = ["sh", "-c", "exec x"]
+    assert tracker.calls == [("init_exec", 4321, ["sleep", "1"]), ("init_started", 20, 21, None, argv),
+                             ("init_exec", 21, argv)]
+
+
+def test_an_init_argv_the_kernel_cut_short_is_not_compared():
+    """A truncated init argv is passed as None (not compared): its kept part can
+    never show that the whole matches the spec."""
+    tracker = _ScriptedTracker()
+    cut = C["RT_F_ARGS_TRUNCATED"]
+    _drain_offline(tracker, _init_record("RT_EV_ORPHAN_INIT_EXEC", 4321, [b"sleep"], flags=cut),
+                   _init_record("RT_EV_INIT_EXEC", 20, [], init_pid=21, flags=cut))
+    assert tracker.calls == [("init_exec", 4321, None), ("init_started", 20, 21, None, None), ("init_exec", 21, None)]
 
 
 def test_a_record_whose_handling_raises_is_counted_and_the_batch_goes_on():
     tracker = _ScriptedTracker(fail="runc_exited")
     n = _drain_offline(tracker, RtEvent(type=C["RT_EV_RUNC_EXIT"], pid=10, ktime_ns=1, init_pid=11),
-                       RtEvent(type=C["RT_EV_ORPHAN_INIT_EXEC"], pid=11, ktime_ns=2))
-    assert tracker.calls == [("runc_exited", 10, None, 11), ("init_exec", 11)]
+                       _init_record("RT_EV_ORPHAN_INIT_EXEC", 11, [b"true"]))
+    assert tracker.calls == [("runc_exited", 10, None, 11), ("init_exec", 11, ["true"])]
     assert n.stats.errors == 1 and n.kernel_events == 2
 
 

@@ -22,15 +22,15 @@ How it works, and why each part is needed
 2. **runc's process tree and exits, in the kernel.** The program follows each runc
    process and its descendants down to the container's init (three levels), and
    reads how each ends (its wait status) from the task as its last thread exits.
-   Only the container init starting its program (with its PID; once its runc has
-   ended, as a create's init does at ``runc start``, a record of its own, so that
-   its argv is compared with the spec's), the end of a runc process (with that PID
-   too, if seen), and the end of a PID this module put in the ``containers`` map (a
-   container's init), cross to user space. A container's exit is sent once the
-   init is a zombie, from the parent's notification (``signal_generate``) or
-   ``sched_process_free``: the exit tracepoint fires a moment before, when ``runc
-   delete`` would still call the container running, and user space would have to
-   poll for the zombie.
+   Only the container init starting its program (with its PID and the argv the
+   kernel held at that exec, which the tracker compares with the spec's; once its
+   runc has ended, as a create's init does at ``runc start``, in a record of its
+   own), the end of a runc process (with that PID too, if seen), and the end of a
+   PID this module put in the ``containers`` map (a container's init), cross to
+   user space. A container's exit is sent once the init is a zombie, from the
+   parent's notification (``signal_generate``) or ``sched_process_free``: the exit
+   tracepoint fires a moment before, when ``runc delete`` would still call the
+   container running, and user space would have to poll for the zombie.
 3. **runc's own records, in user space** (:mod:`runctrace.resolve`, shared with the
    fanotify backend): a `runc run` is resolved when the kernel reports its init
    starting its program; a create or restore by its ``--pid-file`` when runc exits,
@@ -134,9 +134,11 @@ class KernelRecord(NamedTuple):
     ktime_ns: int  # CLOCK_MONOTONIC
     status: Optional[int]  # wait(2) status of an exit, None if unknown
     flags: int
-    filename: str = ""  # exec only: the path the caller passed, for display
-    argv: tuple[str, ...] = ()  # exec only
-    runc_id: int = 0  # exec only: which watched binary (RuncFiles) the kernel matched
+    filename: str = ""  # runc's exec only: the path the caller passed, for display
+    # runc's exec and the init execs: the argv the kernel held at the exec, whole
+    # arguments only (all of them unless flags has RT_F_ARGS_TRUNCATED)
+    argv: tuple[str, ...] = ()
+    runc_id: int = 0  # runc's exec only: which watched binary (RuncFiles) the kernel matched
     init_pid: Optional[int] = None  # runc exit and init exec: its container's init, if the kernel saw it
     namespaces: Optional[dict[str, int]] = None  # init exec: {"mntns", "pidns", "netns"}, as read in the kernel
 
@@ -146,8 +148,9 @@ class KernelRecord(NamedTuple):
 # a copy padded to the full 8.5 KiB for an exec record).
 _HDR = struct.Struct("=IIQIIIIII")  # type, pid, ktime_ns, status, flags, init_pid, mntns, pidns, netns
 _EXEC_FIXED = struct.Struct(f"={_HDR.size}xIII{C['RT_PATH_MAX']}s")  # argc, args_size, runc_id, filename
-_STATUS_KNOWN, _EV_EXEC = C["RT_F_STATUS_KNOWN"], C["RT_EV_EXEC"]
+_STATUS_KNOWN, _ARGS_TRUNCATED, _EV_EXEC = C["RT_F_STATUS_KNOWN"], C["RT_F_ARGS_TRUNCATED"], C["RT_EV_EXEC"]
 _EV_INIT_EXEC, _EV_ORPHAN_INIT_EXEC = C["RT_EV_INIT_EXEC"], C["RT_EV_ORPHAN_INIT_EXEC"]
+_WITH_ARGV = frozenset((_EV_EXEC, _EV_INIT_EXEC, _EV_ORPHAN_INIT_EXEC))  # struct rt_exec_event records
 _EV_RUNC_EXIT, _EV_CONTAINER_EXIT = C["RT_EV_RUNC_EXIT"], C["RT_EV_CONTAINER_EXIT"]
 # The ctypes mirrors are checked against the C structs when the program compiles;
 # these against the mirrors, here.
@@ -159,8 +162,8 @@ def decode_record(raw: bytes) -> KernelRecord:
     if len(raw) < _HDR.size:
         raise ValueError(f"ring buffer record of {len(raw)} bytes, shorter than its header")
     kind, pid, ktime_ns, status, flags, init_pid, mntns, pidns, netns = _HDR.unpack_from(raw)
-    if kind != _EV_EXEC:
-        ns = {"mntns": mntns, "pidns": pidns, "netns": netns} if mntns and pidns and netns else None
+    ns = {"mntns": mntns, "pidns": pidns, "netns": netns} if mntns and pidns and netns else None
+    if kind not in _WITH_ARGV:
         return KernelRecord(kind, pid, ktime_ns, status if flags & _STATUS_KNOWN else None, flags,
                             init_pid=init_pid or None, namespaces=ns)
     fixed = _EXEC_FIXED.size
@@ -170,7 +173,22 @@ def decode_record(raw: bytes) -> KernelRecord:
     argv = tuple(os.fsdecode(a) for a in raw[fixed : fixed + args_size].split(b"\0")[:argc])
     # the kernel's copy is NUL-terminated; bytes after the NUL may be stale
     return KernelRecord(kind, pid, ktime_ns, None, flags, os.fsdecode(filename.split(b"\0", 1)[0]), argv,
-                        runc_id=runc_id)
+                        runc_id=runc_id, init_pid=init_pid or None, namespaces=ns)
+
+
+def _program_argv(rec: KernelRecord) -> Optional[list[str]]:
+    """The argv a container's init exec'd its program with, for the tracker to
+    compare with the spec's ``process.args``; None (not compared) if the kernel
+    could not copy it whole.
+
+    Not completed from /proc, as runc's own argv is (``_complete_argv``): by the
+    time this record is read, the program may have exec'd another. Nor is the
+    kept part compared alone: it could show a difference but never a match, the
+    tracker would have to tell a part from a whole argv, and only an argv of more
+    than RT_MAX_ARGS arguments, one of RT_ARG_MAX bytes or more, or over about
+    7 KiB in all comes cut short.
+    """
+    return None if rec.flags & _ARGS_TRUNCATED else list(rec.argv)
 
 
 # ------------------------------------------------------------------ can it run here?
@@ -770,17 +788,17 @@ class BccNotifier(LoopNotifier):
         if rec.type == _EV_EXEC:
             self._on_exec(rec)
         elif rec.type == _EV_INIT_EXEC:
-            self._tracker.init_started(rec.pid, rec.init_pid, rec.namespaces)
+            argv = _program_argv(rec)
+            self._tracker.init_started(rec.pid, rec.init_pid, rec.namespaces, argv=argv)
             # A `runc start` that came before its `runc create` had exited: the
-            # create's init, resolved from state.json already, is starting now.
-            # (For a `run`, init_started has just compared its argv: a no-op.)
-            self._tracker.init_exec(rec.init_pid)
+            # create's init, resolved from state.json already, is starting now,
+            # and this is its argv too. (For a `run`, or a create that
+            # init_started has just resolved, the argv was compared there: a no-op.)
+            self._tracker.init_exec(rec.init_pid, argv)
         elif rec.type == _EV_ORPHAN_INIT_EXEC:
             # A create's init starting its program at `runc start`: the container
-            # was resolved at its runc's exit, an earlier record. Its argv is read
-            # and compared with the spec's at once: the program may soon exec
-            # another (sh -c 'exec x').
-            self._tracker.init_exec(rec.pid)
+            # was resolved at its runc's exit, an earlier record.
+            self._tracker.init_exec(rec.pid, _program_argv(rec))
         elif rec.type == _EV_RUNC_EXIT:
             self._tracker.runc_exited(rec.pid, rec.status, init_pid=rec.init_pid)
         elif rec.type == _EV_CONTAINER_EXIT:
