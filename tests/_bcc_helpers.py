@@ -98,7 +98,22 @@ class Seen:
 
     def lifecycle(self, cid: str, timeout: float = 10.0) -> tuple[ContainerEvent, ContainerEvent]:
         """Exactly one ADD then one REMOVE for ``cid``, for the same PID."""
-        events = self.until_removed(cid, timeout)
+        return self._one_lifecycle(self.until_removed(cid, timeout))
+
+    def lifecycles(self, cids: list[str], timeout: float = 20.0) -> dict[str, tuple[ContainerEvent, ContainerEvent]]:
+        """``lifecycle`` of containers that ran at once: the wait for duplicates
+        comes once, after the last REMOVE, rather than once per container."""
+        deadline = time.monotonic() + timeout
+        for cid in cids[:-1]:
+            while not any(e.type is EventType.REMOVE for e in self.of(cid)):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no remove for {cid}; got {[e.describe() for e in self.events]}")
+                self.pump()
+        self.until_removed(cids[-1], max(deadline - time.monotonic(), 0.0))
+        return {cid: self._one_lifecycle(self.of(cid)) for cid in cids}
+
+    @staticmethod
+    def _one_lifecycle(events: list[ContainerEvent]) -> tuple[ContainerEvent, ContainerEvent]:
         assert [e.type for e in events] == [EventType.ADD, EventType.REMOVE], [e.describe() for e in events]
         add, remove = events
         assert add.container_pid is not None and add.container_pid == remove.container_pid

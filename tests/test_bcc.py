@@ -330,6 +330,121 @@ class TestInvocationStyles:
         assert record.filename == used and not record.flags & C["RT_F_UNVERIFIED"]
 
 
+# ------------------------------------------------- the init's argv at its exec
+
+# An entrypoint that replaces itself at once: read from /proc when its record
+# arrives, the argv is often `sleep 0.2`'s already, not the spec's.
+_EXECS_AT_ONCE = ["sh", "-c", "exec sleep 0.2"]
+
+# Runs argv[1:] stopped at its exec, as a debugger holds a program it starts:
+# PTRACE_TRACEME makes the exec stop the process with SIGTRAP, its parent (the
+# test) the tracer that lets it go.
+_STOPPED_AT_EXEC = (
+    "import ctypes, os, sys\n"
+    "if ctypes.CDLL(None, use_errno=True).ptrace(0, 0, None, None):\n"
+    "    sys.exit('PTRACE_TRACEME: ' + os.strerror(ctypes.get_errno()))\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])\n"
+)
+_PTRACE_DETACH = 17
+
+
+@pytest.fixture
+def compared(monkeypatch):
+    """Every argv the tracker compares with a spec's process.args: (container ID, argv or None)."""
+    calls: list[tuple[str, object]] = []
+    real_check = Container.check_args
+
+    def check_args(container, argv):
+        calls.append((container.container_id, None if argv is None else list(argv)))
+        return real_check(container, argv)
+
+    monkeypatch.setattr(Container, "check_args", check_args)
+    return calls
+
+
+class TestInitArgv:
+    """The argv compared with the spec is the one the kernel held at the init's
+    exec of its program, copied there, whatever the program does next."""
+
+    pytestmark = ROOT_ONLY
+
+    def test_runs_of_a_program_that_execs_at_once_are_not_flagged(self, seen, bcct_runc, tmp_path, notifier,
+                                                                     compared):
+        """20 foreground `runc run`s at once: each init's exec comes while its runc
+        runs (RT_EV_INIT_EXEC)."""
+        bundle = make_bundle(tmp_path / "b", _EXECS_AT_ONCE)
+        cids = [bcct_runc.new_id(f"execrun{i}") for i in range(20)]
+        procs = [subprocess.Popen(["runc", "run", "--bundle", str(bundle), cid], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for cid in cids]
+        for proc in procs:
+            assert proc.wait(30) == 0, proc.stderr.read()
+            proc.stderr.close()
+        self._compared_as_run(seen.lifecycles(cids), compared, notifier, C["RT_EV_INIT_EXEC"])
+
+    def test_created_and_started_programs_that_exec_at_once_are_not_flagged(self, seen, bcct_runc, tmp_path,
+                                                                            notifier, compared):
+        """20 creates, then their starts: each init's exec comes after its runc
+        create ended (RT_EV_ORPHAN_INIT_EXEC), once the ADD is out."""
+        bundle = make_bundle(tmp_path / "b", _EXECS_AT_ONCE)
+        cids = [bcct_runc.new_id(f"execstart{i}") for i in range(20)]
+        for cid in cids:
+            bcct_runc("create", "--bundle", str(bundle), cid)
+        for cid in cids:
+            bcct_runc("start", cid)
+        lifecycles = seen.lifecycles(cids)
+        for cid in cids:
+            bcct_runc("delete", cid)
+        self._compared_as_run(lifecycles, compared, notifier, C["RT_EV_ORPHAN_INIT_EXEC"])
+
+    @staticmethod
+    def _compared_as_run(lifecycles, compared, notifier, record_type: int) -> None:
+        for cid, (add, remove) in lifecycles.items():
+            assert add.container_config["process"]["args"] == _EXECS_AT_ONCE
+            assert "args-differ" not in add.flags and "args-differ" not in remove.flags, cid
+            assert [argv for c, argv in compared if c == cid and argv is not None] == [_EXECS_AT_ONCE], cid
+            init = add.container_pid
+            (record,) = [r for r in notifier.recent_records if r.type == record_type
+                         and (r.init_pid if record_type == C["RT_EV_INIT_EXEC"] else r.pid) == init]
+            assert record.argv == tuple(_EXECS_AT_ONCE) and not record.flags & C["RT_F_ARGS_TRUNCATED"]
+
+    def test_a_program_other_than_the_recorded_specs_is_flagged(self, seen, bcct_runc, tmp_path, notifier,
+                                                                 compared):
+        """config.json rewritten after the recorder read it and before runc did:
+        the container runs other args than the recorded spec's.
+
+        The recorder reads config.json as it handles runc's exec record, a race
+        it normally wins against runc's own read; here runc is held stopped at
+        its exec until the recorder has read it, the file is rewritten, and runc
+        let go. The recorder notices the rewrite (config-changed) and the argv
+        it compares is the one runc really exec'd."""
+        recorded, executed = ["true"], ["sh", "-c", "exit 0"]
+        bundle = make_bundle(tmp_path / "b", recorded)
+        cid = bcct_runc.new_id("rewritten")
+        proc = subprocess.Popen([sys.executable, "-c", _STOPPED_AT_EXEC, "runc", "run", "--bundle", str(bundle), cid],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        libc = ct.CDLL(None, use_errno=True)
+        try:
+            _, status = os.waitpid(proc.pid, 0)
+            assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP, f"wait status {status:#x}"
+            # the tracker keeps the call, its spec read, once it handled the exec record
+            deadline = time.monotonic() + 5
+            while proc.pid not in notifier._tracker.calls:
+                assert time.monotonic() < deadline, "the recorder never handled runc's exec"
+                time.sleep(0.001)
+            config = json.loads((bundle / "config.json").read_text())
+            config["process"]["args"] = executed
+            (bundle / "config.json").write_text(json.dumps(config))
+        finally:
+            libc.ptrace(_PTRACE_DETACH, proc.pid, None, None)
+        assert proc.wait(10) == 0, proc.stderr.read()
+        proc.stderr.close()
+        add, remove = seen.lifecycle(cid)
+        assert add.container_config["process"]["args"] == recorded
+        assert [argv for c, argv in compared if c == cid] == [executed]
+        assert "args-differ" in add.flags and "config-changed" in add.flags
+        assert remove.exit_code == 0
+
+
 def _cmdline(pid: int) -> list[bytes]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
