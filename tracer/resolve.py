@@ -603,7 +603,7 @@ class Tracker:
             log.warning("runctrace: runc %d: the kernel saw init %d, runc's state says %d; using runc's",
                         runc_pid, init_pid, state["init_process_pid"])
             init_pid = state["init_process_pid"]
-            init_namespaces = None  # the kernel's init's, not this one's
+            init_namespaces = argv = None  # the kernel's init's, not this one's
         self._stop_waiting(rexec)
         self._resolve(rexec, init_pid, state, None, init_namespaces, init_argv=argv)
 
