@@ -95,7 +95,7 @@ case "${1:-}" in
     demo)
         setup
         log "recording a burst of real containers"
-        exec "$VENV/bin/python" -m runctrace.demo ;;
+        exec "$VENV/bin/python" -m runctrace.workload.demo ;;
     test)
         setup
         log "running the test suite"

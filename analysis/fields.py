@@ -5,7 +5,7 @@ Since schema version 2 the recorder writes the Kubernetes fields (``pod_namespac
 itself, and those typed columns are used as they are. Version-1 recordings have
 only the raw material (the spec's ``annotations`` map, runc's ``--root``); for them
 the same columns are derived here, with the recorder's own definitions
-(:data:`runctrace.enrich.K8S_ANNOTATIONS`, :func:`runctrace.enrich.manager_of`), so
+(:data:`runctrace.runc.enrich.K8S_ANNOTATIONS`, :func:`runctrace.runc.enrich.manager_of`), so
 a dataset mixing both versions groups consistently.
 
 Everything is vectorised: the annotations map is read through its dictionary codes
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from runctrace import safetext
-from runctrace.enrich import K8S_ANNOTATIONS, manager_of
+from runctrace.runc.enrich import K8S_ANNOTATIONS, manager_of
 
 MAP_TYPE = pa.map_(pa.string(), pa.string())
 DICT_TYPE = pa.dictionary(pa.int32(), pa.string())
@@ -273,7 +273,7 @@ def _joined(args) -> Optional[str]:
 def manager_from_root(root: Optional[str], annotated: Optional[str] = None) -> str:
     """Who called runc, for a recording that did not say (schema version 1).
 
-    The recorder's own rule (:func:`runctrace.enrich.manager_of`: ``/run/docker/``
+    The recorder's own rule (:func:`runctrace.runc.enrich.manager_of`: ``/run/docker/``
     is docker, a ``/containerd/`` root is containerd, anything else by hand), after
     two things only a version-1 reader has to look at: the manager a spec's
     annotations name (``cri-o``; podman's ``libpod`` is ``conmon``, as the recorder

@@ -1,6 +1,6 @@
 """Reading recordings: the only module of ``runctrace.analysis`` that touches files.
 
-A *recording* is one or more Parquet files in the schema of :mod:`runctrace.schema`.
+A *recording* is one or more Parquet files in the schema of :mod:`runctrace.store.schema`.
 Accepted paths, mixed freely:
 
 - a file (``runctrace record -o FILE.parquet``);
@@ -29,7 +29,7 @@ into chunks of :data:`CHUNK_ROWS` before anything is derived, so the cost per ro
 group is a list append, not a dozen Arrow calls.
 
 Schema versions: the key ``runctrace.schema_version`` says which schema wrote a
-file (the current one is :data:`runctrace.schema.SCHEMA_VERSION`). Version-1 files
+file (the current one is :data:`runctrace.store.schema.SCHEMA_VERSION`). Version-1 files
 lack the enrichment columns: they are read as nulls, and the Kubernetes fields are
 derived from the annotations instead (:mod:`runctrace.analysis.fields`). Files
 without the key (written before it existed) and files from a newer version are read
@@ -75,9 +75,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from runctrace.errors import RunctraceError
-from runctrace.recording import JOURNAL_NAME
+from runctrace.store.recording import JOURNAL_NAME
 from runctrace.safetext import escape, is_clean, unescape
-from runctrace.schema import SCHEMA, SCHEMA_VERSION
+from runctrace.store.schema import SCHEMA, SCHEMA_VERSION
 
 from . import fields
 

@@ -3,7 +3,7 @@
 Writing a test as "container A starts at t=0 and ends at t=5 with exit 1" should take
 one line, and the result must be exactly what a recorder writes, so the analysis is
 tested on real shapes: each row is made by the recorder's own
-:func:`runctrace.schema.event_to_row` from a :class:`runctrace.events.ContainerEvent`
+:func:`runctrace.store.schema.event_to_row` from a :class:`runctrace.events.ContainerEvent`
 (enrichment included: manager, Kubernetes fields)::
 
     rows = [add("a", 0), remove("a", 5, exit_code=1, started=0)]
@@ -25,9 +25,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runctrace.enrich import manager_of
+from runctrace.runc.enrich import manager_of
 from runctrace.events import ContainerEvent, EventType
-from runctrace.schema import DATASET_SCHEMA, SCHEMA, event_to_row
+from runctrace.store.schema import DATASET_SCHEMA, SCHEMA, event_to_row
 
 BASE_NS = 1_767_225_600 * 1_000_000_000  # 2026-01-01T00:00:00Z
 BASE = pd.Timestamp(BASE_NS, unit="ns", tz="UTC")
@@ -131,7 +131,7 @@ def write_file(rows: Iterable[dict], path, *, stats: Optional[dict] = None, meta
 def write_dataset(rows: Iterable[dict], directory, *, stats: Optional[dict] = None,
                   metadata: Optional[dict] = None) -> list:
     """The recorder's dataset layout: ``host=<h>/date=<d>/part-<first ns>-0-<seq>.parquet``,
-    ``host`` in the path only (:data:`runctrace.schema.DATASET_SCHEMA`)."""
+    ``host`` in the path only (:data:`runctrace.store.schema.DATASET_SCHEMA`)."""
     groups: dict = {}
     for row in rows:
         date = datetime.fromtimestamp(row["time_ns"] / 1e9, timezone.utc).strftime("%Y-%m-%d")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpu import sides  # noqa: E402
 from bench_record import Recorder  # noqa: E402
 
-from runctrace.workload import make_bundle, make_rootfs, runc  # noqa: E402
+from runctrace.workload.containers import make_bundle, make_rootfs, runc  # noqa: E402
 
 
 def _status_kib(pid: int, key: str) -> int:

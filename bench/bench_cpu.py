@@ -47,7 +47,7 @@ from typing import Callable, Iterator, Optional
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_record import CLK_TCK, Recorder  # noqa: E402
 
-from runctrace.workload import make_bundle, make_rootfs, runc  # noqa: E402
+from runctrace.workload.containers import make_bundle, make_rootfs, runc  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FLUSH_WAIT_S = 1.5  # the default flush interval (1 s), and slack

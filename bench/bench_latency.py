@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Optional
 
 from runctrace import _sys
-from runctrace.workload import make_bundle, make_rootfs, runc
+from runctrace.workload.containers import make_bundle, make_rootfs, runc
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

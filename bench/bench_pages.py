@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_cpu import interleaved, sides  # noqa: E402
 from bench_record import Recorder  # noqa: E402
 
-from runctrace.workload import make_bundle, make_rootfs, runc  # noqa: E402
+from runctrace.workload.containers import make_bundle, make_rootfs, runc  # noqa: E402
 
 _VMA = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
 

@@ -41,7 +41,7 @@ from typing import Optional
 
 import pyarrow.parquet as pq
 
-from runctrace.workload import make_bundle, make_rootfs, runc
+from runctrace.workload.containers import make_bundle, make_rootfs, runc
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

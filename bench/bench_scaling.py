@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_cpu import steady_cpu  # noqa: E402
 from bench_record import overhead, timed_runs  # noqa: E402
 
-from runctrace.workload import make_bundle, make_rootfs  # noqa: E402
+from runctrace.workload.containers import make_bundle, make_rootfs  # noqa: E402
 
 
 def main() -> None:

@@ -86,8 +86,8 @@ def flush_parts(rows: int = 50, times: int = 5) -> None:
     import pyarrow.parquet as pq
 
     from runctrace.events import ContainerEvent, EventType
-    from runctrace.recording import _FLUSH_OPTIONS
-    from runctrace.schema import DATASET_SCHEMA, event_to_row, rows_to_table
+    from runctrace.store.recording import _FLUSH_OPTIONS
+    from runctrace.store.schema import DATASET_SCHEMA, event_to_row, rows_to_table
 
     config = {"ociVersion": "1.0.2", "process": {"args": ["true"], "cwd": "/", "env": ["PATH=/bin"]},
               "root": {"path": "rootfs"}, "hostname": "bench", "annotations": {"a": "b"}}

@@ -2,7 +2,7 @@
 
 Every file written here says so in its footer (``runctrace.synthetic = true``, and
 ``runctrace.backend = synthetic``), and ``runctrace report`` prints a warning when
-it reads one. Files use the real schema (:data:`runctrace.schema.SCHEMA`), one file
+it reads one. Files use the real schema (:data:`runctrace.store.schema.SCHEMA`), one file
 per host, in the recorder's dataset layout:
 ``OUT/host=<name>/date=<YYYY-MM-DD>/part-<first time_ns>-<pid>-<seq>.parquet``
 (schema version 2, ``host`` in the path only, as ``runctrace record -o DIR`` writes).
@@ -49,8 +49,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from runctrace.enrich import manager_of
-from runctrace.schema import DATASET_SCHEMA, SCHEMA, SCHEMA_VERSION
+from runctrace.runc.enrich import manager_of
+from runctrace.store.schema import DATASET_SCHEMA, SCHEMA, SCHEMA_VERSION
 
 START = np.datetime64("2026-01-01T00:00:00", "ns").astype(np.int64)
 SECOND = 1_000_000_000

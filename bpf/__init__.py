@@ -1,1 +1,1 @@
-"""BPF C sources of the eBPF backend, shipped as package data (see runctrace.bcc)."""
+"""BPF C sources of the eBPF backend, shipped as package data (see runctrace.backends.bcc)."""

@@ -18,7 +18,7 @@ from typing import Optional
 import pytest
 
 from conftest import fd_count as fds, thread_count as threads  # noqa: F401 (re-exported)
-from runctrace import workload
+from runctrace.workload import containers as workload
 from runctrace.events import ContainerEvent, EventType
 
 # Root tests fail without root, they are not skipped: the project's machines have it.
@@ -26,7 +26,7 @@ ROOT_ONLY = [pytest.mark.root]
 
 
 def make_bundle(path: Path, args: list[str]) -> Path:
-    """An OCI bundle at ``path`` running ``args`` in a static busybox root (runctrace.workload)."""
+    """An OCI bundle at ``path`` running ``args`` in a static busybox root (runctrace.workload.containers)."""
     rootfs = workload.make_rootfs(path.parent / f"{path.name}-rootfs")
     return workload.make_bundle(path.parent, rootfs, args, name=path.name)
 

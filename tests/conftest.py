@@ -18,10 +18,10 @@ from typing import Callable, Optional
 
 import pytest
 
-from runctrace import workload
+from runctrace.workload import containers as workload
 from runctrace.errors import RunctraceError
 from runctrace.events import ContainerEvent, EventType
-from runctrace.workload import PrivateContainerd, make_bundle, make_rootfs
+from runctrace.workload.containers import PrivateContainerd, make_bundle, make_rootfs
 
 
 

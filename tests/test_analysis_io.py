@@ -12,7 +12,7 @@ import pytest
 from runctrace.analysis import churn, fields, io
 from runctrace.analysis import sample as s
 from runctrace.errors import RunctraceError
-from runctrace.schema import SCHEMA
+from runctrace.store.schema import SCHEMA
 
 WEB = s.kubernetes("prod", "web-1", "app", "docker.io/library/nginx:1.25")
 DB = s.kubernetes("data", "db-0", "postgres", "docker.io/library/postgres:16")

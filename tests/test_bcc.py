@@ -24,13 +24,13 @@ from types import SimpleNamespace
 import pytest
 
 from _bcc_helpers import ROOT_ONLY, Seen, bcct_runc, fds, make_bundle, threads  # noqa: F401 (fixture)
-from runctrace.bcc import BccNotifier, C, RtEvent, RtExecEvent, RuncFiles, decode_record, file_id, kernel_dev
+from runctrace.backends.bcc import BccNotifier, C, RtEvent, RtExecEvent, RuncFiles, decode_record, file_id, kernel_dev
 from runctrace.events import EventType
-from runctrace.fanotify import FanotifyNotifier
-from runctrace.notifier import Stats
-from runctrace.resolve import Container, parse_call, process_alive
-from runctrace.runtimes import RuncBinary
-from runctrace.spec import rfc3339_to_ns
+from runctrace.backends.fanotify import FanotifyNotifier
+from runctrace.backends.base import Stats
+from runctrace.runc.tracker import Container, parse_call, process_alive
+from runctrace.runc.binaries import RuncBinary
+from runctrace.runc.files import rfc3339_to_ns
 
 
 @pytest.fixture(scope="module")
@@ -925,7 +925,7 @@ def test_runc_files_follow_a_replaced_binary_and_keep_its_id(tmp_path):
 def test_runc_files_tell_apart_files_that_share_the_kernels_identity(tmp_path, monkeypatch):
     """On btrfs two subvolumes' files can have the same superblock device and inode
     number: one entry, marked unverified, and user space picks by stat(2)."""
-    import runctrace.bcc as bcc_module
+    import runctrace.backends.bcc as bcc_module
 
     python = os.path.realpath(sys.executable)  # the file this process runs
     other = tmp_path / "other"
@@ -954,8 +954,8 @@ def test_runc_files_tell_apart_files_that_share_the_kernels_identity(tmp_path, m
 
 
 def test_both_backends_know_runcs_init_by_the_same_name():
-    from runctrace.bcc import _bpf_source, _HEADER
-    from runctrace.runtimes import RUNC_INIT_COMM
+    from runctrace.backends.bcc import _bpf_source, _HEADER
+    from runctrace.runc.binaries import RUNC_INIT_COMM
 
     assert f'#define RT_INIT_COMM "{RUNC_INIT_COMM.decode()}"' in _bpf_source(_HEADER)
 
@@ -1066,8 +1066,8 @@ def test_process_alive():
 def test_init_started_prefers_runcs_state_over_the_kernels_pid(tmp_path):
     """If runc's own state.json for this call names another init than the kernel
     record did, runc's record wins (and a `run` arms no state watch)."""
-    from runctrace.notifier import Stats
-    from runctrace.resolve import Tracker, read_stat
+    from runctrace.backends.base import Stats
+    from runctrace.runc.tracker import Tracker, read_stat
 
     events = []
     tracker = Tracker("test", events.append, Stats(), lambda *_: None, sees_inits=True)
@@ -1097,8 +1097,8 @@ def test_init_started_prefers_runcs_state_over_the_kernels_pid(tmp_path):
 def test_a_pid_taken_by_another_container_ends_the_one_that_had_it():
     """An exit reported late (or lost) must not end the container that reused the
     PID: the first one is ended when the second is watched, status unknown."""
-    from runctrace.notifier import Stats
-    from runctrace.resolve import Tracker
+    from runctrace.backends.base import Stats
+    from runctrace.runc.tracker import Tracker
 
     events = []
     tracker = Tracker("test", events.append, Stats(), lambda *_: None)

@@ -11,7 +11,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from runctrace.churn import parse_lifetime
+from runctrace.workload.generator import parse_lifetime
 from runctrace.errors import RunctraceError
 
 RUNCTRACE = [sys.executable, "-m", "runctrace"]

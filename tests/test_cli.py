@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import runc
-from runctrace.schema import SCHEMA, SCHEMA_VERSION
+from runctrace.store.schema import SCHEMA, SCHEMA_VERSION
 
 RUNCTRACE = [sys.executable, "-m", "runctrace"]
 
@@ -55,7 +55,7 @@ def test_without_privileges_is_one_line(tmp_path):
 
 
 def test_not_root_message(monkeypatch):
-    from runctrace.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify import FanotifyNotifier
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     support = FanotifyNotifier.supported()

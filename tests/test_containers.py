@@ -19,8 +19,8 @@ import pytest
 from conftest import EventLog, fd_count, runc, runc_pid, thread_count, wait_for_pid
 from runctrace.backends import backend_class
 from runctrace.events import EventType
-from runctrace.resolve import parse_call
-from runctrace.spec import rfc3339_to_ns
+from runctrace.runc.tracker import parse_call
+from runctrace.runc.files import rfc3339_to_ns
 
 pytestmark = pytest.mark.root
 
@@ -71,7 +71,7 @@ def test_run_whose_init_ended_before_its_name_was_read(bundles, container_ids):
     """fanotify, when its loop is so far behind that a `runc run`'s init had already
     ended when its rename was read: the init's exit message names its runc, and the
     container is still reported, with its exit code; not taken for a failed create."""
-    from runctrace.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify import FanotifyNotifier
 
     class Late(FanotifyNotifier):
         def _on_init_named(self, pid, when_ns):
@@ -96,7 +96,7 @@ def test_runc_calls_gone_unread(bundles, container_ids, monkeypatch):
     messages held while coalescing, or the loop behind): one that made no container
     is counted as unread and costs no look on disk; one whose container still runs
     is counted as missed, and the container is found on disk."""
-    from runctrace import fanotify
+    from runctrace.backends import fanotify
 
     real_read = fanotify.read_proc
 
@@ -141,7 +141,7 @@ def test_a_resync_asked_while_settling_is_not_left_for_the_next_wake_up():
     """fanotify: messages read while settling a wake-up (an exit of a runc call
     gone unread, a queue overflow) can ask for a look at runc's state on disk.
     It is done in the same wake-up: on a quiet host the next may be long in coming."""
-    from runctrace.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify import FanotifyNotifier
 
     class Asks(FanotifyNotifier):
         armed = False
@@ -180,7 +180,7 @@ def test_fanotify_enriches_an_init_that_ends_at_once(bundles, container_ids, mon
     left 23 of 100 instant containers without a cgroup and 31 without namespaces.
     Here each init lives 50 ms, longer than messages are held, and its exec is
     handled only once it has ended."""
-    from runctrace.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify import FanotifyNotifier
 
     original = FanotifyNotifier._init_execd
 
@@ -218,9 +218,9 @@ def test_fanotify_keeps_what_it_read_at_the_rename_when_runc_exits_first(bundles
     cgroup) is used then too: the container may have ended by the time runc's exit
     is read. Here the init's exec is ignored, and runc's exit is handled only once
     the container has ended."""
-    from runctrace import resolve
-    from runctrace.fanotify import FanotifyNotifier
-    from runctrace.spec import read_state
+    from runctrace.runc import tracker as resolve
+    from runctrace.backends.fanotify import FanotifyNotifier
+    from runctrace.runc.files import read_state
 
     monkeypatch.setattr(FanotifyNotifier, "_init_execd", lambda self, *args: None)
     original = resolve.Tracker.runc_exited
@@ -537,7 +537,7 @@ def test_run_on_a_stopped_containers_id_is_not_a_new_container(log, bundles, con
 def test_relative_bundle_and_pid_file_when_the_recorder_is_late(monkeypatch, bundles, container_ids, tmp_path):
     """runc chdirs into --bundle a few ms after it starts: a late reader must not
     resolve relative paths inside the bundle."""
-    from runctrace.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify import FanotifyNotifier
 
     original = FanotifyNotifier._resolve_exec
 
@@ -573,7 +573,7 @@ def test_relative_bundle_and_pid_file_when_the_recorder_is_late(monkeypatch, bun
 
 
 def test_a_failed_event_loop_is_reported_and_released(monkeypatch, bundles, container_ids):
-    from runctrace.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify import FanotifyNotifier
 
     def broken(self):
         raise RuntimeError("injected")
@@ -604,7 +604,7 @@ def test_fanotify_names_runc_by_handle_where_it_can():
     """The runc group reports file handles here (no fd opened per runc exec), so the
     other tests exercise that path."""
     from runctrace import _sys
-    from runctrace.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify import FanotifyNotifier
 
     notifier = FanotifyNotifier()
     try:
@@ -621,7 +621,7 @@ def test_fanotify_without_file_handles_still_sees_containers(monkeypatch, bundle
     import errno
 
     from runctrace import _sys
-    from runctrace.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify import FanotifyNotifier
 
     real_init, real_mark = _sys.fanotify_init, _sys.fanotify_mark
     refused: list[str] = []
@@ -671,7 +671,7 @@ def test_fanotify_watches_a_replacement_that_cannot_be_named_by_handle(monkeypat
     import errno
 
     from runctrace import _sys
-    from runctrace.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify import FanotifyNotifier
 
     bindir = tmp_path / "bin"
     bindir.mkdir()

@@ -18,8 +18,8 @@ import pytest
 from conftest import runc
 from runctrace.errors import RecordingError
 from runctrace.events import ContainerEvent, EventType
-from runctrace.recording import DatasetRecorder
-from runctrace.schema import DATASET_SCHEMA, SCHEMA
+from runctrace.store.recording import DatasetRecorder
+from runctrace.store.schema import DATASET_SCHEMA, SCHEMA
 
 RUNCTRACE = [sys.executable, "-m", "runctrace"]
 DAY = 86400 * 10**9

@@ -16,11 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from _bcc_helpers import ROOT_ONLY
-from runctrace import _sys, backends, bcc, runtimes
+from runctrace import _sys, backends
+from runctrace.backends import bcc
+from runctrace.runc import binaries as runtimes
 from runctrace.cli import app
-from runctrace.cli_doctor import diagnose
-from runctrace.fanotify import FanotifyNotifier
-from runctrace.notifier import Support
+from runctrace.cli.doctor import diagnose
+from runctrace.backends.fanotify import FanotifyNotifier
+from runctrace.backends.base import Support
 
 pytestmark = ROOT_ONLY
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from runctrace import enrich
+from runctrace.runc import enrich
 
 CONTAINERD_ANN = {
     "io.kubernetes.cri.container-type": "container",

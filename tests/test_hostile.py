@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import EventLog, runc
-from runctrace import spec
+from runctrace.runc import files as spec
 from runctrace.backends import backend_class
-from runctrace.runcargs import parse_runc_args
+from runctrace.runc.args import parse_runc_args
 
 # ----------------------------------------------------------------- properties
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from runctrace import recording
+from runctrace.store import recording
 from runctrace.events import ContainerEvent, EventType
-from runctrace.recording import DatasetRecorder, recovery_notes
+from runctrace.store.recording import DatasetRecorder, recovery_notes
 
 T0 = 1_795_000_000 * 10**9
 
@@ -50,7 +50,7 @@ def crash_after(root: Path, script: str) -> None:
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_journal import event, T0
         from runctrace.events import EventType
-        from runctrace.recording import DatasetRecorder
+        from runctrace.store.recording import DatasetRecorder
         rec = DatasetRecorder({str(root)!r}, host="h")
         rec.stats_source = lambda: {{"adds": 7, "lost": 0}}
         rec.backend = "fake"

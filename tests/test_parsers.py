@@ -15,8 +15,10 @@ import struct
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runctrace import _sys, safetext, spec
-from runctrace.runcargs import parse_runc_args
+from runctrace import _sys, safetext
+
+from runctrace.runc import files as spec
+from runctrace.runc.args import parse_runc_args
 
 # JSON-ish text with what breaks naive parsers: huge numbers, NaN, deep nesting
 _nasty_json = st.one_of(
@@ -107,7 +109,7 @@ def test_fanotify_records_decode_or_raise_value_error(buf):
 
 @given(st.binary(max_size=9000))
 def test_ring_buffer_records_decode_or_raise_value_error(raw):
-    from runctrace.bcc import KernelRecord, decode_record
+    from runctrace.backends.bcc import KernelRecord, decode_record
 
     try:
         assert isinstance(decode_record(raw), KernelRecord)
@@ -117,7 +119,7 @@ def test_ring_buffer_records_decode_or_raise_value_error(raw):
 
 @given(st.binary(max_size=400))
 def test_btf_blobs_parse_or_raise_value_error(data):
-    from runctrace.btf import Btf
+    from runctrace.backends.btf import Btf
 
     try:
         Btf(data)

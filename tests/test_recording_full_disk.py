@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import runc
-from runctrace import recording
+from runctrace.store import recording
 from runctrace.errors import RecordingError
 from runctrace.events import ContainerEvent, EventType
-from runctrace.recording import DatasetRecorder, ParquetRecorder
+from runctrace.store.recording import DatasetRecorder, ParquetRecorder
 
 from test_dataset import Recording, files, read
 

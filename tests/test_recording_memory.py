@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from runctrace import recording
+from runctrace.store import recording
 from runctrace.events import ContainerEvent, EventType
-from runctrace.recording import DatasetRecorder
+from runctrace.store.recording import DatasetRecorder
 
 T0 = 1_795_000_000 * 10**9
 SPEC = 16 << 20  # the largest config.json the recorder reads
@@ -44,7 +44,7 @@ def test_peak_memory_of_many_16_mib_specs_is_bounded(tmp_path, output):
         sys.path.insert(0, {str(tmp_path)!r})
         from test_memory_child import big_add
         from runctrace.events import ContainerEvent, EventType
-        from runctrace.recording import open_recorder
+        from runctrace.store.recording import open_recorder
         rec = open_recorder({str(tmp_path / output)!r}, host="h")
         start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for i in range(24):

@@ -17,10 +17,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from runctrace import recording
+from runctrace.store import recording
 from runctrace.errors import RecordingError
 from runctrace.events import ContainerEvent, EventType
-from runctrace.recording import DatasetRecorder, ParquetRecorder, open_recorder
+from runctrace.store.recording import DatasetRecorder, ParquetRecorder, open_recorder
 
 RUNCTRACE = [sys.executable, "-m", "runctrace"]
 T0 = 1_795_000_000 * 10**9

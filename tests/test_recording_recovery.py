@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runctrace import recording
+from runctrace.store import recording
 from runctrace.events import ContainerEvent, EventType
-from runctrace.recording import DatasetRecorder, recovery_notes
-from runctrace.schema import event_to_row
+from runctrace.store.recording import DatasetRecorder, recovery_notes
+from runctrace.store.schema import event_to_row
 
 from test_journal import crashed_with_one_row, journals, read
 

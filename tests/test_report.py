@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import runctrace.cli_report  # noqa: F401  (registers the command, as runctrace.cli.main() does)
+import runctrace.cli.report  # noqa: F401  (registers the command, as runctrace.cli.main() does)
 from runctrace.analysis import sample as s
 from runctrace.analysis.report import CSV_COLUMNS, LOOP_FIELDS, REPORT_FORMAT, TIMELINE_FIELDS, TOP_FIELDS
 from runctrace.cli import app
@@ -166,7 +166,7 @@ def test_not_a_recording_is_one_error_line(tmp_path):
 
 
 def test_version_1_file_is_read_with_a_note(tmp_path):
-    from runctrace.schema import SCHEMA
+    from runctrace.store.schema import SCHEMA
 
     v1 = pa.schema(list(SCHEMA)[:20], metadata={b"runctrace.schema_version": b"1"})
     pq.write_table(s.table(recording_rows()).select(v1.names).cast(v1), tmp_path / "old.parquet")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from runctrace.runcargs import parse_runc_args
+from runctrace.runc.args import parse_runc_args
 
 SHIM = (
     "runc --root /run/containerd/runc/default --log /run/containerd/io.containerd.runtime.v2.task/default/c1/log.json "

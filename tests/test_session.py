@@ -8,7 +8,7 @@ import pytest
 
 from runctrace.errors import RunctraceError
 from runctrace.events import ContainerEvent, EventType
-from runctrace.notifier import Notifier, Support
+from runctrace.backends.base import Notifier, Support
 from runctrace import session as session_module
 from runctrace.session import Session
 
@@ -60,7 +60,7 @@ def test_the_deadline_stops_a_quiet_session():
 def test_the_handoff_delivers_every_event_in_order_across_threads():
     """The notifier's lock-free hand-off: a producer racing a consumer that keeps
     emptying it and going back to sleep must lose no item and never sleep through one."""
-    from runctrace.notifier import _Handoff
+    from runctrace.backends.base import _Handoff
 
     handoff, n, got = _Handoff(), 50_000, []
 

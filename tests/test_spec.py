@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runctrace import spec
+from runctrace.runc import files as spec
 
 
 @pytest.fixture
@@ -194,7 +194,7 @@ def test_read_proc_reads_a_long_cmdline_whole():
     """procfs hands out a long /proc/PID/cmdline over several reads."""
     import subprocess
 
-    from runctrace.spec import read_proc
+    from runctrace.runc.files import read_proc
 
     # a shell that waits, its argv ~60 KB long
     args = ["/bin/sh", "-c", "read x", "sh", *(f"arg{i:05d}-" + "x" * 50 for i in range(1000))]

@@ -9,9 +9,10 @@ import time
 import pytest
 
 from conftest import runc
-from runctrace import resolve, schema
+from runctrace.runc import tracker as resolve
+from runctrace.store import schema
 from runctrace.events import ContainerEvent, EventType
-from runctrace.fake import FakeNotifier
+from runctrace.backends.fake import FakeNotifier
 from runctrace.session import Session
 
 
@@ -51,7 +52,7 @@ def test_printing_or_writing_one_event_fails_and_the_session_goes_on():
 
 
 def test_a_tracker_entry_point_that_fails_is_counted_not_raised(monkeypatch):
-    from runctrace.notifier import Stats
+    from runctrace.backends.base import Stats
 
     stats, emitted = Stats(), []
     tracker = resolve.Tracker("fake", emitted.append, stats, lambda *a: None)
@@ -96,7 +97,7 @@ def test_a_stage_that_fails_gives_the_event_an_error(monkeypatch, log, bundles, 
 
 @pytest.mark.root
 def test_a_kernel_message_that_fails_is_counted_and_the_loop_goes_on(monkeypatch, bundles, container_ids):
-    from runctrace.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify import FanotifyNotifier
     from conftest import EventLog
 
     real = FanotifyNotifier._on_exit

@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from runctrace import resolve
+from runctrace.runc import tracker as resolve
 from runctrace.events import EventType
-from runctrace.notifier import Stats
+from runctrace.backends.base import Stats
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ The public front::
         ...
 """
 
-from .backends import open_notifier
-from .errors import NotSupported, RecordingError, RunctraceError, RuntimeNotFound
-from .events import ContainerEvent, EventType
-from .notifier import Notifier, Support
+from runctrace.backends import open_notifier
+from runctrace.errors import NotSupported, RecordingError, RunctraceError, RuntimeNotFound
+from runctrace.events import ContainerEvent, EventType
+from runctrace.backends.base import Notifier, Support
 
 __all__ = [
     "ContainerEvent", "EventType", "Notifier", "Support", "open_notifier",

@@ -1,3 +1,3 @@
-from .cli import main
+from runctrace.cli import main
 
 main()

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .safetext import printable
+from runctrace.safetext import printable
 
 
 class EventType(str, enum.Enum):

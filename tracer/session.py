@@ -16,10 +16,10 @@ from typing import Callable, Iterator, Optional
 
 from rich.console import Console
 
-from .errors import RunctraceError
-from .events import ContainerEvent
-from .notifier import Notifier, log
-from .safetext import printable
+from runctrace.errors import RunctraceError
+from runctrace.events import ContainerEvent
+from runctrace.backends.base import Notifier, log
+from runctrace.safetext import printable
 
 
 class Stop(threading.Event):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Optional
 
-from .safetext import printable
+from runctrace.safetext import printable
 
 MAX_CONFIG_BYTES = 16 << 20  # OCI specs are a few KiB; 16 MiB is generous
 MAX_SMALL_FILE_BYTES = 64 << 10  # pid files

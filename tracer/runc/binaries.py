@@ -11,7 +11,7 @@ import glob
 import os
 from dataclasses import dataclass
 
-from .errors import RuntimeNotFound
+from runctrace.errors import RuntimeNotFound
 
 ENV_VAR = "RUNCTRACE_RUNC_PATHS"
 

@@ -65,10 +65,10 @@ from typing import Callable, Iterable, Iterator, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import RecordingError
-from .events import ContainerEvent, EventType
-from .safetext import printable
-from .schema import DATASET_SCHEMA, SCHEMA, event_to_row, row_from_json, rows_to_table
+from runctrace.errors import RecordingError
+from runctrace.events import ContainerEvent, EventType
+from runctrace.safetext import printable
+from runctrace.store.schema import DATASET_SCHEMA, SCHEMA, event_to_row, row_from_json, rows_to_table
 
 DEFAULT_DATASET = "runctrace-data"
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import Optional
 
-from .errors import NotSupported
-from .notifier import Callback, Notifier, Support
+from runctrace.errors import NotSupported
+from runctrace.backends.base import Callback, Notifier, Support
 
 # name -> "module:Class"; imported lazily (BCC's import alone costs ~100 ms).
 BACKENDS = {
-    "bcc": "runctrace.bcc:BccNotifier",
-    "fanotify": "runctrace.fanotify:FanotifyNotifier",
+    "bcc": "runctrace.backends.bcc:BccNotifier",
+    "fanotify": "runctrace.backends.fanotify:FanotifyNotifier",
 }
 CHOICES = ("auto", *BACKENDS)
 

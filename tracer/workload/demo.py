@@ -1,6 +1,6 @@
 """The README's first command: record a small burst of real containers, then report.
 
-    python -m runctrace.demo [--backend fanotify] [--output runctrace-demo.parquet]
+    python -m runctrace.workload.demo [--backend fanotify] [--output runctrace-demo.parquet]
 
 It starts ``runctrace record`` exactly as an operator would, drives runc in every
 style a manager uses (and containerd, through ``ctr run``), including a container
@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .workload import PrivateContainerd, make_bundle, make_rootfs, runc
+from runctrace.workload.containers import PrivateContainerd, make_bundle, make_rootfs, runc
 
 
 def workload(base: Path) -> None:
@@ -65,7 +65,7 @@ def workload(base: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runctrace.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m runctrace.workload.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="fanotify")
     parser.add_argument("--output", default="runctrace-demo.parquet")
     args = parser.parse_args(argv)

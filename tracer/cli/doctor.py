@@ -13,10 +13,10 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from . import backends
-from .cli import _one_line_errors, app
-from .errors import NotSupported
-from .runtimes import ENV_VAR, RuncBinary, find_runc
+from runctrace import backends
+from runctrace.cli import _one_line_errors, app
+from runctrace.errors import NotSupported
+from runctrace.runc.binaries import ENV_VAR, RuncBinary, find_runc
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def doctor(
     """Say which backends can run on this host, and exactly why not."""
     out = Console(highlight=False, soft_wrap=True)
     if print_bpf:
-        from .bcc import program_text  # only here: BCC's module loads on demand
+        from runctrace.backends.bcc import program_text  # only here: BCC's module loads on demand
 
         out.print(program_text(), markup=False)
         return

@@ -8,7 +8,7 @@ import copy
 import os
 from typing import Any, Optional
 
-from .spec import read_proc
+from runctrace.runc.files import read_proc
 
 
 REDACTED = "<redacted>"

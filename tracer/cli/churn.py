@@ -1,4 +1,4 @@
-"""``runctrace churn``: start real containers on purpose (see runctrace.churn)."""
+"""``runctrace churn``: start real containers on purpose (see runctrace.workload.generator)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .churn import DRIVERS, Churn, write_truth
-from .cli import _one_line_errors, app
+from runctrace.workload.generator import DRIVERS, Churn, write_truth
+from runctrace.cli import _one_line_errors, app
 
 CHURN_EXAMPLES = """
 Examples:

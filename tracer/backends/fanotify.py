@@ -52,7 +52,7 @@ How it works, and why each part is needed
 4. **runc's own records** turn the other calls into a container with a PID: the
    ``--pid-file``, or ``<root>/<id>/state.json`` as soon as runc writes it (a
    `create`'s init runs its program only at `runc start`, after this runc has
-   exited). That part is shared with the eBPF backend: see :mod:`runctrace.resolve`.
+   exited). That part is shared with the eBPF backend: see :mod:`runctrace.runc.tracker`.
 
 Everything runs on one thread around one epoll: no thread per container.
 """
@@ -67,14 +67,14 @@ import threading
 import time
 from typing import Optional
 
-from . import _sys
-from .errors import NotSupported
-from .notifier import Callback, LoopNotifier, Support, log
-from .enrich import cgroup_of, namespaces
-from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, read_stat, runc_cwd
-from .runcargs import parse_runc_args
-from .runtimes import RUNC_INIT_COMM, RuncBinary, find_runc
-from .spec import read_proc
+from runctrace import _sys
+from runctrace.errors import NotSupported
+from runctrace.backends.base import Callback, LoopNotifier, Support, log
+from runctrace.runc.enrich import cgroup_of, namespaces
+from runctrace.runc.tracker import Container, RuncExec, Tracker, mono_to_wall_ns, read_stat, runc_cwd
+from runctrace.runc.args import parse_runc_args
+from runctrace.runc.binaries import RUNC_INIT_COMM, RuncBinary, find_runc
+from runctrace.runc.files import read_proc
 
 # Bounded caches: sized for bursts far beyond what one host starts per second.
 _RECENT = 4096

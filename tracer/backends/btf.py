@@ -19,7 +19,7 @@ import struct
 from array import array
 from typing import Optional
 
-from .errors import NotSupported
+from runctrace.errors import NotSupported
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 

@@ -6,7 +6,7 @@ How it works, and why each part is needed
    ``sched_process_exec`` the program reads which file the new program is (its
    superblock's device and inode number, from ``mm->exe_file``) and looks it up in
    a BPF hash map of the watched runc binaries' inodes, which this module fills
-   from :func:`~runctrace.runtimes.find_runc` and keeps up to date as a package
+   from :func:`~runctrace.runc.binaries.find_runc` and keeps up to date as a package
    upgrade replaces a binary (:class:`RuncFiles`). Paths serve only to find the
    inodes: runc run through a hard link or symlink of any name, or through
    ``/proc/self/fd/N``, is the same inode, as for the fanotify backend's mark. For
@@ -18,7 +18,7 @@ How it works, and why each part is needed
    runc, is another inode). No ``syscalls:`` tracepoint is used: attaching one
    slows every syscall of every process on the host (by 11% for a syscall-bound
    program here); the few task fields read instead are at offsets from the
-   kernel's BTF (:mod:`runctrace.btf`).
+   kernel's BTF (:mod:`runctrace.backends.btf`).
 2. **runc's process tree and exits, in the kernel.** The program follows each runc
    process and its descendants down to the container's init (three levels), and
    reads how each ends (its wait status) from the task as its last thread exits.
@@ -31,7 +31,7 @@ How it works, and why each part is needed
    parent's notification (``signal_generate``) or ``sched_process_free``: the exit
    tracepoint fires a moment before, when ``runc delete`` would still call the
    container running, and user space would have to poll for the zombie.
-3. **runc's own records, in user space** (:mod:`runctrace.resolve`, shared with the
+3. **runc's own records, in user space** (:mod:`runctrace.runc.tracker`, shared with the
    fanotify backend): a `runc run` is resolved when the kernel reports its init
    starting its program; a create or restore by its ``--pid-file`` when runc exits,
    or else by ``state.json`` as soon as runc writes it. The bundle's config.json
@@ -46,7 +46,7 @@ recently ended descendants.
 
 runc's working directory, needed for a relative or missing ``--bundle``, is read
 from ``/proc/PID/cwd`` when the exec record arrives, as the fanotify backend does;
-see :func:`runctrace.resolve.runc_cwd` for the one case where runc may have moved
+see :func:`runctrace.runc.tracker.runc_cwd` for the one case where runc may have moved
 by then.
 
 Everything runs on one thread around one epoll (the ring buffer and a wake-up
@@ -71,13 +71,13 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple, Optional
 
-from . import _sys
-from .errors import NotSupported
-from .notifier import Callback, LoopNotifier, Support, log
-from .btf import kernel_offsets
-from .resolve import Container, RuncExec, Tracker, mono_to_wall_ns, process_ended, read_stat, runc_cwd, stat_alive
-from .runtimes import RuncBinary, find_runc
-from .spec import read_proc
+from runctrace import _sys
+from runctrace.errors import NotSupported
+from runctrace.backends.base import Callback, LoopNotifier, Support, log
+from runctrace.backends.btf import kernel_offsets
+from runctrace.runc.tracker import Container, RuncExec, Tracker, mono_to_wall_ns, process_ended, read_stat, runc_cwd, stat_alive
+from runctrace.runc.binaries import RuncBinary, find_runc
+from runctrace.runc.files import read_proc
 
 # ------------------------------------------------------------ the shared definitions
 

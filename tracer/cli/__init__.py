@@ -25,12 +25,12 @@ from rich.text import Text
 if sys.argv[1:2] == ["record"]:
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
-from .backends import CHOICES, open_notifier
-from .errors import RunctraceError
-from .recording import default_output, open_recorder, recovery_notes, write_status
-from .session import Session, print_event, stop_signals
-from .safetext import printable
-from .views import EVENT_TABLE_HEADER, event_json, event_table_row
+from runctrace.backends import CHOICES, open_notifier
+from runctrace.errors import RunctraceError
+from runctrace.store.recording import default_output, open_recorder, recovery_notes, write_status
+from runctrace.session import Session, print_event, stop_signals
+from runctrace.safetext import printable
+from runctrace.cli.views import EVENT_TABLE_HEADER, event_json, event_table_row
 
 app = typer.Typer(
     add_completion=False,
@@ -181,7 +181,7 @@ def watch(
 
 def main() -> None:
     # Load other command modules so they register on ``app``.
-    from . import cli_churn, cli_doctor, cli_report  # noqa: F401
+    from runctrace.cli import churn, doctor, report  # noqa: F401
 
     app(prog_name="runctrace")
 

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator, Optional
 
-from .events import ContainerEvent
+from runctrace.events import ContainerEvent
 
 log = logging.getLogger("runctrace")
 
@@ -216,7 +216,7 @@ class Notifier(abc.ABC):
 
 
 class LoopNotifier(Notifier):
-    """A notifier whose one event-loop thread owns a :class:`runctrace.resolve.Tracker`.
+    """A notifier whose one event-loop thread owns a :class:`runctrace.runc.tracker.Tracker`.
 
     Other threads never touch the tracker: they queue a request and wake the loop
     through an eventfd, which the backend registers in its epoll set and hands to
@@ -312,7 +312,7 @@ class LoopNotifier(Notifier):
             os.eventfd_read(self._wake)
         except BlockingIOError:
             pass
-        from .events import EventType
+        from runctrace.events import EventType
 
         while self._requests:
             request = self._requests.popleft()

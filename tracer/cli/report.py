@@ -17,11 +17,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from .analysis import io, render
-from .analysis.churn import BY_COLUMNS, parse_duration
-from .analysis.report import ReportOptions, build_report, parse_time
-from .cli import app
-from .errors import RunctraceError
+from runctrace.analysis import io, render
+from runctrace.analysis.churn import BY_COLUMNS, parse_duration
+from runctrace.analysis.report import ReportOptions, build_report, parse_time
+from runctrace.cli import app
+from runctrace.errors import RunctraceError
 
 
 class Format(str, enum.Enum):
@@ -174,7 +174,7 @@ def report(
         if result.empty:
             _say(err, f"no plot written to {plot}: no events")
         else:
-            from .analysis import plot as plots
+            from runctrace.analysis import plot as plots
 
             plots.save(result, plot)
             _say(err, f"wrote {plot}")

@@ -1,6 +1,6 @@
 """Real containers to watch: a busybox root filesystem, OCI bundles, a private containerd.
 
-Shared by the demo (``python -m runctrace.demo``), the benchmarks and the tests, so
+Shared by the demo (``python -m runctrace.workload.demo``), the benchmarks and the tests, so
 that every figure and every test runs the same kind of container.
 """
 
@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from .errors import RunctraceError
+from runctrace.errors import RunctraceError
 
 BUSYBOX = "/bin/busybox"
 APPLETS = ("sh", "true", "false", "sleep", "cat", "echo", "ls")

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from .errors import RunctraceError
-from .workload import PrivateContainerd, make_bundle, make_rootfs, runc
+from runctrace.errors import RunctraceError
+from runctrace.workload.containers import PrivateContainerd, make_bundle, make_rootfs, runc
 
 DRIVERS = ("run", "create", "ctr")
 

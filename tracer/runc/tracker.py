@@ -44,17 +44,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, TypeVar
 
-from . import _sys
-from .discovery import expand_roots, running_containers
-from .enrich import cgroup_of, comm, manager_of, namespaces
-from .events import (
+from runctrace import _sys
+from runctrace.runc.discovery import expand_roots, running_containers
+from runctrace.runc.enrich import cgroup_of, comm, manager_of, namespaces
+from runctrace.events import (
     FLAG_ARGS_DIFFER, FLAG_CONFIG_CHANGED, FLAG_CONFIG_FOREIGN, FLAG_CONFIG_LINKED, FLAG_NON_ROOT_CALLER,
     ContainerEvent, EventType, process_args,
 )
-from .notifier import Stats, log
-from .runcargs import RuncCall, parse_runc_args
-from .safetext import printable
-from .spec import (
+from runctrace.backends.base import Stats, log
+from runctrace.runc.args import RuncCall, parse_runc_args
+from runctrace.safetext import printable
+from runctrace.runc.files import (
     MAX_FIELD_CHARS, MAX_FIELD_ITEMS, ProcStat, SpecFile, load_config, process_uid,
     read_pid_file, read_state, read_state_fd, read_stat, rfc3339_to_ns, state_bundle, trim_config,
 )

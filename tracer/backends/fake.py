@@ -1,10 +1,10 @@
 """A notifier that delivers the events it is given: for tests, notebooks and demos.
 
-It is a real :class:`~runctrace.notifier.Notifier` (the same queue, callback,
+It is a real :class:`~runctrace.backends.base.Notifier` (the same queue, callback,
 iteration and stats), so code written against a backend runs unchanged on it,
 without root or a kernel::
 
-    from runctrace.fake import FakeNotifier
+    from runctrace.backends.fake import FakeNotifier
 
     notifier = FakeNotifier()
     notifier.push(ContainerEvent(EventType.ADD, "c1", 42, None, None, time.time_ns(), "fake"))
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .events import ContainerEvent
-from .notifier import Callback, Notifier, Support
+from runctrace.events import ContainerEvent
+from runctrace.backends.base import Callback, Notifier, Support
 
 
 class FakeNotifier(Notifier):

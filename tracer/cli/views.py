@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from .events import ContainerEvent, process_args
-from .safetext import printable
-from .schema import event_to_row
+from runctrace.events import ContainerEvent, process_args
+from runctrace.safetext import printable
+from runctrace.store.schema import event_to_row
 
 EVENT_TABLE_HEADER = f"{'TIME (UTC)':<23} {'EVENT':<7} {'CONTAINER':<24} {'PID':>7} {'MANAGER':<10} {'EXIT':<9} COMMAND"
 
