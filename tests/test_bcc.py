@@ -28,7 +28,8 @@ from runctrace.backends.bcc import BccNotifier, C, RtEvent, RtExecEvent, RuncFil
 from runctrace.events import EventType
 from runctrace.backends.fanotify import FanotifyNotifier
 from runctrace.backends.base import Stats
-from runctrace.runc.tracker import Container, parse_call, process_alive
+from runctrace.runc.tracker import Container, parse_call
+from runctrace.runc.proc import process_alive
 from runctrace.runc.binaries import RuncBinary
 from runctrace.runc.files import rfc3339_to_ns
 

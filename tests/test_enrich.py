@@ -2,7 +2,7 @@
 
 import pytest
 
-from runctrace.runc import enrich
+from runctrace.runc import enrich, proc
 
 CONTAINERD_ANN = {
     "io.kubernetes.cri.container-type": "container",
@@ -66,6 +66,6 @@ def test_cgroup_prefers_unified_then_memory(monkeypatch):
         "unified": b"0::/system.slice/c2\n",
     }
     # /proc/PID/cgroup as each layout writes it
-    monkeypatch.setattr(enrich, "read_proc", lambda path: contents[path.split("-")[1].split("/")[0]])
-    assert enrich.cgroup_of("fake-hybrid") == "/runc/c1"
-    assert enrich.cgroup_of("fake-unified") == "/system.slice/c2"
+    monkeypatch.setattr(proc, "read_proc", lambda path: contents[path.split("-")[1].split("/")[0]])
+    assert proc.cgroup_of("fake-hybrid") == "/runc/c1"
+    assert proc.cgroup_of("fake-unified") == "/system.slice/c2"

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from conftest import EventLog, runc
 from runctrace.runc import files as spec
+from runctrace.runc.spec import spec_fields as fields_of
 from runctrace.backends import backend_class
 from runctrace.runc.args import parse_runc_args
 
@@ -66,13 +67,13 @@ def test_spec_resolver_never_raises(tmp_path, data):
     (tmp_path / "config.json").write_bytes(data)
     config, err = spec.read_config(str(tmp_path))
     assert (config is None) != (err is None)
-    fields = spec.spec_fields(config, str(tmp_path))
+    fields = fields_of(config, str(tmp_path))
     assert set(fields) == {"hostname", "process_args", "cwd", "root_path", "annotations", "truncated"}
 
 
 @given(json_values)
 def test_spec_fields_on_any_json(value):
-    spec.spec_fields(value if isinstance(value, dict) else {"process": value, "root": value}, "/b")
+    fields_of(value if isinstance(value, dict) else {"process": value, "root": value}, "/b")
 
 
 # -------------------------------------------------- hostile bundles, real runc

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from runctrace import _sys, safetext
 
 from runctrace.runc import files as spec
+from runctrace.runc.spec import spec_fields as fields_of, trim_config
 from runctrace.runc.args import parse_runc_args
 
 # JSON-ish text with what breaks naive parsers: huge numbers, NaN, deep nesting
@@ -174,5 +175,5 @@ json_values = st.recursive(
 @given(json_values)
 def test_spec_fields_and_their_trim_agree_on_any_json(value):
     config = value if isinstance(value, dict) else {"process": value, "root": value, "annotations": value}
-    fields = spec.spec_fields(config, None)
-    assert spec.spec_fields(spec.trim_config(config), None) == fields
+    fields = fields_of(config, None)
+    assert fields_of(trim_config(config), None) == fields

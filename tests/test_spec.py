@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runctrace.runc import files as spec
+from runctrace.runc.proc import process_start_ticks
+from runctrace.runc.spec import spec_fields as fields_of
 
 
 @pytest.fixture
@@ -23,7 +25,7 @@ def bundle(tmp_path):
 def test_good_config(bundle):
     config, err = spec.read_config(str(bundle))
     assert err is None and config["hostname"] == "h"
-    fields = spec.spec_fields(config, str(bundle))
+    fields = fields_of(config, str(bundle))
     assert fields == {
         "hostname": "h", "process_args": ["sh", "-c", "true"], "cwd": "/",
         "root_path": str(bundle / "rootfs"), "annotations": [("a", "b")], "truncated": False,
@@ -96,13 +98,13 @@ def test_state(tmp_path):
 
 def test_spec_fields_tolerate_any_shape():
     for junk in (None, {}, {"process": "x"}, {"process": {"args": "notalist"}}, {"annotations": [1]}):
-        fields = spec.spec_fields(junk, "/b")
+        fields = fields_of(junk, "/b")
         assert fields["process_args"] is None and fields["annotations"] is None
 
 
 def test_process_start_ticks_of_self():
-    assert spec.process_start_ticks(os.getpid()) > 0
-    assert spec.process_start_ticks(2**22 + 5) is None
+    assert process_start_ticks(os.getpid()) > 0
+    assert process_start_ticks(2**22 + 5) is None
 
 
 def test_huge_state_is_read_from_its_head(tmp_path, monkeypatch):
@@ -194,7 +196,7 @@ def test_read_proc_reads_a_long_cmdline_whole():
     """procfs hands out a long /proc/PID/cmdline over several reads."""
     import subprocess
 
-    from runctrace.runc.files import read_proc
+    from runctrace.runc.proc import read_proc
 
     # a shell that waits, its argv ~60 KB long
     args = ["/bin/sh", "-c", "read x", "sh", *(f"arg{i:05d}-" + "x" * 50 for i in range(1000))]

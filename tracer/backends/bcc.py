@@ -75,9 +75,10 @@ from runctrace import _sys
 from runctrace.errors import NotSupported
 from runctrace.backends.base import Callback, LoopNotifier, Support, log
 from runctrace.backends.btf import kernel_offsets
-from runctrace.runc.tracker import Container, RuncExec, Tracker, mono_to_wall_ns, process_ended, read_stat, runc_cwd, stat_alive
+from runctrace.runc.tracker import Container, RuncExec, Tracker
+from runctrace.runc.proc import mono_to_wall_ns, process_ended, read_stat, runc_cwd, stat_alive
 from runctrace.runc.binaries import RuncBinary, find_runc
-from runctrace.runc.files import read_proc
+from runctrace.runc.proc import read_proc
 
 # ------------------------------------------------------------ the shared definitions
 

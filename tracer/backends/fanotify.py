@@ -70,11 +70,12 @@ from typing import Optional
 from runctrace import _sys
 from runctrace.errors import NotSupported
 from runctrace.backends.base import Callback, LoopNotifier, Support, log
-from runctrace.runc.enrich import cgroup_of, namespaces
-from runctrace.runc.tracker import Container, RuncExec, Tracker, mono_to_wall_ns, read_stat, runc_cwd
+from runctrace.runc.proc import cgroup_of, namespaces
+from runctrace.runc.tracker import Container, RuncExec, Tracker
+from runctrace.runc.proc import mono_to_wall_ns, read_stat, runc_cwd
 from runctrace.runc.args import parse_runc_args
 from runctrace.runc.binaries import RUNC_INIT_COMM, RuncBinary, find_runc
-from runctrace.runc.files import read_proc
+from runctrace.runc.proc import read_proc
 
 # Bounded caches: sized for bursts far beyond what one host starts per second.
 _RECENT = 4096

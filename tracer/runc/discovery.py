@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
 
-from runctrace.runc.files import process_start_ticks, read_state
+from runctrace.runc.proc import process_start_ticks
+from runctrace.runc.files import read_state
 
 # runc's default root, then the roots of the managers that drive runc:
 # containerd (one per namespace), Docker (likewise), and k3s' embedded containerd.

@@ -1,15 +1,12 @@
-"""What a recording adds to runc's own facts: manager, namespaces, cgroup, Kubernetes
-fields, and the redaction of secrets. Pure functions, except the /proc readers.
+"""What a recording adds to runc's own facts: the manager that drove runc, the
+Kubernetes fields, and the redaction of secrets. Pure functions (the init's
+namespaces and cgroup are read by :mod:`runctrace.runc.proc`).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from typing import Any, Optional
-
-from runctrace.runc.files import read_proc
-
 
 REDACTED = "<redacted>"
 
@@ -51,46 +48,6 @@ def manager_of(root: Optional[str], caller: Optional[str], annotations: Optional
     if caller.startswith("containerd-shim") or "/containerd/" in root:
         return "containerd"
     return "by-hand"
-
-
-def comm(pid: int) -> Optional[str]:
-    """The command name of ``pid`` (who ran runc, when given runc's parent)."""
-    try:
-        return read_proc(f"/proc/{pid}/comm").strip().decode("utf-8", "replace")
-    except OSError:
-        return None
-
-
-def namespaces(pid: int) -> dict[str, Optional[int]]:
-    """Inode numbers of the mount, PID and network namespaces of ``pid`` (None if gone)."""
-    out: dict[str, Optional[int]] = {}
-    for ns in ("mnt", "pid", "net"):
-        try:
-            out[f"{ns}ns"] = os.stat(f"/proc/{pid}/ns/{ns}").st_ino
-        except OSError:
-            out[f"{ns}ns"] = None
-    return out
-
-
-def cgroup_of(pid: int) -> Optional[str]:
-    """The cgroup of ``pid``: the unified (v2) path, else the memory controller's (v1)."""
-    try:
-        lines = read_proc(f"/proc/{pid}/cgroup").decode("utf-8", "replace").splitlines()
-    except OSError:
-        return None
-    paths: dict[str, str] = {}
-    for line in lines:
-        hier, controllers, path = (line.split(":", 2) + ["", ""])[:3]
-        if hier == "0" and controllers == "":
-            paths["unified"] = path
-        for controller in controllers.split(","):
-            paths.setdefault(controller, path)
-    # In hybrid mode (v1 controllers + cgroup2) runc places the process in both;
-    # the unified path is "/" when nothing was set up there.
-    for key in ("unified", "memory", "pids", "name=systemd"):
-        if paths.get(key) and paths[key] != "/":
-            return paths[key]
-    return paths.get("unified") or next(iter(paths.values()), None)
 
 
 def redact_env(config: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:

@@ -37,7 +37,6 @@ its ADD.
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import time
@@ -46,7 +45,8 @@ from typing import Any, Callable, Optional, TypeVar
 
 from runctrace import _sys
 from runctrace.runc.discovery import expand_roots, running_containers
-from runctrace.runc.enrich import cgroup_of, comm, manager_of, namespaces
+from runctrace.runc.proc import cgroup_of, comm, namespaces
+from runctrace.runc.enrich import manager_of
 from runctrace.events import (
     FLAG_ARGS_DIFFER, FLAG_CONFIG_CHANGED, FLAG_CONFIG_FOREIGN, FLAG_CONFIG_LINKED, FLAG_NON_ROOT_CALLER,
     ContainerEvent, EventType, process_args,
@@ -54,75 +54,12 @@ from runctrace.events import (
 from runctrace.backends.base import Stats, log
 from runctrace.runc.args import RuncCall, parse_runc_args
 from runctrace.safetext import printable
+from runctrace.runc.spec import MAX_FIELD_CHARS, MAX_FIELD_ITEMS, trim_config
+from runctrace.runc.proc import mono_to_wall_ns, process_ended, process_uid, read_stat
+from runctrace.runc.statewatch import StateDirWatcher
 from runctrace.runc.files import (
-    MAX_FIELD_CHARS, MAX_FIELD_ITEMS, ProcStat, SpecFile, load_config, process_uid,
-    read_pid_file, read_state, read_state_fd, read_stat, rfc3339_to_ns, state_bundle, trim_config,
+    SpecFile, load_config, read_pid_file, read_state, rfc3339_to_ns, state_bundle,
 )
-
-# inotify masks. runc writes state.json to a temporary name and renames it
-# (MOVED_TO); CLOSE_WRITE covers a runc that writes it in place. On the root and
-# its parent, CREATE/MOVED_TO say that a container's directory (or the root) appeared.
-_IN_STATE_DIR = _sys.In.MOVED_TO | _sys.In.CLOSE_WRITE | _sys.In.ONLYDIR
-_IN_PARENT = _sys.In.CREATE | _sys.In.MOVED_TO | _sys.In.ONLYDIR
-
-# /proc/PID/stat's flags: PF_EXITING is set at the very start of do_exit(), before
-# any exit tracepoint or connector message, and stays set until the process is gone.
-PF_EXITING = 0x4
-
-
-# How soon after runc's exec its cwd is surely still the caller's (see runc_cwd):
-# a quarter of the 2.2 ms before runc's chdir measured here, for faster machines.
-CWD_TRUSTED_NS = 500_000
-
-
-def runc_cwd(pid: int, exec_ns: int) -> tuple[Optional[str], bool]:
-    """runc's working directory (None if it is gone), and whether it may be the
-    bundle already, for :meth:`Tracker.runc_started`.
-
-    runc resolves a relative --bundle or --pid-file against the cwd it inherited,
-    then chdirs into --bundle: 2.2 ms or more after its exec on this project's test
-    VM (Go's runtime starts first). A read later than CWD_TRUSTED_NS after the exec
-    (``exec_ns``, CLOCK_MONOTONIC) may come after that chdir; :func:`parse_call`
-    allows for it.
-    """
-    try:
-        cwd: Optional[str] = os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        cwd = None  # gone already: fine unless its paths were relative
-    return cwd, time.monotonic_ns() - exec_ns > CWD_TRUSTED_NS
-
-
-def mono_to_wall_ns(mono_ns: int) -> int:
-    """A CLOCK_MONOTONIC time (ktime_get_ns, bpf_ktime_get_ns) as wall-clock ns."""
-    return time.time_ns() - (time.monotonic_ns() - mono_ns)
-
-
-def process_alive(pid: int, expected_start: Optional[int] = None) -> bool:
-    """Is ``pid`` a live process (not exiting, not a zombie), started at ``expected_start``?
-
-    ``expected_start`` is in clock ticks since boot, as ``init_process_start`` in
-    runc's state.json and field 22 of /proc/PID/stat. A process with PF_EXITING set
-    counts as gone: its exit has begun, and may already have been reported to (or
-    missed by) whatever watches exits.
-    """
-    return stat_alive(read_stat(pid), expected_start)
-
-
-def stat_alive(st: Optional[ProcStat], expected_start: Optional[int] = None) -> bool:
-    """:func:`process_alive` for a /proc/PID/stat already read (None: the process is gone)."""
-    if st is None or st.state in ("Z", "X", "x") or st.flags & PF_EXITING:
-        return False
-    return expected_start is None or st.start == expected_start
-
-
-def process_ended(pid: int, start: Optional[int]) -> bool:
-    """Has the process ``pid`` (started at ``start``) finished exiting: a zombie, or gone?
-
-    This is when runc, too, considers its container stopped (``runc delete``
-    refuses a container whose init is still exiting).
-    """
-    st = read_stat(pid)
-    return st is None or st.state in ("Z", "X", "x") or (start is not None and st.start != start)
 
 
 @dataclass
@@ -250,190 +187,6 @@ def _read_state_of(rexec: RuncExec) -> tuple[Optional[dict], Optional[str]]:
     """The state.json of ``rexec``'s container: its head only, unless the bundle
     must come from runc's labels (the rest of the file is a copy of the spec)."""
     return read_state(rexec.call.state_dir, head_only=bool(rexec.call.bundle))
-
-
-class StateDirWatcher:
-    """Says when ``<root>/<id>/state.json`` may be readable, and hands it over if it can.
-
-    Two kernel mechanisms, because each misses what the other sees:
-
-    * **inotify** on the nearest existing level of ``<root>/<id>`` (usually the root;
-      a level above it for a ``--root`` that runc has yet to create). Every watch is
-      followed by a look, because the file may have appeared just before it. runc
-      writes ``state-NNN``, closes it and renames it to state.json: if the close came
-      before our fanotify mark, only inotify's ``IN_MOVED_TO`` tells.
-    * **fanotify** ``FAN_CLOSE_WRITE`` on ``<root>/<id>/`` itself: its event carries an
-      *open fd* of the closed file. A short-lived ``runc run`` deletes the directory
-      a few ms after writing the state; by then a path is useless, but the fd still
-      reads the file. (A notification-class group: runc never waits for us.)
-    """
-
-    def __init__(self) -> None:
-        # NONBLOCK: the event loop reads what is queued, never waits. CLOEXEC: runc or anything
-        # else we may spawn must not inherit it.
-        self.fd = _sys.inotify_init1(_sys.IN_NONBLOCK | _sys.IN_CLOEXEC)
-        try:
-            self.fan_fd = _sys.fanotify_init(
-                _sys.FanInit.CLASS_NOTIF | _sys.FanInit.CLOEXEC | _sys.FanInit.NONBLOCK,
-                # NONBLOCK: should a FIFO in a state dir ever be reported, opening it
-                # for the event must not wait for a writer
-                os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE | os.O_NOATIME | os.O_NONBLOCK,
-            )
-        except OSError:
-            self.fan_fd = -1  # no fanotify: inotify alone still works, with a narrower window
-        self._ino_rx = _sys.Reader(self.fd, 16 * 1024)
-        self._fan_rx = _sys.Reader(self.fan_fd, 16 * 1024) if self.fan_fd >= 0 else None
-        self._wd_path: dict[int, str] = {}
-        self._path_wd: dict[str, int] = {}
-        self._marked: set[str] = set()
-        self.expected: set[str] = set()
-        self.overflows = 0
-
-    def fds(self) -> list[int]:
-        # fanotify's first: when both report the same state file in one wakeup, the
-        # open fd resolves it and inotify's event finds nothing left to read
-        return [fd for fd in (self.fan_fd, self.fd) if fd >= 0]
-
-    def expect(self, state_dir: str) -> bool:
-        """Start waiting for ``state_dir/state.json``; True if it may exist already."""
-        self.expected.add(state_dir)
-        return self._arm(state_dir)
-
-    def forget(self, state_dir: str) -> None:
-        self.expected.discard(state_dir)
-        self._unwatch(state_dir)
-        self._unmark(state_dir)
-        # the root's watch stays: other containers live in the same root
-
-    def read(self, fd: int) -> list[tuple[str, Optional[dict]]]:
-        """Expected state directories worth a look now, with the state if it came open."""
-        return self._read_fanotify() if fd == self.fan_fd else [(d, None) for d in self._read_inotify()]
-
-    def _read_inotify(self) -> list[str]:
-        ready: list[str] = []
-        for rec in self._ino_rx.inotify_records():
-            if rec.mask & _sys.IN_Q_OVERFLOW:
-                self.overflows += 1  # events were lost: look at everything
-                ready.extend(self.expected)
-                continue
-            if rec.mask & _sys.IN_IGNORED:  # the directory is gone (runc delete)
-                path = self._wd_path.pop(rec.wd, None)
-                if path is not None:
-                    self._path_wd.pop(path, None)
-                continue
-            base = self._wd_path.get(rec.wd)
-            if base is None:
-                continue
-            if base in self.expected:
-                if rec.name == "state.json":
-                    ready.append(base)
-                continue
-            if rec.mask & _sys.IN_CREATE_OR_MOVED_TO:
-                # a container's state dir, a runc root, or a level above it appeared
-                path = os.path.join(base, rec.name)
-                for state_dir in [d for d in self.expected if d == path or d.startswith(path + "/")]:
-                    if self._arm(state_dir):
-                        ready.append(state_dir)
-        return ready
-
-    def _read_fanotify(self) -> list[tuple[str, Optional[dict]]]:
-        ready: list[tuple[str, Optional[dict]]] = []
-        for rec in self._fan_rx.fanotify_records():
-            if rec.mask & _sys.FAN_Q_OVERFLOW:
-                self.overflows += 1
-                ready.extend((d, None) for d in self.expected)
-                continue
-            if rec.fd < 0:
-                continue
-            try:
-                path = os.readlink(f"/proc/self/fd/{rec.fd}").removesuffix(" (deleted)")
-                state_dir, name = os.path.split(path)
-                if name.startswith("state") and state_dir in self.expected:
-                    state, _err = read_state_fd(rec.fd, path)
-                    if state is not None:
-                        ready.append((state_dir, state))
-            finally:
-                os.close(rec.fd)  # every event carries an open fd: never leak it
-        return ready
-
-    def close(self) -> None:
-        for fd in self.fds():
-            os.close(fd)
-        self.fd = self.fan_fd = -1
-        self._wd_path.clear()
-        self._path_wd.clear()
-        self._marked.clear()
-
-    def _arm(self, state_dir: str) -> bool:
-        """Watch the way down to ``state_dir``; True if ``state_dir`` itself is watched.
-
-        runc creates a new ``--root`` with MkdirAll, possibly several levels at once:
-        watch the nearest level that exists; each level that appears re-arms.
-        """
-        ancestors = []  # the root, its parent, ... up to "/"
-        path = os.path.dirname(state_dir)
-        while True:
-            ancestors.append(path)
-            parent = os.path.dirname(path)
-            if parent == path:
-                break
-            path = parent
-        for depth, path in enumerate(ancestors):
-            if self._watch(path, _IN_PARENT):
-                break
-        else:
-            return False
-        # Levels below the one watched may have appeared meanwhile: look at each.
-        for path in reversed(ancestors[:depth]):
-            if not self._watch(path, _IN_PARENT):
-                return False
-        return self._watch(state_dir, _IN_STATE_DIR) and self._mark(state_dir)
-
-    def _watch(self, path: str, mask: int) -> bool:
-        if path in self._path_wd:
-            return True
-        try:
-            wd = _sys.inotify_add_watch(self.fd, path, mask)
-        except OSError as err:
-            if err.errno not in (errno.ENOENT, errno.ENOTDIR):
-                log.warning("runctrace: cannot watch %s: %s", path, err.strerror)
-            return False
-        self._wd_path[wd] = path
-        self._path_wd[path] = wd
-        return True
-
-    def _unwatch(self, path: str) -> None:
-        wd = self._path_wd.pop(path, None)
-        if wd is not None:
-            self._wd_path.pop(wd, None)
-            _sys.inotify_rm_watch(self.fd, wd)
-
-    _MARK = _sys.FanEvent.CLOSE_WRITE | _sys.FanEvent.EVENT_ON_CHILD
-
-    def _mark(self, state_dir: str) -> bool:
-        if self.fan_fd < 0 or state_dir in self._marked:
-            return True
-        try:
-            _sys.fanotify_mark(
-                self.fan_fd, _sys.FanMark.ADD | _sys.FanMark.DONT_FOLLOW | _sys.FanMark.ONLYDIR, self._MARK, state_dir
-            )
-        except OSError as err:
-            if err.errno not in (errno.ENOENT, errno.ENOTDIR):
-                log.warning("runctrace: cannot watch %s: %s", state_dir, err.strerror)
-            return False
-        self._marked.add(state_dir)
-        return True
-
-    def _unmark(self, state_dir: str) -> None:
-        if state_dir in self._marked:
-            self._marked.discard(state_dir)
-            try:
-                _sys.fanotify_mark(
-                    self.fan_fd, _sys.FanMark.REMOVE | _sys.FanMark.DONT_FOLLOW | _sys.FanMark.ONLYDIR,
-                    self._MARK, state_dir,
-                )
-            except OSError:
-                pass  # the directory is gone; the kernel dropped its mark with it
 
 
 Watch = Callable[[Container, Optional[int], Optional[RuncExec]], None]

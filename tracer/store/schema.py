@@ -23,7 +23,7 @@ from runctrace.runc.enrich import k8s_fields, redact_env
 from runctrace.events import FLAG_FIELDS_TRUNCATED, ContainerEvent, EventType
 from runctrace.backends.base import log
 from runctrace.safetext import printable
-from runctrace.runc.files import spec_fields
+from runctrace.runc.spec import spec_fields
 
 # 1: first release. 2: enrichment columns (manager ... is_sandbox), "initial" events.
 # 3: runc_uid, config_sha256/uid/nlink, flags, escaped; config_json on adds only.
