@@ -39,24 +39,18 @@ from __future__ import annotations
 
 import functools
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
 
 from runctrace import _sys
-from runctrace.runc.discovery import expand_roots, running_containers
-from runctrace.runc.proc import cgroup_of, comm, namespaces
-from runctrace.runc.enrich import manager_of
-from runctrace.events import (
-    FLAG_ARGS_DIFFER, FLAG_CONFIG_CHANGED, FLAG_CONFIG_FOREIGN, FLAG_CONFIG_LINKED, FLAG_NON_ROOT_CALLER,
-    ContainerEvent, EventType, process_args,
-)
 from runctrace.backends.base import Stats, log
+from runctrace.events import FLAG_CONFIG_CHANGED, ContainerEvent, EventType
 from runctrace.runc.args import RuncCall, parse_runc_args
-from runctrace.safetext import printable
-from runctrace.runc.spec import MAX_FIELD_CHARS, MAX_FIELD_ITEMS, trim_config
-from runctrace.runc.proc import mono_to_wall_ns, process_ended, process_uid, read_stat
+from runctrace.runc.containers import Container, Running, Watch
+from runctrace.runc.discovery import expand_roots, running_containers
+from runctrace.runc.proc import comm, mono_to_wall_ns, process_ended, process_uid, read_stat
 from runctrace.runc.statewatch import StateDirWatcher
+from runctrace.safetext import printable
 from runctrace.runc.files import (
     SpecFile, load_config, read_pid_file, read_state, rfc3339_to_ns, state_bundle,
 )
@@ -79,60 +73,6 @@ class RuncExec:
     resolved: bool = False
     uid: Optional[int] = None  # runc's real uid: its caller's
     spec: Optional[SpecFile] = None  # config.json, read as soon as the arguments named the bundle
-
-
-@dataclass
-class Container:
-    container_id: str
-    pid: Optional[int]
-    bundle: Optional[str]
-    config: Optional[dict[str, Any]]
-    runtime: Optional[str]
-    root: Optional[str]
-    args: list[str] = field(default_factory=list)
-    caller: Optional[str] = None
-    added_ns: int = 0  # time_ns of its ADD (or INITIAL) event
-    info: dict[str, Any] = field(default_factory=dict)  # manager, namespaces, cgroup
-    start_ticks: Optional[int] = None  # its init's start time, to tell it from a reused PID
-    # where its spec came from, and who ran runc (event fields of the same names)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)  # events.FLAG_*
-    args_checked: bool = False  # its init's argv was compared with the spec's (once: at its first exec)
-
-    def check_args(self, argv: Optional[list[str]]) -> None:
-        """Flag the container if its init's argv at its program's exec is not the
-        spec's ``process.args`` (runc execs exactly those).
-
-        ``argv`` must be what the kernel held *at that exec*: the eBPF backend
-        copies it there. Read from /proc a moment later, it is often the next
-        program's (an entrypoint ending in ``exec "$@"`` replaces itself within a
-        millisecond), so the fanotify backend, which learns of the exec only
-        afterwards, passes None: unknown, not compared."""
-        if argv is None or self.args_checked:
-            return  # (unknown: a later exec of the same process is not its start either way)
-        self.args_checked = True
-        expected = process_args(self.config)
-        if self.config is not None and self.config.get("truncated"):
-            # the kept args were cut to their bounds (trim_config): compare what was kept
-            if len(expected) == MAX_FIELD_ITEMS:
-                argv = argv[:MAX_FIELD_ITEMS]
-            argv = [a[:MAX_FIELD_CHARS] if len(e) == MAX_FIELD_CHARS else a for a, e in zip(argv, expected)] + argv[len(expected):]
-        if self.config is not None and argv != expected and FLAG_ARGS_DIFFER not in self.flags:
-            self.flags.append(FLAG_ARGS_DIFFER)
-
-    def enrich(self, known_namespaces: Optional[dict[str, int]] = None) -> None:
-        """Read what only the living init can tell: call while it still runs.
-
-        ``known_namespaces``: the init's namespaces, and its cgroup if it has the
-        key, as the backend read them while it was sure to be alive (the eBPF
-        backend reads namespaces in the kernel as the init execs; fanotify reads
-        both at the init's rename), instead of /proc's now."""
-        annotations = (self.config or {}).get("annotations")
-        self.info = {"manager": manager_of(self.root, self.caller, annotations)}
-        if self.pid is not None:
-            self.info.update(known_namespaces or namespaces(self.pid))
-            if "cgroup" not in self.info:
-                self.info["cgroup"] = cgroup_of(self.pid)
 
 
 def parse_call(argv: list[str], cwd: Optional[str], cwd_may_be_bundle: bool = False) -> RuncCall:
@@ -189,7 +129,6 @@ def _read_state_of(rexec: RuncExec) -> tuple[Optional[dict], Optional[str]]:
     return read_state(rexec.call.state_dir, head_only=bool(rexec.call.bundle))
 
 
-Watch = Callable[[Container, Optional[int], Optional[RuncExec]], None]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -238,7 +177,8 @@ class Tracker:
         self._sees_inits = sees_inits
         self.states = StateDirWatcher()
         self.calls: dict[int, RuncExec] = {}  # runc pid -> call
-        self.containers: dict[int, Container] = {}  # init pid -> container, until it ends
+        self.running = Running(backend, emit, watch)
+        self.containers = self.running.by_pid  # init pid -> container, until it ends
         self.roots: set[str] = set()  # every runc --root seen, for discovery
         self._awaiting: dict[str, int] = {}  # state dir -> runc pid
 
@@ -421,7 +361,7 @@ class Tracker:
         container = self.containers.pop(pid, None)
         if container is None:
             return False
-        self._remove(container, status, when_ns, error)
+        self.running.remove(container, status, when_ns, error)
         return True
 
     @_total
@@ -429,7 +369,7 @@ class Tracker:
         """A container found by other means (``add_watch_container_termination``)."""
         container = Container(container_id, pid, None, None, None, None)
         container.args_checked = True  # running already: its next exec is not its start
-        self._track(container, None, None)
+        self.running.track(container, None, None)
 
     @_total
     def sweep(self) -> None:
@@ -477,10 +417,15 @@ class Tracker:
             container.args_checked = True  # running already: its next exec is not its start
             self._note_spec(container, spec, None, errors)
             self._stage("enriching", errors, container.enrich)
-            self._add(kind, container, "; ".join(errors) or None, rfc3339_to_ns(found.state.get("created")))
-            self._track(container, found.state.get("init_process_start"), None)
+            self.running.add(kind, container, "; ".join(errors) or None, rfc3339_to_ns(found.state.get("created")))
+            self.running.track(container, found.state.get("init_process_start"), None)
 
     # --------------------------------------------------------------------- internals
+
+    def _note_spec(self, container: Container, spec: SpecFile, rexec: Optional[RuncExec], errors: list[str]) -> None:
+        container.note_spec(spec, rexec.uid if rexec is not None else None, errors)
+        if rexec is not None and self._stage("checking config.json again", errors, spec.changed, container.bundle):
+            container.flags.append(FLAG_CONFIG_CHANGED)
 
     def _stop_waiting(self, rexec: RuncExec) -> None:
         state_dir = rexec.call.state_dir
@@ -513,80 +458,11 @@ class Tracker:
         # with when runc's exec was seen.
         created = rfc3339_to_ns(state.get("created")) if state else None
         seen = mono_to_wall_ns(rexec.started_ns) if rexec.started_ns is not None else None
-        self._add(EventType.ADD, container, "; ".join(errors) or None, created or seen)
+        self.running.add(EventType.ADD, container, "; ".join(errors) or None, created or seen)
         rexec.spec = None  # the spec is the container's now (and trimmed once its add is out)
         if pid is None:
-            self._remove(container, None, None, None)
+            self.running.remove(container, None, None, None)
             return
         expected_start = state.get("init_process_start") if state else None
-        self._track(container, expected_start if isinstance(expected_start, int) else None, rexec)
+        self.running.track(container, expected_start if isinstance(expected_start, int) else None, rexec)
 
-    def _track(self, container: Container, expected_start: Optional[int], rexec: Optional[RuncExec]) -> None:
-        if expected_start is None:
-            st = read_stat(container.pid)
-            expected_start = st.start if st is not None and st.state not in ("Z", "X", "x") else None
-        container.start_ticks = expected_start
-        old = self.containers.get(container.pid)
-        if old is not None and old is not container and old.container_id != container.container_id:
-            # its PID went to another container before its exit came (an exit the
-            # kernel reports late, or lost): it ended, and must not take this one's
-            self._remove(old, None, None, "its PID was reused before its exit was seen; exit status unknown")
-        self.containers[container.pid] = container
-        self._watch(container, expected_start, rexec)
-
-    def _note_spec(self, container: Container, spec: SpecFile, rexec: Optional[RuncExec], errors: list[str]) -> None:
-        """Where ``container``'s spec came from, who ran runc, and the flags they call for."""
-        if spec.error:
-            errors.append(spec.error)
-        uid = rexec.uid if rexec is not None else None
-        container.provenance = {
-            "config_sha256": spec.sha256, "config_uid": spec.uid, "config_nlink": spec.nlink, "runc_uid": uid,
-        }
-        flags = container.flags
-        if uid not in (0, None):
-            flags.append(FLAG_NON_ROOT_CALLER)
-        if spec.refused == "hardlinked":
-            flags.append(FLAG_CONFIG_LINKED)
-        elif spec.refused == "foreign-owner":
-            flags.append(FLAG_CONFIG_FOREIGN)
-        if rexec is not None and self._stage("checking config.json again", errors, spec.changed, container.bundle):
-            flags.append(FLAG_CONFIG_CHANGED)
-
-    def _add(self, kind: EventType, container: Container, error: Optional[str], when_ns: Optional[int]) -> None:
-        event = self.event(kind, container, error=error, when_ns=when_ns)
-        container.added_ns = event.time_ns
-        self._emit(event)
-        # The whole spec goes out once, with the add; what a running container
-        # keeps of it is bounded, however large the spec (spec.trim_config).
-        container.config = trim_config(container.config)
-
-    def _remove(
-        self, container: Container, status: Optional[int], when_ns: Optional[int], error: Optional[str]
-    ) -> None:
-        code, sig = _sys.decode_wait_status(status) if status is not None else (None, None)
-        when_ns = max(when_ns or time.time_ns(), container.added_ns)
-        event = self.event(EventType.REMOVE, container, error=error, when_ns=when_ns)
-        event.exit_code, event.signal = code, sig
-        event.started_ns = container.added_ns or None
-        self._emit(event)
-
-    def event(
-        self, kind: EventType, c: Container, *, error: Optional[str] = None, when_ns: Optional[int] = None
-    ) -> ContainerEvent:
-        return ContainerEvent(
-            type=kind,
-            container_id=c.container_id,
-            container_pid=c.pid,
-            container_config=c.config,
-            bundle=c.bundle,
-            time_ns=when_ns or time.time_ns(),
-            backend=self.backend,
-            runtime=c.runtime,
-            runtime_root=c.root,
-            runtime_args=c.args,
-            error=error,
-            caller=c.caller,
-            flags=list(c.flags),
-            **c.provenance,
-            **c.info,
-        )
