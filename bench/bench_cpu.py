@@ -21,7 +21,7 @@ notifier thread apart.
 
 The recorder writes the dataset layout (`record -o DIR`, the default). Since
 1869250 its rows go to a journal every second and to Parquet every minute, which
-falls outside a run of this length; see BENCHMARKS.md for that file's cost.
+falls outside a run of this length; see docs/benchmarks-history.md for that file's cost.
 
 --against COMMIT checks that commit out into a temporary git worktree and runs its
 recorder (PYTHONPATH) in blocks interleaved with this checkout's, the order

@@ -106,7 +106,7 @@ def timed_runs(bundle: Path, n: int, concurrency: int = 1) -> list[float]:
 # measured after any pause is slower: on this VM, runs after 1.5 s of idle take 10-12%
 # longer (cold vCPUs, caches). Starting a recorder is such a pause, so an early
 # version of this benchmark charged ~8% "overhead" even to a recorder that was
-# SIGSTOPped, and to a do-nothing Python process (see BENCHMARKS.md).
+# SIGSTOPped, and to a do-nothing Python process (see docs/benchmarks-history.md).
 WARM_RUNS = 3
 
 

@@ -8,7 +8,7 @@ another thread writes, and does nothing else: the CPU time the kernel charges it
 (CLOCK_THREAD_CPUTIME_ID) per sleep, by the length of the sleep. On bare metal
 this is a few microseconds whatever the length. On a VM whose idle vCPUs halt, the
 charge can grow with the time asleep: it is the floor under every figure of CPU
-per container in BENCHMARKS.md, paid once per wake-up of each recorder thread.
+per container in docs/benchmarks-history.md, paid once per wake-up of each recorder thread.
 
 The third column says what the charge is made of: the same 1,024 pages of memory,
 resident and touched before every sleep, read again (one byte a page) after it. On

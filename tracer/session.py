@@ -117,7 +117,7 @@ class Session:
     only wait in its buffer for that same write, so they wait in the queue
     instead, and the session wakes once per write, not once per batch. On a host
     where containers start now and then, each wake-up finds the recorder's memory
-    gone cold and pays for it (BENCHMARKS.md, "Where the CPU goes"): two wake-ups
+    gone cold and pays for it (docs/benchmarks-history.md, "Where the CPU goes"): two wake-ups
     a second, not two per container. Such a wake-up drains the whole queue
     before the write (a cap would leave the rest to wait for the write after),
     looking at the stop, the deadline and the write every ``BATCH_MAX`` events:

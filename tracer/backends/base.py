@@ -246,13 +246,12 @@ class LoopNotifier(Notifier):
         self._request(("discover", done))
         done.wait(timeout)
 
-    # The loop thread's nice value. A normal-priority loop lost races on a busy host:
-    # `runc run` of a short-lived container deletes its state.json a few ms after
-    # writing it, and short runc calls exit before their arguments are read (before
-    # state files came as fanotify fds: 7 of 80 PIDs lost at concurrency 4 on 2
-    # cores; 0 of 80 at nice -15), and its detection delay had a long tail. The loop
-    # sleeps in epoll, so a high priority costs nothing while idle; under churn it
-    # takes its 1-2 ms per container from runc first (BENCHMARKS.md).
+    # The loop thread's nice value. At normal priority the loop loses races on a
+    # busy host: a short-lived `runc run` deletes its state.json a few ms after
+    # writing it, and short runc calls exit before their arguments are read, so
+    # PIDs go unread and the detection delay grows a long tail. The loop sleeps in
+    # epoll, so a high priority costs nothing while idle; under churn it takes its
+    # millisecond per container ahead of runc (docs/benchmarks-history.md).
     LOOP_NICE = -15
 
     def _loop_thread_started(self) -> None:

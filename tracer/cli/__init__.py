@@ -19,7 +19,7 @@ from rich.text import Text
 # which hands out fresh pages where malloc reuses the same warm ones: a flush of 50
 # rows touched ~1,500 fewer pages (counted with /proc/PID/clear_refs). On a VM that
 # charges for each page touched after a pause, pages are what a flush costs
-# (BENCHMARKS.md). Arrow reads the variable once, when it loads: hence here, before
+# (docs/benchmarks-history.md). Arrow reads the variable once, when it loads: hence here, before
 # the imports below. Not for `report`, whose large tables mimalloc serves well; and
 # a user's own choice stands.
 if sys.argv[1:2] == ["record"]:

@@ -36,7 +36,7 @@ def read_proc(path: str) -> bytes:
     and its 8 KiB buffer) touched ~30 pages of memory per call where these touch
     2-4 (counted as bench/bench_pages.py counts). The recorder reads several such
     files per container, and on a VM that charges for each page touched after a
-    pause, pages are what a read costs (BENCHMARKS.md).
+    pause, pages are what a read costs (docs/benchmarks-history.md).
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -97,7 +97,8 @@ PF_EXITING = 0x4
 
 
 # How soon after runc's exec its cwd is surely still the caller's (see runc_cwd):
-# a quarter of the 2.2 ms before runc's chdir measured here, for faster machines.
+# a quarter of the time runc takes to reach its chdir on a small VM (2.2 ms), so
+# that a faster machine is covered too.
 CWD_TRUSTED_NS = 500_000
 
 
@@ -106,8 +107,8 @@ def runc_cwd(pid: int, exec_ns: int) -> tuple[Optional[str], bool]:
     bundle already, for :meth:`Tracker.runc_started`.
 
     runc resolves a relative --bundle or --pid-file against the cwd it inherited,
-    then chdirs into --bundle: 2.2 ms or more after its exec on this project's test
-    VM (Go's runtime starts first). A read later than CWD_TRUSTED_NS after the exec
+    then chdirs into --bundle, milliseconds after its exec (Go's runtime starts
+    first: 2.2 ms or more on a small VM). A read later than CWD_TRUSTED_NS after the exec
     (``exec_ns``, CLOCK_MONOTONIC) may come after that chdir; :func:`parse_call`
     allows for it.
     """
