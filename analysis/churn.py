@@ -1,6 +1,8 @@
 """Container churn: pure ``DataFrame -> DataFrame`` functions that chain with ``.pipe()``.
 
-Events in, one row per container lifetime, then summaries of those lifetimes::
+Events in, one row per container lifetime (:func:`lifetimes`, from
+:mod:`runctrace.analysis.pairing`, which also defines the vocabulary: *start*,
+*status*, *complete*), then summaries of those lifetimes::
 
     from runctrace.analysis import io, fields, churn
 
@@ -16,49 +18,25 @@ Events in, one row per container lifetime, then summaries of those lifetimes::
     lives.pipe(churn.restart_loops, threshold=5, window="1h")
 
 Every function is vectorised (numpy / pandas / Arrow kernels): none loops in Python
-per event or per lifetime, so ten million events take seconds, not hours.
-
-Vocabulary used throughout
---------------------------
-*start*
-    an ``add`` event (runc created the container) or an ``initial`` one (the
-    container was already running when the recorder started; its real start is
-    earlier, so its lifetime is a lower bound).
-*status* of a lifetime
-    ``ended``: start and remove both seen. ``running``: no remove before the data
-    ends (kept, not dropped: it is still running, or the recorder stopped first).
-    ``lost``: the same container ID started again with no remove in between, so its
-    remove was missed; ``end`` is then the latest it can have ended. ``orphan``: a
-    remove with no start in the data (the container started before the recording,
-    or before ``--since``).
-*complete* lifetime
-    ``ended`` and started by an ``add``: both ends observed. Only these enter
-    lifetime statistics; the others would bias them (toward short for ``initial``,
-    unknown for the rest).
+per event or per lifetime, so the cost grows with the number of rows only through
+array operations.
 """
 
 from __future__ import annotations
 
 import re
 import signal as _signal
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
 from . import fields
-
-START_TYPES = ("add", "initial")
-STATUSES = ("ended", "running", "lost", "orphan")
-START_KINDS = ("add", "initial")
-NAT = np.iinfo(np.int64).min  # numpy's NaT as int64
-
-LIFETIME_COLUMNS = [
-    "host", "container_id", "container_pid", "start", "end", "lifetime_s",
-    "status", "start_type", "exit_code", "signal",
-]
-# Columns of an event that describe the event, not the container.
-_EVENT_ONLY = {"time", "time_ns", "type", "exit_code", "signal", "error", "lifetime_ns"}
+# Pairing is its own module; what callers use as ``churn.lifetimes`` etc. is here too.
+from .pairing import (
+    LIFETIME_COLUMNS, NAT, asi8, bools, codes, codes_within, complete, complete_mask, datetimes, has_remove,
+    lifetimes, orphan_removes,
+)
 
 # --by choices -> grouping columns.
 BY_COLUMNS = {
@@ -71,7 +49,6 @@ BY_COLUMNS = {
 }
 
 Interval = Union[str, float, int, pd.Timedelta, None]
-
 
 # ---------------------------------------------------------------- time helpers
 
@@ -102,6 +79,12 @@ def parse_duration(value: Interval) -> pd.Timedelta:
     return td
 
 
+def is_duration(text: str) -> bool:
+    """Whether ``text`` is a number with a unit (``30m``, ``2h``): a duration, not a time."""
+    m = _DURATION.match(text)
+    return bool(m and m.group(2))
+
+
 _NICE_STEPS = [pd.Timedelta(s) for s in (
     "1s", "5s", "10s", "30s", "1min", "5min", "10min", "15min", "30min", "1h", "3h", "6h", "12h", "1D", "7D",
 )]
@@ -125,257 +108,14 @@ def _step_ns(interval: Interval, lives: pd.DataFrame) -> int:
     return ns
 
 
-def _asi8(series: pd.Series) -> np.ndarray:
-    """Nanoseconds since the epoch as int64 (NaT -> :data:`NAT`)."""
-    if not isinstance(series.dtype, pd.DatetimeTZDtype) and not pd.api.types.is_datetime64_dtype(series.dtype):
-        series = pd.to_datetime(series, utc=True)
-    return series.dt.as_unit("ns").array.asi8
-
-
-def _datetimes(ns: np.ndarray) -> pd.Series:
-    return pd.Series(ns.astype(np.int64).view("M8[ns]")).dt.tz_localize("UTC")
-
-
-def _event_ns(events: pd.DataFrame) -> np.ndarray:
-    if "time_ns" in events.columns:
-        return events["time_ns"].to_numpy(dtype=np.int64)
-    return _asi8(events["time"])
-
-
 def _span_ns(lives: pd.DataFrame):
     if lives.empty:
         return None, None
-    s, e = _asi8(lives["start"]), _asi8(lives["end"])
+    s, e = asi8(lives["start"]), asi8(lives["end"])
     known = np.concatenate([s[s != NAT], e[e != NAT]])
     if not len(known):
         return None, None
     return int(known.min()), int(known.max())
-
-
-def _take(series: pd.Series, idx: np.ndarray) -> pd.Series:
-    """``series`` at positions ``idx``, with -1 giving a missing value. A column of
-    objects stays one: it may hold surrogate escapes, which inferred strings refuse."""
-    taken = pd.api.extensions.take(series.array, idx, allow_fill=True)
-    return pd.Series(taken, dtype=object if series.dtype == object else None)
-
-
-def _codes(series: pd.Series):
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        return series.cat.codes.to_numpy(dtype=np.int64), len(series.cat.categories)
-    codes, uniques = pd.factorize(series)
-    return codes.astype(np.int64), len(uniques)
-
-
-def _bools(mask) -> np.ndarray:
-    return np.asarray(pd.Series(mask).fillna(False).to_numpy(dtype=bool))
-
-
-# ---------------------------------------------------------------- pairing
-
-
-def lifetimes(events: pd.DataFrame) -> pd.DataFrame:
-    """One row per container lifetime: each start matched with its remove.
-
-    How: events are sorted by (host, container_id, time) and each remove is paired
-    with the event just before it if that is a start of the same container ID on
-    the same host. One sort and a few array comparisons; no join, no loop.
-
-    - The key is (host, container_id), not the PID: runc refuses a second container
-      with a live ID, so a reused ID (``docker restart`` reuses it) is a new lifetime
-      only after the previous one ended, which is exactly what the sort sees.
-    - An ``initial`` event right after a start of the same container (and same PID)
-      is the same container seen again by a restarted recorder: it is merged, not
-      counted twice.
-    - Ties in time put the start first, so a container that lives zero nanoseconds
-      still pairs.
-
-    Columns: :data:`LIFETIME_COLUMNS` first (``start``/``end`` are UTC timestamps,
-    NaT when unknown; ``lifetime_s`` for ``ended``, and for ``orphan`` when the
-    recorder measured it, ``lifetime_ns``), then every other column of
-    the events describing the container (``command``, ``pod_namespace``, ``image_name``,
-    ``manager``, ...), taken from the start event, or from the remove when the start
-    lacks it. Rows are grouped by container, not sorted by time.
-    """
-    types = events["type"]
-    is_start_all = _bools(types.isin(START_TYPES))
-    is_remove_all = _bools(types == "remove")
-    keep = np.flatnonzero(is_start_all | is_remove_all)
-    attrs = [c for c in events.columns if c not in _EVENT_ONLY and c not in LIFETIME_COLUMNS]
-    if not len(keep):
-        return _empty_lifetimes(events, attrs)
-
-    t = _event_ns(events)[keep]
-    rem = is_remove_all[keep]
-    key, order = _pairing_order(events, keep, t, rem)
-    pos, k, t, rem = keep[order], key[order], t[order], rem[order]
-    initial = _bools(types == "initial")[pos]
-    pid = (
-        events["container_pid"].to_numpy(dtype="float64", na_value=np.nan)[pos]
-        if "container_pid" in events.columns else np.full(len(pos), np.nan)
-    )
-
-    same_prev = np.zeros(len(k), bool)
-    same_prev[1:] = k[1:] == k[:-1]
-    prev_start = np.zeros(len(k), bool)
-    prev_start[1:] = ~rem[:-1]
-    prev_pid = np.r_[np.nan, pid[:-1]]
-    pid_match = (pid == prev_pid) | np.isnan(pid) | np.isnan(prev_pid)
-    seen_again = initial & same_prev & prev_start & pid_match
-    if seen_again.any():
-        sel = ~seen_again
-        pos, k, t, rem, initial = pos[sel], k[sel], t[sel], rem[sel], initial[sel]
-        same_prev = np.zeros(len(k), bool)
-        same_prev[1:] = k[1:] == k[:-1]
-
-    n = len(k)
-    start = ~rem
-    same_next = np.zeros(n, bool)
-    same_next[:-1] = same_prev[1:]
-    next_rem = np.zeros(n, bool)
-    next_rem[:-1] = rem[1:]
-    prev_is_start = np.zeros(n, bool)
-    prev_is_start[1:] = start[:-1]
-
-    s_idx = np.flatnonzero(start)
-    ended = same_next[s_idx] & next_rem[s_idx]
-    lost = same_next[s_idx] & ~next_rem[s_idx]
-    o_idx = np.flatnonzero(rem & ~(same_prev & prev_is_start))
-
-    nxt = np.minimum(s_idx + 1, n - 1)
-    start_ns = np.concatenate([t[s_idx], np.full(len(o_idx), NAT)])
-    end_ns = np.concatenate([np.where(ended | lost, t[nxt], NAT), t[o_idx]])
-    a_idx = np.concatenate([pos[s_idx], np.full(len(o_idx), -1)])  # the start event
-    r_idx = np.concatenate([np.where(ended, pos[nxt], -1), pos[o_idx]])  # the remove event
-    status = np.concatenate([np.where(ended, 0, np.where(lost, 2, 1)), np.full(len(o_idx), 3)])
-    start_kind = np.concatenate([initial[s_idx].astype(np.int64), np.full(len(o_idx), -1)])
-
-    out = {}
-    for column in ["host", "container_id", "container_pid"] + attrs:
-        if column not in events.columns:
-            continue
-        col = events[column]
-        value = _take(col, a_idx)
-        missing = col.isna().to_numpy()
-        # Fill from the remove only where the start lacks a value the remove has
-        # (e.g. the spec was unreadable at start); take just those rows.
-        need = np.flatnonzero(value.isna().to_numpy() & (r_idx >= 0))
-        need = need[~missing[r_idx[need]]]
-        if len(need):
-            value.iloc[need] = _take(col, r_idx[need]).to_numpy()
-        out[column] = value
-    out["start"] = _datetimes(start_ns)
-    out["end"] = _datetimes(end_ns)
-    lifetime = np.where(status == 0, (end_ns - start_ns) / 1e9, np.nan)
-    if "lifetime_ns" in events.columns and len(o_idx):
-        # An orphan's start is not in the data, but the recorder measured its
-        # lifetime (schema v2): keep it, so restart loops and --by tables see it.
-        recorded = events["lifetime_ns"].to_numpy(dtype="float64", na_value=np.nan)[pos[o_idx]] / 1e9
-        lifetime[len(s_idx):] = recorded
-    out["lifetime_s"] = lifetime
-    out["status"] = pd.Categorical.from_codes(status, categories=list(STATUSES))
-    out["start_type"] = pd.Categorical.from_codes(start_kind, categories=list(START_KINDS))
-    for column in ("exit_code", "signal"):
-        out[column] = (
-            _take(events[column], r_idx) if column in events.columns else pd.Series(pd.array([pd.NA] * len(r_idx), dtype="Int32"))
-        )
-    frame = pd.DataFrame(out)
-    return frame[[c for c in LIFETIME_COLUMNS if c in frame.columns] + [c for c in attrs if c in frame.columns]]
-
-
-_MAX_HOST_RUNS = 10_000
-
-
-def codes_within(values: pd.Series, groups: np.ndarray) -> np.ndarray:
-    """Integer codes of ``values`` that are distinct per (group, value); -1 for missing.
-
-    Values are numbered group by group (groups are hosts here): events and
-    lifetimes come in per-host runs, and a hash table of one host's values stays in
-    cache where one of all hosts' values does not (ten million container IDs: 0.7 s
-    instead of 4 s). All runs of a group share one numbering, so a container added
-    in one file and removed in the next still pairs. When groups are interleaved
-    row by row, one global numbering (combined with the group) is used instead.
-    """
-    n = len(values)
-    groups = np.asarray(groups)
-    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if n else np.zeros(0, np.int64)
-    if len(starts) > _MAX_HOST_RUNS:
-        codes, uniq = pd.factorize(values)
-        return np.where(codes >= 0, (groups.astype(np.int64) + 1) * (len(uniq) + 1) + codes, -1)
-    ends = np.r_[starts[1:], n]
-    out = np.empty(n, dtype=np.int64)
-    offset = 0
-    runs_of = pd.Series(np.arange(len(starts))).groupby(groups[starts]).indices  # group -> its runs
-    for runs in runs_of.values():  # one pass per host, not per row
-        if len(runs) == 1:
-            idx = slice(starts[runs[0]], ends[runs[0]])
-            codes, uniq = pd.factorize(values.iloc[idx])
-        else:
-            idx = np.concatenate([np.arange(starts[r], ends[r]) for r in runs])
-            codes, uniq = pd.factorize(values.take(idx))
-        out[idx] = np.where(codes >= 0, codes + offset, -1)
-        offset += len(uniq)
-    return out
-
-
-def _container_keys(events: pd.DataFrame) -> np.ndarray:
-    """One int64 per distinct (host, container_id), for every event."""
-    host, _ = _codes(events["host"])
-    return codes_within(events["container_id"], host)
-
-
-def _pairing_order(events: pd.DataFrame, keep: np.ndarray, t: np.ndarray, rem: np.ndarray):
-    """The container key of rows ``keep`` and the order sorting them by (key, time,
-    start before remove).
-
-    Recordings are written in time order, so usually a stable sort on the key alone
-    leaves each container's events in time order already; that is checked (one
-    vectorised comparison) and a full ``lexsort`` runs only when it is not so.
-    """
-    key = _container_keys(events)[keep]
-    t2 = (t - (t.min() if len(t) else 0)) * 2 + rem  # time, then start before remove
-    order = np.argsort(key, kind="stable")
-    k, tt = key[order], t2[order]
-    same = k[1:] == k[:-1]
-    if not np.all(tt[1:][same] >= tt[:-1][same]):
-        order = np.lexsort((t2, key))
-    return key, order
-
-
-def _empty_lifetimes(events: pd.DataFrame, attrs: Sequence[str]) -> pd.DataFrame:
-    empty = {
-        "host": pd.Series([], dtype="category"),
-        "container_id": pd.Series([], dtype="str" if pd.__version__ >= "3" else object),
-        "container_pid": pd.Series([], dtype="Int32"),
-        "start": _datetimes(np.array([], np.int64)),
-        "end": _datetimes(np.array([], np.int64)),
-        "lifetime_s": pd.Series([], dtype="float64"),
-        "status": pd.Categorical([], categories=list(STATUSES)),
-        "start_type": pd.Categorical([], categories=list(START_KINDS)),
-        "exit_code": pd.Series([], dtype="Int32"),
-        "signal": pd.Series([], dtype="Int32"),
-    }
-    for c in attrs:
-        empty[c] = events[c].iloc[:0].reset_index(drop=True)
-    return pd.DataFrame(empty)
-
-
-def orphan_removes(lives: pd.DataFrame) -> pd.DataFrame:
-    """Removes with no start in the data (status ``orphan``)."""
-    return lives[lives["status"] == "orphan"]
-
-
-def complete(lives: pd.DataFrame) -> pd.DataFrame:
-    """Lifetimes with both ends observed: the only ones lifetime statistics use."""
-    return lives[complete_mask(lives)]
-
-
-def complete_mask(lives: pd.DataFrame) -> np.ndarray:
-    """Which lifetimes are complete (``ended`` and started by an ``add``), as a bool array."""
-    return _bools(lives["status"] == "ended") & _bools(lives["start_type"] == "add")
-
-
-def _has_remove(lives: pd.DataFrame) -> np.ndarray:
-    return _bools(lives["status"].isin(["ended", "orphan"]))
 
 
 # ---------------------------------------------------------------- over time
@@ -409,8 +149,8 @@ def churn_rates(lives: pd.DataFrame, interval: Interval = None) -> pd.DataFrame:
     """
     step = _step_ns(interval, lives)
     b0, nb = _bucket_range(lives, step)
-    s = _asi8(lives["start"])[_bools(lives["start_type"] == "add")]
-    e = _asi8(lives["end"])[_has_remove(lives)]
+    s = asi8(lives["start"])[bools(lives["start_type"] == "add")]
+    e = asi8(lives["end"])[has_remove(lives)]
     starts = np.bincount(s // step - b0, minlength=nb) if nb else np.zeros(0, np.int64)
     stops = np.bincount(e // step - b0, minlength=nb) if nb else np.zeros(0, np.int64)
     return pd.DataFrame({"starts": starts[:nb], "stops": stops[:nb]}, index=_time_index(b0, nb, step))
@@ -432,7 +172,7 @@ def concurrency(lives: pd.DataFrame, interval: Interval = None) -> pd.DataFrame:
     if not nb:
         return pd.DataFrame({c: np.zeros(0, np.int64) for c in cols}, index=_time_index(0, 0, step))
     origin = _span_ns(lives)[0]
-    s, e = _asi8(lives["start"]), _asi8(lives["end"])
+    s, e = asi8(lives["start"]), asi8(lives["end"])
     s = np.where(s == NAT, origin, s)
     e = e[e != NAT]
     # One sorted array of (time, kind): time*2, +1 for a start, so ends sort first.
@@ -521,7 +261,7 @@ def exit_summary(lives: pd.DataFrame) -> pd.DataFrame:
     recorder could not read the exit status), ``exit_code``, ``signal``,
     ``containers``, ``share`` (of all ended containers).
     """
-    ended = lives.loc[_has_remove(lives), ["exit_code", "signal"]]
+    ended = lives.loc[has_remove(lives), ["exit_code", "signal"]]
     cols = ["outcome", "exit_code", "signal", "containers", "share"]
     if ended.empty:
         return pd.DataFrame({c: [] for c in cols})
@@ -581,17 +321,17 @@ def top_churners(
     for k in keys:
         if k not in lives.columns:
             lives = lives.assign(**{k: pd.Categorical([None] * len(lives))})
-    has_remove = _has_remove(lives)
+    removed = has_remove(lives)
     done = complete_mask(lives)
     exit_code = lives["exit_code"].to_numpy(dtype="float64", na_value=np.nan)
     sig = lives["signal"].to_numpy(dtype="float64", na_value=np.nan)
     metrics = pd.DataFrame({
         "containers": np.ones(len(lives), np.int64),
-        "starts": _bools(lives["start_type"] == "add"),
-        "stops": has_remove,
-        "running": _bools(lives["status"] == "running"),
+        "starts": bools(lives["start_type"] == "add"),
+        "stops": removed,
+        "running": bools(lives["status"] == "running"),
         "short_lived": done & (lives["lifetime_s"].to_numpy(dtype=float) < short_lived_s),
-        "failed": has_remove & (((exit_code != 0) & ~np.isnan(exit_code)) | ~np.isnan(sig)),
+        "failed": removed & (((exit_code != 0) & ~np.isnan(exit_code)) | ~np.isnan(sig)),
         "lifetime": np.where(done, lives["lifetime_s"].to_numpy(dtype=float), np.nan),
     }, index=lives.index)
     for k in keys:
@@ -611,10 +351,16 @@ def top_churners(
     return counts.reset_index(drop=True)
 
 
+
 # ---------------------------------------------------------------- restart loops
 
 K8S_KEY = ["pod_namespace", "pod_name", "container_name"]
 HOST_KEY = ["host", "manager", "hostname", "command"]
+_LOOP_COLUMNS = [
+    "logical_container", "kind", *K8S_KEY, *HOST_KEY, "image_name", "restarts", "max_restarts_in_window",
+    "window_start", "window_end", "first_start", "last_start", "p50_lifetime_s",
+    "last_exit_code", "last_signal", "last_outcome", "last_status",
+]
 
 
 def _logical_keys(lives: pd.DataFrame, is_k8s: np.ndarray) -> np.ndarray:
@@ -625,7 +371,7 @@ def _logical_keys(lives: pd.DataFrame, is_k8s: np.ndarray) -> np.ndarray:
     happen on its node), then combined with the small categorical columns. Keys of
     Kubernetes containers are even, the others odd, so the two kinds never meet.
     """
-    host, _ = _codes(lives["host"])
+    host, _ = codes(lives["host"])
     parts_k8s = [codes_within(lives["pod_name"], host), lives["pod_namespace"], lives["container_name"]]
     parts_host = [codes_within(lives["hostname"], host) if "hostname" in lives else np.full(len(lives), -1),
                   host, lives["manager"], lives["command"]]
@@ -637,7 +383,7 @@ def _logical_keys(lives: pd.DataFrame, is_k8s: np.ndarray) -> np.ndarray:
             if isinstance(part, np.ndarray):
                 c, width = part, int(part.max()) + 2 if len(part) else 1
             else:
-                c, width = _codes(part)
+                c, width = codes(part)
                 width += 1
             if span * width >= 1 << 61:  # renumber before the product could overflow
                 key, uniq = pd.factorize(key)
@@ -647,6 +393,48 @@ def _logical_keys(lives: pd.DataFrame, is_k8s: np.ndarray) -> np.ndarray:
         return key
 
     return np.where(is_k8s, combine(parts_k8s) * 2, combine(parts_host) * 2 + 1)
+
+
+class Windows(NamedTuple):
+    """The densest window of each group (see :func:`densest_windows`)."""
+
+    count: np.ndarray  # the most starts within one window
+    first: np.ndarray  # position of that window's first start
+    last: np.ndarray  # position of its last start
+
+
+def densest_windows(times_ns: np.ndarray, sizes: np.ndarray, window: pd.Timedelta) -> Windows:
+    """For each group of times, the window of length ``window`` holding the most.
+
+    ``times_ns``: the groups laid end to end, each sorted and ``sizes[i]`` long
+    (every size at least 1). A window starts at one of the group's times ``t`` and
+    holds every time up to ``t + window`` inclusive; times are compared at
+    millisecond precision. Of windows holding equally many, the earliest is given.
+    Positions are into ``times_ns``.
+
+    All groups in one ``searchsorted``, with no loop per group: each group is
+    shifted onto its own stretch of one axis, separated from the next by more than
+    the window, so no window reaches into another group.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if not len(sizes):
+        empty = np.zeros(0, np.int64)
+        return Windows(empty, empty, empty)
+    first = np.r_[0, np.cumsum(sizes)[:-1]]
+    t_ms = np.asarray(times_ns, dtype=np.int64) // 1_000_000
+    w_ms = max(int(window.value // 1_000_000), 0)
+    g_min = t_ms[first]
+    g_range = np.maximum.reduceat(t_ms, first) - g_min
+    offset = np.r_[0, np.cumsum(g_range + w_ms + 1)[:-1]]
+    axis = t_ms - np.repeat(g_min, sizes) + np.repeat(offset, sizes)
+    reach = np.searchsorted(axis, axis + w_ms, side="right")  # one past each window's last
+    in_window = reach - np.arange(len(axis))
+    best = np.maximum.reduceat(in_window, first)
+    # The densest window's first start, per group: the first row reaching the most.
+    at_best = np.flatnonzero(in_window == np.repeat(best, sizes))
+    group = np.repeat(np.arange(len(sizes)), sizes)[at_best]
+    best_pos = at_best[np.r_[True, group[1:] != group[:-1]]]
+    return Windows(count=best, first=best_pos, last=reach[best_pos] - 1)
 
 
 def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1h") -> pd.DataFrame:
@@ -661,7 +449,7 @@ def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1
       systemd units, scripts running runc in a loop).
 
     ``threshold`` restarts means ``threshold + 1`` starts within one ``window``
-    (sliding, found with one ``searchsorted`` over all candidates at once).
+    (sliding: :func:`densest_windows`).
 
     Columns: ``logical_container`` (label), ``kind`` (``kubernetes`` | ``host``),
     the key columns, ``image_name``, ``restarts`` (starts - 1 over all the data),
@@ -677,66 +465,54 @@ def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1
     for c in K8S_KEY + HOST_KEY + ["image_name"]:
         if c not in lives.columns:
             lives = lives.assign(**{c: pd.Categorical([None] * len(lives))})
-    cols = ["logical_container", "kind", *K8S_KEY, *HOST_KEY, "image_name", "restarts", "max_restarts_in_window",
-            "window_start", "window_end", "first_start", "last_start", "p50_lifetime_s",
-            "last_exit_code", "last_signal", "last_outcome", "last_status"]
-    started = np.flatnonzero(_bools(lives["start_type"].notna()))
+    none = pd.DataFrame({c: [] for c in _LOOP_COLUMNS})
+    started = np.flatnonzero(bools(lives["start_type"].notna()))
     if len(started) <= threshold:
-        return pd.DataFrame({c: [] for c in cols})
-    is_k8s_all = _bools(lives["pod_namespace"].notna() & lives["pod_name"].notna())
-    key_all = _logical_keys(lives, is_k8s_all)
-    is_k8s, key = is_k8s_all[started], key_all[started]
-    t = _asi8(lives["start"])[started]
+        return none
+    is_k8s_all = bools(lives["pod_namespace"].notna() & lives["pod_name"].notna())
+    key = _logical_keys(lives, is_k8s_all)[started]
+    t = asi8(lives["start"])[started]
     order = np.lexsort((t, key))
     k, t = key[order], t[order]
-    first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-    counts = np.diff(np.r_[first, len(k)])
+    counts = np.diff(np.r_[np.flatnonzero(np.r_[True, k[1:] != k[:-1]]), len(k)])  # starts per logical container
 
     cand = counts > threshold
     if not cand.any():
-        return pd.DataFrame({c: [] for c in cols})
-    row_cand = np.repeat(cand, counts)
-    t_c, order_c = t[row_cand], order[row_cand]
-    counts_c = counts[cand]
-    first_c = np.r_[0, np.cumsum(counts_c)[:-1]]
-    # Sliding window over all candidates at once: shift each group onto its own
-    # stretch of one axis, separated by more than the window, then one searchsorted.
-    t_ms = t_c // 1_000_000
-    w_ms = max(int(win.value // 1_000_000), 0)
-    g_min = t_ms[first_c]
-    g_range = np.maximum.reduceat(t_ms, first_c) - g_min
-    offset = np.r_[0, np.cumsum(g_range + w_ms + 1)[:-1]]
-    axis = t_ms - np.repeat(g_min, counts_c) + np.repeat(offset, counts_c)
-    reach = np.searchsorted(axis, axis + w_ms, side="right")
-    in_window = reach - np.arange(len(axis))
-    gid = np.repeat(np.arange(len(counts_c)), counts_c)
-    best = np.maximum.reduceat(in_window, first_c)
-    looping = best - 1 >= threshold
+        return none
+    rows = np.repeat(cand, counts)
+    starts = started[order[rows]]  # rows of ``lives``, by logical container then time
+    sizes = counts[cand]
+    windows = densest_windows(t[rows], sizes, win)
+    looping = windows.count - 1 >= threshold
     if not looping.any():
-        return pd.DataFrame({c: [] for c in cols})
-    # Position of the densest window's first start, per group: first row reaching the max.
-    at_best = in_window == np.repeat(best, counts_c)
-    best_pos = pd.Series(np.flatnonzero(at_best)).groupby(gid[at_best]).first().to_numpy()
+        return none
+    return _loop_rows(lives, starts, sizes, windows, looping, is_k8s_all[starts])
 
+
+def _loop_rows(lives, starts, sizes, windows: Windows, looping, is_k8s) -> pd.DataFrame:
+    """The rows of :func:`restart_loops`: ``starts`` (rows of ``lives``) in groups of
+    ``sizes``, one per candidate logical container; those ``looping`` are kept."""
+    gid = np.repeat(np.arange(len(sizes)), sizes)
+    first = np.r_[0, np.cumsum(sizes)[:-1]]
     loop_groups = np.flatnonzero(looping)
-    rows = np.repeat(looping, counts_c)
+    rows = np.repeat(looping, sizes)
     used = list(dict.fromkeys(K8S_KEY + HOST_KEY + ["image_name", "start", "lifetime_s", "status", "start_type", "exit_code", "signal"]))
-    sel = lives[used].iloc[started[order_c[rows]]].reset_index(drop=True)
+    sel = lives[used].iloc[starts[rows]].reset_index(drop=True)
     sel["_g"] = gid[rows]
     g = sel.groupby("_g", sort=True)
     last = sel.drop_duplicates("_g", keep="last").set_index("_g")
-    ended = sel[_bools(sel["status"].isin(["ended", "orphan"]))].drop_duplicates("_g", keep="last").set_index("_g")
+    ended = sel[bools(sel["status"].isin(["ended", "orphan"]))].drop_duplicates("_g", keep="last").set_index("_g")
     done = sel[complete_mask(sel)]
     idx = pd.Index(loop_groups, name="_g")
     out = pd.DataFrame(index=idx)
     for c in K8S_KEY + HOST_KEY + ["image_name"]:
         out[c] = last[c].reindex(idx).astype(object)
-    out["kind"] = np.where(is_k8s[order_c][first_c][loop_groups], "kubernetes", "host")
-    out["restarts"] = counts_c[loop_groups] - 1
-    out["max_restarts_in_window"] = best[loop_groups] - 1
-    bp = best_pos[loop_groups]
-    out["window_start"] = _datetimes(t_c[bp]).set_axis(idx)
-    out["window_end"] = _datetimes(t_c[reach[bp] - 1]).set_axis(idx)
+    out["kind"] = np.where(is_k8s[first][loop_groups], "kubernetes", "host")
+    out["restarts"] = sizes[loop_groups] - 1
+    out["max_restarts_in_window"] = windows.count[loop_groups] - 1
+    start_ns = asi8(lives["start"])
+    out["window_start"] = datetimes(start_ns[starts[windows.first[loop_groups]]]).set_axis(idx)
+    out["window_end"] = datetimes(start_ns[starts[windows.last[loop_groups]]]).set_axis(idx)
     out["first_start"] = g["start"].min().reindex(idx)
     out["last_start"] = g["start"].max().reindex(idx)
     out["p50_lifetime_s"] = done.groupby("_g")["lifetime_s"].median().reindex(idx)
@@ -755,4 +531,12 @@ def restart_loops(lives: pd.DataFrame, threshold: int = 5, window: Interval = "1
     )
     out["logical_container"] = fields.text_series(np.where(out["kind"] == "kubernetes", k8s_label, host_label), out.index)
     out = out.sort_values(["max_restarts_in_window", "restarts"], ascending=False, kind="stable")
-    return out[cols].reset_index(drop=True)
+    return out[_LOOP_COLUMNS].reset_index(drop=True)
+
+
+__all__ = [
+    "BY_COLUMNS", "HOST_KEY", "K8S_KEY", "LIFETIME_COLUMNS", "Windows", "auto_interval", "churn_rates", "complete",
+    "complete_mask", "concurrency", "densest_windows", "exit_summary", "group_label", "is_duration", "lifetime_quantiles",
+    "lifetimes", "orphan_removes", "outcome_label", "parse_duration", "restart_loops", "short_lived", "signal_name",
+    "top_churners",
+]

@@ -35,7 +35,7 @@ def parse_time(text: str, what: str = "time", now: Optional[pd.Timestamp] = None
     recording give a timestamp instead.
     """
     text = text.strip()
-    if churn._DURATION.match(text) and churn._DURATION.match(text).group(2):
+    if churn.is_duration(text):
         now = now if now is not None else pd.Timestamp.now(tz="UTC")
         return now - churn.parse_duration(text)
     try:
