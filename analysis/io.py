@@ -75,7 +75,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from runctrace.errors import RunctraceError
-from runctrace.store.recording import JOURNAL_NAME
+from runctrace.store.journal import JOURNAL_NAME
 from runctrace.safetext import escape, is_clean, unescape
 from runctrace.store.schema import SCHEMA, SCHEMA_VERSION
 

@@ -86,7 +86,7 @@ def flush_parts(rows: int = 50, times: int = 5) -> None:
     import pyarrow.parquet as pq
 
     from runctrace.events import ContainerEvent, EventType
-    from runctrace.store.recording import _FLUSH_OPTIONS
+    from runctrace.store.parquet import FLUSH_OPTIONS
     from runctrace.store.schema import DATASET_SCHEMA, event_to_row, rows_to_table
 
     config = {"ociVersion": "1.0.2", "process": {"args": ["true"], "cwd": "/", "env": ["PATH=/bin"]},
@@ -99,7 +99,7 @@ def flush_parts(rows: int = 50, times: int = 5) -> None:
     table = rows_to_table(table_rows, DATASET_SCHEMA)
     parts = {
         "rows -> Arrow table": lambda: rows_to_table(table_rows, DATASET_SCHEMA),
-        "table -> Parquet": lambda: pq.write_table(table, io.BytesIO(), **_FLUSH_OPTIONS),
+        "table -> Parquet": lambda: pq.write_table(table, io.BytesIO(), **FLUSH_OPTIONS),
     }
     print(f"\na flush of {rows} rows (CPU ms, median of {times})    repeated at once    after 1 s asleep")
     for name, part in parts.items():

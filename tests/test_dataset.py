@@ -18,7 +18,7 @@ import pytest
 from conftest import runc
 from runctrace.errors import RecordingError
 from runctrace.events import ContainerEvent, EventType
-from runctrace.store.recording import DatasetRecorder
+from runctrace.store import DatasetRecorder
 from runctrace.store.schema import DATASET_SCHEMA, SCHEMA
 
 RUNCTRACE = [sys.executable, "-m", "runctrace"]

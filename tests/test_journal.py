@@ -4,6 +4,7 @@ and a crashed recorder's rows recovered by the next one, exactly once."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import stat
 import os
 import subprocess
@@ -12,12 +13,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from runctrace.store import recording
 from runctrace.events import ContainerEvent, EventType
-from runctrace.store.recording import DatasetRecorder, recovery_notes
+from runctrace.store import DatasetRecorder, recovery_notes
 
 T0 = 1_795_000_000 * 10**9
 
@@ -50,7 +51,7 @@ def crash_after(root: Path, script: str) -> None:
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_journal import event, T0
         from runctrace.events import EventType
-        from runctrace.store.recording import DatasetRecorder
+        from runctrace.store import DatasetRecorder
         rec = DatasetRecorder({str(root)!r}, host="h")
         rec.stats_source = lambda: {{"adds": 7, "lost": 0}}
         rec.backend = "fake"
@@ -204,10 +205,10 @@ def test_a_journal_that_is_no_table_is_kept_aside_and_named(tmp_path, monkeypatc
     journal = crashed_with_one_row(root)
 
     def refuse(rows, schema=None):
-        raise recording.pa.ArrowInvalid("no such column type")
+        raise pa.ArrowInvalid("no such column type")
 
-    monkeypatch.setattr(recording, "rows_to_table", refuse)
-    monkeypatch.setattr(recording, "_warm_up", lambda: None)
+    monkeypatch.setattr("runctrace.store.parquet.rows_to_table", refuse)
+    monkeypatch.setattr("runctrace.store.parquet.warm_up", lambda: None)
     rec = DatasetRecorder(str(root), host="h")  # starts anyway
     monkeypatch.undo()
     rec.write(event("b", T0 + 1))
@@ -236,12 +237,12 @@ def test_a_write_cut_short_by_a_full_disk_leaves_no_partial_line(tmp_path, monke
             return real_write(fd, bytes(data[: len(data) // 2]))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(recording.os, "write", write_half_then_fail)
+    monkeypatch.setattr(os, "write", write_half_then_fail)
     rec.write(event("b", T0 + 1))
     rec.flush()
     assert "no space left" in rec.write_error and rec.pending == 1
     assert journal.stat().st_size == size  # the half line is gone
-    monkeypatch.setattr(recording.os, "write", real_write)
+    monkeypatch.setattr(os, "write", real_write)
     rec.flush()  # the retry writes b once
     assert rec.write_error is None and rec.pending == 0
     rec.close()
@@ -278,7 +279,7 @@ def test_a_journal_is_named_without_proc_or_hard_links(tmp_path, monkeypatch, br
             raise OSError(errno.ENOENT if broken == "no /proc" else errno.EPERM, "refused")
         return real_link(src, dst, **kw)
 
-    monkeypatch.setattr(recording.os, "link", link)
+    monkeypatch.setattr(os, "link", link)
     root = tmp_path / "d"
     rec = DatasetRecorder(str(root), host="h")
     rec.write(event("a", T0))
@@ -302,11 +303,11 @@ def test_a_journal_whose_directory_cannot_be_synced_leaves_no_name(tmp_path, mon
             raise OSError(errno.EIO, "Input/output error")
         return real_fsync(fd)
 
-    monkeypatch.setattr(recording.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)
     rec.flush()
     assert "Input/output error" in rec.write_error
     assert journals(root) == []
-    monkeypatch.setattr(recording.os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "fsync", real_fsync)
     rec.close()  # the rows were kept for the retry
     assert read(root).column("container_id").to_pylist() == ["a"]
 
@@ -316,16 +317,16 @@ def test_a_journal_set_aside_while_we_waited_for_its_lock_is_left_alone(tmp_path
     .bad; the other, which opened it before, must then skip it, not fail."""
     root = tmp_path / "d"
     journal = crashed_with_one_row(root)
-    real_flock = recording.fcntl.flock
+    real_flock = fcntl.flock
 
     def flock(fd, op):
-        if op & recording.fcntl.LOCK_NB and journal.exists():
+        if op & fcntl.LOCK_NB and journal.exists():
             journal.rename(journal.with_name(journal.name + ".bad"))  # the other recorder, meanwhile
         return real_flock(fd, op)
 
-    monkeypatch.setattr(recording.fcntl, "flock", flock)
+    monkeypatch.setattr(fcntl, "flock", flock)
     rec = DatasetRecorder(str(root), host="h")
-    monkeypatch.setattr(recording.fcntl, "flock", real_flock)
+    monkeypatch.setattr(fcntl, "flock", real_flock)
     assert rec.recovered == 0 and rec.unrecovered == []
     rec.close()
     assert journals(root) == [journal.with_name(journal.name + ".bad")]
@@ -342,10 +343,10 @@ def test_a_full_disk_while_naming_the_journal_is_an_error_not_a_fallback(tmp_pat
     def full(src, dst, **kw):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(recording.os, "link", full)
+    monkeypatch.setattr(os, "link", full)
     rec.flush()
     assert "no space left" in rec.write_error
     assert journals(root) == [] and not list(root.glob("host=h/*.new"))
-    monkeypatch.setattr(recording.os, "link", real_link)
+    monkeypatch.setattr(os, "link", real_link)
     rec.close()
     assert read(root).column("container_id").to_pylist() == ["a"]

@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import runc
-from runctrace.store import recording
+from runctrace.store import buffer
 from runctrace.errors import RecordingError
 from runctrace.events import ContainerEvent, EventType
-from runctrace.store.recording import DatasetRecorder, ParquetRecorder
+from runctrace.store import DatasetRecorder, ParquetRecorder
 
 from test_dataset import Recording, files, read
 
@@ -82,9 +82,9 @@ def test_a_dataset_recorder_buffers_through_a_full_disk_and_writes_each_row_once
         assert rec.write_error == f"cannot write to {root}: no space left on the device"
         assert rec.pending == 10
         # retried later, not at every event or wake-up
-        assert recording.RETRY_FIRST_S - 0.5 < rec.flush_due_in() <= recording.RETRY_FIRST_S
+        assert buffer.RETRY_FIRST_S - 0.5 < rec.flush_due_in() <= buffer.RETRY_FIRST_S
         rec.flush()
-        assert rec.flush_due_in() > recording.RETRY_FIRST_S  # and later still after each failure
+        assert rec.flush_due_in() > buffer.RETRY_FIRST_S  # and later still after each failure
         rec.flush(files=True)  # the journal's Parquet file cannot be written either
         assert rec.write_error and not list(root.rglob("*.parquet")) and not list(root.rglob("*.tmp"))
 
@@ -158,7 +158,7 @@ def test_a_single_file_buffers_through_a_full_disk(tmp_path):
         during = write(rec, "during", 3, 10)
         rec.flush()  # a row group made, its bytes refused
         assert "no space left" in rec.write_error and rec.pending == 0 and rec._spool.waiting
-        assert 0 < rec.flush_due_in() <= recording.RETRY_FIRST_S  # the waiting bytes are retried on their own
+        assert 0 < rec.flush_due_in() <= buffer.RETRY_FIRST_S  # the waiting bytes are retried on their own
         more = write(rec, "more", 2, 20)
         rec.flush()  # no new row group while the last waits
         assert "no space left" in rec.write_error and rec.pending == 2

@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from runctrace.store import recording
+from runctrace.store import buffer
 from runctrace.events import ContainerEvent, EventType
-from runctrace.store.recording import DatasetRecorder
+from runctrace.store import DatasetRecorder
 
 T0 = 1_795_000_000 * 10**9
 SPEC = 16 << 20  # the largest config.json the recorder reads
@@ -26,9 +26,9 @@ def test_journaled_and_pending_rows_stay_within_the_budget(tmp_path):
     rec = DatasetRecorder(str(tmp_path / "d"), host="h")
     for i in range(12):
         rec.write(big_add(i))
-        assert rec._pending_bytes < recording.MEMORY_BUDGET + SPEC + 65536
+        assert rec._pending_bytes < buffer.MEMORY_BUDGET + SPEC + 65536
         rec.flush()
-        assert rec._journaled_bytes < recording.MEMORY_BUDGET + SPEC + 65536
+        assert rec._journaled_bytes < buffer.MEMORY_BUDGET + SPEC + 65536
     assert rec.files_written >= 2  # written early, long before the file interval
     rec.close()
 
@@ -44,7 +44,7 @@ def test_peak_memory_of_many_16_mib_specs_is_bounded(tmp_path, output):
         sys.path.insert(0, {str(tmp_path)!r})
         from test_memory_child import big_add
         from runctrace.events import ContainerEvent, EventType
-        from runctrace.store.recording import open_recorder
+        from runctrace.store import open_recorder
         rec = open_recorder({str(tmp_path / output)!r}, host="h")
         start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for i in range(24):

@@ -17,10 +17,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from runctrace.store import recording
 from runctrace.errors import RecordingError
 from runctrace.events import ContainerEvent, EventType
-from runctrace.store.recording import DatasetRecorder, ParquetRecorder, open_recorder
+from runctrace.store import DatasetRecorder, ParquetRecorder, open_recorder
 
 RUNCTRACE = [sys.executable, "-m", "runctrace"]
 T0 = 1_795_000_000 * 10**9
@@ -249,7 +248,7 @@ def test_compaction_reads_only_regular_parquet_files(tmp_path, monkeypatch):
     os.mkfifo(part / "part-0-fifo.parquet")  # would block compaction's open forever
     (part / "part-1-elsewhere.parquet").symlink_to(next(part.glob("*.parquet")))
     cap = 10 * max(p.stat().st_size for p in part.glob("*.parquet"))  # room for the compacted file
-    monkeypatch.setattr(recording, "_MAX_PARQUET", cap)
+    monkeypatch.setattr("runctrace.store.compaction.MAX_PARQUET", cap)
     big = part / "part-2-big.parquet"
     big.write_bytes(b"x" * (cap + 1))
     (part / "part-3-garbage.parquet").write_bytes(b"not parquet")

@@ -12,9 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runctrace.store import recording
 from runctrace.events import ContainerEvent, EventType
-from runctrace.store.recording import DatasetRecorder, recovery_notes
+from runctrace.store import DatasetRecorder, recovery_notes
 from runctrace.store.schema import event_to_row
 
 from test_journal import crashed_with_one_row, journals, read
@@ -165,7 +164,7 @@ def test_a_line_over_the_cap_is_skipped_without_being_held(tmp_path, monkeypatch
     long = row_line("long", config_json="x" * 3000)
     with open(journal, "ab") as f:
         f.write(long + row_line("after"))
-    monkeypatch.setattr(recording, "_MAX_LINE", 2048)
+    monkeypatch.setattr("runctrace.store.journal.MAX_LINE", 2048)
     rec = DatasetRecorder(str(root), host="h")
     rec.close()
     assert sorted(ids(root)) == ["a", "after"]
@@ -176,7 +175,7 @@ def test_a_line_over_the_cap_is_skipped_without_being_held(tmp_path, monkeypatch
 def test_a_journal_over_the_size_cap_is_set_aside_unread(tmp_path, monkeypatch):
     root = tmp_path / "d"
     journal = crashed_with_one_row(root)
-    monkeypatch.setattr(recording, "_MAX_JOURNAL", journal.stat().st_size - 1)
+    monkeypatch.setattr("runctrace.store.recovery.MAX_JOURNAL", journal.stat().st_size - 1)
     rec = DatasetRecorder(str(root), host="h")
     rec.close()
     assert journals(root) == [journal.with_name(journal.name + ".bad")] and ids(root) == []

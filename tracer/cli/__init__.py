@@ -27,7 +27,7 @@ if sys.argv[1:2] == ["record"]:
 
 from runctrace.backends import CHOICES, open_notifier
 from runctrace.errors import RunctraceError
-from runctrace.store.recording import default_output, open_recorder, recovery_notes, write_status
+from runctrace.store import default_output, open_recorder, recovery_notes, write_status
 from runctrace.session import Session, print_event, stop_signals
 from runctrace.safetext import printable
 from runctrace.cli.views import EVENT_TABLE_HEADER, event_json, event_table_row
