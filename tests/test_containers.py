@@ -67,19 +67,20 @@ def test_run_is_resolved_when_its_init_starts(log, bundles, container_ids):
         proc.wait()
 
 
-def test_run_whose_init_ended_before_its_name_was_read(bundles, container_ids):
+def test_run_whose_init_ended_before_its_name_was_read(bundles, container_ids, monkeypatch):
     """fanotify, when its loop is so far behind that a `runc run`'s init had already
     ended when its rename was read: the init's exit message names its runc, and the
     container is still reported, with its exit code; not taken for a failed create."""
     from runctrace.backends.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify.correlator import Correlator
 
-    class Late(FanotifyNotifier):
-        def _on_init_named(self, pid, when_ns):
-            self._inits[pid] = None  # as if /proc/PID were already gone
-            self._untied_init_ns = when_ns
+    def late(self, pid, when_ns):
+        self._inits[pid] = None  # as if /proc/PID were already gone
+        self._untied_init_ns = when_ns
 
+    monkeypatch.setattr(Correlator, "_on_init_named", late)
     b = bundles.make(["sh", "-c", "exit 3"])
-    with Late() as notifier:
+    with FanotifyNotifier() as notifier:
         log = EventLog(notifier)
         cid = container_ids()
         assert runc("run", cid, cwd=b, check=False).returncode == 3
@@ -97,8 +98,9 @@ def test_runc_calls_gone_unread(bundles, container_ids, monkeypatch):
     is counted as unread and costs no look on disk; one whose container still runs
     is counted as missed, and the container is found on disk."""
     from runctrace.backends import fanotify
+    from runctrace.backends.fanotify import correlator
 
-    real_read = fanotify.read_proc
+    real_read = correlator.read_proc
 
     def read_proc(path):
         raw = real_read(path)
@@ -106,7 +108,7 @@ def test_runc_calls_gone_unread(bundles, container_ids, monkeypatch):
             raise FileNotFoundError(errno.ENOENT, "gone", path)  # as if that runc had exited already
         return raw
 
-    monkeypatch.setattr(fanotify, "read_proc", read_proc)
+    monkeypatch.setattr(correlator, "read_proc", read_proc)
     sleeper = bundles.make(["sleep", "30"])
     with fanotify.FanotifyNotifier() as notifier:
         log = EventLog(notifier)
@@ -130,7 +132,7 @@ def test_runc_calls_gone_unread(bundles, container_ids, monkeypatch):
         assert notifier.stats.missed >= 1 and resyncs, notifier.stats
         # a call that lived longer than a short one may have made a container
         # without an init naming itself (a restore): looked at on disk too
-        monkeypatch.setattr(fanotify, "_UNREAD_SHORT_NS", 0)
+        monkeypatch.setattr(correlator, "_UNREAD_SHORT_NS", 0)
         missed, looked = notifier.stats.missed, len(resyncs)
         runc("state", container_ids("none"), check=False)
         log.settle()
@@ -181,8 +183,9 @@ def test_fanotify_enriches_an_init_that_ends_at_once(bundles, container_ids, mon
     Here each init lives 50 ms, longer than messages are held, and its exec is
     handled only once it has ended."""
     from runctrace.backends.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify.correlator import Correlator
 
-    original = FanotifyNotifier._init_execd
+    original = Correlator._init_execd
 
     def after_its_end(self, runc_pid, init_pid, *args):
         deadline = time.monotonic() + 2
@@ -196,7 +199,7 @@ def test_fanotify_enriches_an_init_that_ends_at_once(bundles, container_ids, mon
             time.sleep(0.001)
         return original(self, runc_pid, init_pid, *args)
 
-    monkeypatch.setattr(FanotifyNotifier, "_init_execd", after_its_end)
+    monkeypatch.setattr(Correlator, "_init_execd", after_its_end)
     b = bundles.make(["sleep", "0.05"])
     host = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("mnt", "pid", "net")}
     with FanotifyNotifier() as notifier:
@@ -220,9 +223,10 @@ def test_fanotify_keeps_what_it_read_at_the_rename_when_runc_exits_first(bundles
     the container has ended."""
     from runctrace.runc import tracker as resolve
     from runctrace.backends.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify.correlator import Correlator
     from runctrace.runc.files import read_state
 
-    monkeypatch.setattr(FanotifyNotifier, "_init_execd", lambda self, *args: None)
+    monkeypatch.setattr(Correlator, "_init_execd", lambda self, *args: None)
     original = resolve.Tracker.runc_exited
 
     def after_its_container(self, pid, status, *args):
@@ -538,8 +542,9 @@ def test_relative_bundle_and_pid_file_when_the_recorder_is_late(monkeypatch, bun
     """runc chdirs into --bundle a few ms after it starts: a late reader must not
     resolve relative paths inside the bundle."""
     from runctrace.backends.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify.correlator import Correlator
 
-    original = FanotifyNotifier._resolve_exec
+    original = Correlator._resolve_exec
 
     def late(self, pid, *args, **kwargs):
         # the recorder is behind: it gets to runc only once runc has moved into its
@@ -554,7 +559,7 @@ def test_relative_bundle_and_pid_file_when_the_recorder_is_late(monkeypatch, bun
             time.sleep(0.0005)
         return original(self, pid, *args, **kwargs)
 
-    monkeypatch.setattr(FanotifyNotifier, "_resolve_exec", late)
+    monkeypatch.setattr(Correlator, "_resolve_exec", late)
     b = bundles.make(["sleep", "0.3"], name="relbundle")
     notifier = FanotifyNotifier()
     log = EventLog(notifier)
@@ -608,7 +613,7 @@ def test_fanotify_names_runc_by_handle_where_it_can():
 
     notifier = FanotifyNotifier()
     try:
-        assert _fanotify_flags(notifier._fan) & _sys.FanInit.REPORT_FID
+        assert _fanotify_flags(notifier._bins.fan) & _sys.FanInit.REPORT_FID
     finally:
         notifier.close()
 
@@ -644,7 +649,7 @@ def test_fanotify_without_file_handles_still_sees_containers(monkeypatch, bundle
     notifier = FanotifyNotifier()
     log = EventLog(notifier)
     try:
-        assert not _fanotify_flags(notifier._fan) & _sys.FanInit.REPORT_FID
+        assert not _fanotify_flags(notifier._bins.fan) & _sys.FanInit.REPORT_FID
         assert refused == ["init" if refused_by == "kernel" else "mark"]  # handles were tried first
         b = bundles.make(["true"])
         ids = [container_ids() for _ in range(3)]
@@ -681,7 +686,7 @@ def test_fanotify_watches_a_replacement_that_cannot_be_named_by_handle(monkeypat
     notifier = FanotifyNotifier(runc_paths=(str(runc_copy),))
     log = EventLog(notifier)
     try:
-        assert _fanotify_flags(notifier._fan) & _sys.FanInit.REPORT_FID
+        assert _fanotify_flags(notifier._bins.fan) & _sys.FanInit.REPORT_FID
         real_mark = _sys.fanotify_mark
 
         def mark(fd, flags, mask, path, dirfd=_sys.AT_FDCWD):
@@ -695,12 +700,12 @@ def test_fanotify_watches_a_replacement_that_cannot_be_named_by_handle(monkeypat
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:
-                if not _fanotify_flags(notifier._fan) & _sys.FanInit.REPORT_FID:
+                if not _fanotify_flags(notifier._bins.fan) & _sys.FanInit.REPORT_FID:
                     break
             except (FileNotFoundError, StopIteration):
                 pass  # the fd was read just before the loop swapped the groups and closed it
             time.sleep(0.05)
-        assert not _fanotify_flags(notifier._fan) & _sys.FanInit.REPORT_FID
+        assert not _fanotify_flags(notifier._bins.fan) & _sys.FanInit.REPORT_FID
         cid = container_ids()
         subprocess.run([str(runc_copy), "run", cid], cwd=b, check=True, capture_output=True)
         log.wait_removed(cid)

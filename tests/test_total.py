@@ -98,9 +98,10 @@ def test_a_stage_that_fails_gives_the_event_an_error(monkeypatch, log, bundles, 
 @pytest.mark.root
 def test_a_kernel_message_that_fails_is_counted_and_the_loop_goes_on(monkeypatch, bundles, container_ids):
     from runctrace.backends.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify.correlator import Correlator
     from conftest import EventLog
 
-    real = FanotifyNotifier._on_exit
+    real = Correlator._on_exit
     calls = []
 
     def fails_once(self, *args, **kwargs):
@@ -109,7 +110,7 @@ def test_a_kernel_message_that_fails_is_counted_and_the_loop_goes_on(monkeypatch
             raise RuntimeError("injected")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(FanotifyNotifier, "_on_exit", fails_once)
+    monkeypatch.setattr(Correlator, "_on_exit", fails_once)
     notifier = FanotifyNotifier()
     log = EventLog(notifier)
     try:
