@@ -1,6 +1,6 @@
 /* runctrace.bpf.c: see runc execute, follow its children, report exits.
  *
- * Compiled at run time by BCC (runctrace/bcc.py), which inlines runctrace.h here
+ * Compiled at run time by BCC (runctrace/backends/bcc/program.py), which inlines runctrace.h here
  * (`runctrace doctor --print-bpf` shows the exact text and flags).
  *
  * Rules this program follows, and why:
@@ -14,7 +14,7 @@
  * 2. Kernel struct fields only at offsets from the running kernel's BTF. The only
  *    headers on the machine are from another kernel version, so an offsetof() from
  *    them would silently read garbage. User space reads the offsets of the few
- *    fields used from /sys/kernel/btf/vmlinux (runctrace/btf.py) and passes them
+ *    fields used from /sys/kernel/btf/vmlinux (runctrace/backends/bcc/btf.py) and passes them
  *    as RT_OFF_* constants; they are read with bpf_probe_read_kernel, never by
  *    dereferencing a struct pointer. BCC builds each tracepoint's "args" struct
  *    from tracefs' format files at run time, which is always right.
@@ -71,7 +71,7 @@
  * and net_ns; the ns_common in mnt_namespace, pid_namespace and net; its inum.
  * And two sizes, RT_SIZE_*, of fields whose type differs between architectures. */
 #ifndef RT_OFF_TASK_MM
-#error "compile with the RT_OFF_* offsets from the kernel's BTF (runctrace/bcc.py does)"
+#error "compile with the RT_OFF_* offsets from the kernel's BTF (runctrace/backends/bcc/program.py does)"
 #endif
 /* inode.i_ino is an unsigned long: 4 bytes on 32-bit kernels. Read into its own
  * type, so that the value is right whatever the byte order. */
@@ -89,7 +89,7 @@ _Static_assert(RT_SIZE_SUPER_BLOCK_S_DEV == sizeof(u32), "super_block.s_dev (dev
 
 /* User space compiles with -DRT_PY_EXEC_EVENT_SIZE=sizeof(its ctypes mirror) */
 _Static_assert(sizeof(struct rt_exec_event) == RT_PY_EXEC_EVENT_SIZE,
-               "runctrace/bcc.py's RtExecEvent does not match struct rt_exec_event");
+               "runctrace/backends/bcc/records.py's RtExecEvent does not match struct rt_exec_event");
 _Static_assert((RT_ARGS_SIZE & (RT_ARGS_SIZE - 1)) == 0, "RT_ARGS_SIZE must be a power of two");
 
 /* 512 pages = 2 MiB: ~3000 typical runc execs (~600 bytes each) before the reader
@@ -543,11 +543,11 @@ static __always_inline u32 exit_status(u32 *flags)
  *   SIGSEGV, SIGIO... share the numbers, hence the signal). The same process
  *   also sends one on behalf of zombie children it hands to a reaper, a moment
  *   *before* it is a zombie itself: so user space still checks, and in that
- *   rare case waits for the zombie as it always did (bcc.py, _Ending).
+ *   rare case waits for the zombie as it always did (bcc/exits.py, _Ending).
  * - sched_process_free, for a parent that ignores SIGCHLD (no notification;
  *   the process is reaped at once). That comes an RCU grace period after the
  *   reap, which has freed the PID: a new process may take it meanwhile; user
- *   space finds this entry in its way, and clears it (bcc.py, _watch).
+ *   space finds this entry in its way, and clears it (bcc/exits.py, ExitWatch.watch).
  *
  * Not covered: an exit signal of 0 (never used for a container's init: runc
  * clones it with SIGCHLD) leaves a zombie with no notification, reported when it

@@ -1,11 +1,11 @@
 /* runctrace.h: what the BPF program (runctrace.bpf.c) and Python share.
  *
  * Python reads the RT_* "#define NAME number" lines of this file at import time
- * (runctrace.bcc.C), so every size and code below has one source. The two
+ * (runctrace.backends.bcc.records.C), so every size and code below has one source. The two
  * structs sent through the ring buffer, struct rt_event and struct rt_exec_event,
- * are mirrored with ctypes in one place: runctrace/bcc.py (RtEvent, RtExecEvent).
+ * are mirrored with ctypes in one place: runctrace/backends/bcc/records.py (RtEvent, RtExecEvent).
  * The program refuses to compile if the mirror's size disagrees (see the
- * _Static_assert in runctrace.bpf.c); bcc.py's struct formats, which decode the
+ * _Static_assert in runctrace.bpf.c); records.py's struct formats, which decode the
  * records, are checked against the mirror when it is imported.
  *
  * Keep this file plain C with fixed-width types and no kernel headers: the headers

@@ -8,8 +8,8 @@ import pytest
 
 import ctypes as ct
 
-from runctrace.backends.bcc import KERNEL_FIELDS, KERNEL_SIZES, TRACEPOINTS, program_text
-from runctrace.backends.btf import Btf, kernel_offsets
+from runctrace.backends.bcc.btf import Btf, kernel_offsets
+from runctrace.backends.bcc.program import KERNEL_FIELDS, KERNEL_SIZES, TRACEPOINTS, program_text
 from runctrace.errors import NotSupported
 
 INT, PTR, STRUCT, UNION, TYPEDEF = 1, 2, 4, 5, 8

@@ -15,9 +15,11 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from _bcc_helpers import ROOT_ONLY
+from conftest import ROOT_ONLY
 from runctrace import _sys, backends
 from runctrace.backends import bcc
+from runctrace.backends.bcc import program
+from runctrace.errors import NotSupported
 from runctrace.runc import binaries as runtimes
 from runctrace.cli import app
 from runctrace.cli.doctor import diagnose
@@ -104,14 +106,14 @@ def test_bcc_reason_module_missing(monkeypatch):
 
 def test_bcc_reason_no_kernel_headers(monkeypatch):
     monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
-    monkeypatch.setattr(bcc.platform, "release", lambda: "0.0.0-no-such-kernel")
+    monkeypatch.setattr(program.platform, "release", lambda: "0.0.0-no-such-kernel")
     support = bcc.BccNotifier.supported()
     assert not support and "no kernel headers" in support.reason
     assert "/lib/modules/0.0.0-no-such-kernel/build" in support.reason
 
 
 def test_bcc_reason_no_tracefs(monkeypatch):
-    monkeypatch.setattr(bcc, "_TRACEFS", ("/nonexistent/tracing",))
+    monkeypatch.setattr(program, "_TRACEFS", ("/nonexistent/tracing",))
     support = bcc.BccNotifier.supported()
     assert not support and "tracefs is not mounted" in support.reason
 
@@ -130,8 +132,8 @@ def test_bcc_reason_not_root(monkeypatch):
 
 
 def test_constructor_refuses_with_the_same_reason(monkeypatch):
-    monkeypatch.setattr(bcc, "_TRACEFS", ("/nonexistent/tracing",))
-    with pytest.raises(bcc.NotSupported, match="tracefs is not mounted"):
+    monkeypatch.setattr(program, "_TRACEFS", ("/nonexistent/tracing",))
+    with pytest.raises(NotSupported, match="tracefs is not mounted"):
         bcc.BccNotifier()
 
 

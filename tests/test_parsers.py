@@ -110,7 +110,7 @@ def test_fanotify_records_decode_or_raise_value_error(buf):
 
 @given(st.binary(max_size=9000))
 def test_ring_buffer_records_decode_or_raise_value_error(raw):
-    from runctrace.backends.bcc import KernelRecord, decode_record
+    from runctrace.backends.bcc.records import KernelRecord, decode_record
 
     try:
         assert isinstance(decode_record(raw), KernelRecord)
@@ -120,7 +120,7 @@ def test_ring_buffer_records_decode_or_raise_value_error(raw):
 
 @given(st.binary(max_size=400))
 def test_btf_blobs_parse_or_raise_value_error(data):
-    from runctrace.backends.btf import Btf
+    from runctrace.backends.bcc.btf import Btf
 
     try:
         Btf(data)

@@ -2,11 +2,12 @@
 
 The eBPF backend reads a few fields of the current task (its argv's bounds, its
 exit status, the inode of the file it executes). BCC compiles against whatever
-kernel headers are installed, and on this project's machines those are another
-kernel version's: an ``offsetof()`` from them would read the wrong bytes,
-silently. ``/sys/kernel/btf/vmlinux`` describes the kernel that is running, so
-the offsets (and the widths of fields whose type is the architecture's) come
-from there, and reach the BPF program as ``-D`` constants.
+kernel headers are installed; where those are another kernel version's (a
+kernel that ships none, with a distribution's headers linked in), an
+``offsetof()`` from them would read the wrong bytes, silently.
+``/sys/kernel/btf/vmlinux`` describes the kernel that is running, so the offsets
+(and the widths of fields whose type is the architecture's) come from there, and
+reach the BPF program as ``-D`` constants.
 
 The format (Documentation/bpf/btf.rst): a header, then the type section (type
 records, each followed by data whose size depends on its kind), then the string

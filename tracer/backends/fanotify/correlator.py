@@ -30,8 +30,9 @@ How a container is followed
    parent is read at the rename: it is the runc that made it (runc clones it with
    ``CLONE_PARENT``). Its next EXEC is the container's program starting: a
    `runc run` is resolved there, with the PID (``init_started``). Its namespaces
-   and cgroup are read at the rename too: they are final by then, and a container
-   that ends at once has often ended by the time its EXEC is read.
+   and cgroup are read at the rename too: they are final by then (runc's first two
+   stages set them up before this one is made), and a container that ends at once
+   has often ended by the time its EXEC is read (messages are held while coalescing).
 3. **Exits.** Every EXIT goes to the tracker (``pid_exited``: a watched
    container's init ending), and to ``runc_exited`` for a runc call in flight.
 
