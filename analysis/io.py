@@ -1,4 +1,8 @@
-"""Reading recordings: the only module of ``runctrace.analysis`` that touches files.
+"""Reading recordings: the events of the files :mod:`runctrace.analysis.scan` found.
+
+With :mod:`~runctrace.analysis.scan`, the only modules of ``runctrace.analysis``
+that touch files: scan finds, opens and checks them (and skips what is not a
+regular file, or was merged by a compaction); this module reads their rows.
 
 A *recording* is one or more Parquet files in the schema of :mod:`runctrace.store.schema`.
 Accepted paths, mixed freely:
@@ -36,33 +40,18 @@ without the key (written before it existed) and files from a newer version are r
 as long as they have the columns the analysis needs; what was assumed is returned
 as notes (``Recordings.notes``).
 
-Files are opened by this module, never by path inside Arrow: the dataset directory
-may hold entries another user put there, and a FIFO named ``x.parquet`` would block
-the first ``open()`` for reading forever. :func:`_open_regular` opens without blocking
-and without following a link, and reads only what ``fstat`` says is a regular file;
-anything else is skipped with a note. The scan reads through :class:`_Files`, which
-hands Arrow those checked file objects.
-
 Text that is not valid UTF-8 (a container ID, a path or an argument with odd bytes)
 is stored escaped, and each such row names the escaped columns in ``escaped``
 (:mod:`runctrace.safetext`). Arrow strings hold UTF-8 only, so :meth:`Recordings.table`
 returns the stored form with that column; :meth:`Recordings.events` gives the
 original strings, odd bytes as surrogate escapes (U+DC80..U+DCFF), in columns of
 Python objects. Files written before the column have nothing escaped.
-
-Compaction (``record --compact``) merges a partition's files into one
-``compact-*.parquet`` that lists its sources (``runctrace.compacted_from``); if a
-crash left sources behind, they are skipped here so no event is counted twice.
 """
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import re
-import stat
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Sequence, Union
 
@@ -72,25 +61,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from runctrace.errors import RunctraceError
-from runctrace.store.journal import JOURNAL_NAME
 from runctrace.safetext import escape, is_clean, unescape
-from runctrace.store.schema import SCHEMA, SCHEMA_VERSION
+from runctrace.store.schema import SCHEMA
 
-from . import fields
+from . import fields, scan
+from .scan import FileInfo, PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 
-VERSION_KEY = b"runctrace.schema_version"
-SYNTHETIC_KEY = b"runctrace.synthetic"
-STATS_KEY = b"runctrace.stats"
-HOST_KEY = b"runctrace.host"
-BACKEND_KEY = b"runctrace.backend"
-COMPACTED_KEY = b"runctrace.compacted_from"
-
-REQUIRED = ("type", "container_id")  # plus one of time / time_ns
 ESCAPED = "escaped"  # list<string>: the row's columns stored in safetext's escaped form
 # What is derived here from a stored column holds its escaped form too (an argv
 # joined with spaces is the join of its escaped items), and is undone with it.
@@ -110,9 +89,9 @@ RAW_COLUMNS = (
 DERIVED_COLUMNS = ("command", fields.ANNOTATED_MANAGER)
 DEFAULT_COLUMNS = RAW_COLUMNS + ("command",)
 
-# Repeating strings become pandas categoricals: a tenth of the memory, faster groupby.
-# Not hostname and pod_name: one value per pod, so a categorical saves little and
-# pandas spends ~0.1 s per 400k categories checking they are unique.
+# Repeating strings become pandas categoricals: less memory, faster groupby.
+# Not hostname and pod_name: one value per pod, so a categorical saves little, and
+# pandas checks every category for uniqueness when it builds one.
 _CATEGORICAL = {
     "type", "host", "backend", "runtime", "runtime_root", "cwd", "command", "manager", "caller",
     "pod_namespace", "container_name", "image_name", fields.ANNOTATED_MANAGER,
@@ -120,191 +99,6 @@ _CATEGORICAL = {
 # Decoded through the Parquet dictionary even when returned as plain strings.
 _READ_AS_DICTIONARY = _CATEGORICAL | {"hostname", "pod_name"}
 _ALWAYS_SCANNED = ("time", "time_ns", "type", "container_id", "host")
-
-
-@dataclass
-class FileInfo:
-    """What a file's footer says, read before any data."""
-
-    path: str
-    source: str  # the path given by the user that led to this file
-    rows: int
-    schema: pa.Schema
-    schema_version: Optional[str]
-    synthetic: bool
-    host: Optional[str]
-    backend: Optional[str]
-    stats: dict = field(default_factory=dict)
-    compacted_from: List[str] = field(default_factory=list)
-    owner: Optional[int] = None  # uid of the file, from fstat
-
-    @property
-    def enriched(self) -> bool:
-        """Has the typed Kubernetes columns (schema >= 2): no need to parse annotations."""
-        return all(c in self.schema.names for c in fields.KUBERNETES_COLUMNS)
-
-
-# ------------------------------------------------------------------ opening files
-
-
-class _NotRegularFile(Exception):
-    """A path that is not a regular file (FIFO, socket, device, directory, link): skipped."""
-
-    def __init__(self, path: str, kind: str):
-        super().__init__(f"{path}: {kind}, not a regular file")
-        self.path = path
-        self.kind = kind
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def _open_regular(path: str, follow: bool = False):
-    """``path`` opened for reading as a binary file object, if it is a regular file.
-
-    Raises :class:`_NotRegularFile` otherwise, having opened nothing that could block
-    or act on being opened:
-
-    - ``lstat`` first, so a device node is never opened at all (opening some
-      devices does something, e.g. arms a watchdog);
-    - then ``O_NONBLOCK``: if the entry was swapped for a FIFO after that ``lstat``,
-      the open returns at once instead of waiting for a writer (on a regular file
-      the flag changes nothing); ``O_NOFOLLOW``: nor for a link to one;
-    - then ``fstat`` on what was opened: that, not the name, is what is read.
-
-    ``follow``: follow a symbolic link; only for a path the user named.
-    """
-    st = os.stat(path) if follow else os.lstat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise _NotRegularFile(path, _kind(st.st_mode))
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
-    except OSError as err:
-        if err.errno == errno.ELOOP and not follow:
-            raise _NotRegularFile(path, "a symbolic link") from None
-        raise
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _NotRegularFile(path, _kind(mode))
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-class _Files(pafs.FileSystemHandler):
-    """What Arrow's scanner reads through: the files the footers were read from, each
-    opened again with :func:`_open_regular` (a file can be replaced between the two).
-
-    Keys are the paths passed through :func:`runctrace.safetext.escape`: Arrow takes
-    UTF-8 paths only and a file name may hold any bytes; escaping is one to one, and
-    leaves ordinary paths as they are. A key not handed out is not opened.
-    """
-
-    def __init__(self):
-        self._paths = {}  # key -> (path, follow)
-
-    key = staticmethod(escape)
-
-    def add(self, path: str, follow: bool) -> None:
-        self._paths[self.key(path)] = (path, follow)
-
-    def open_input_file(self, key):
-        try:
-            path, follow = self._paths[key]
-        except KeyError:
-            raise FileNotFoundError(errno.ENOENT, "not one of the recordings", key) from None
-        try:
-            return pa.PythonFile(_open_regular(path, follow), mode="r")
-        except _NotRegularFile as err:  # replaced since its footer was read
-            raise OSError(f"{key}: {err.kind}, not a regular file (replaced after its footer was read)") from None
-
-    def open_input_stream(self, key):
-        return self.open_input_file(key)
-
-    def get_file_info(self, keys):
-        out = []
-        for key in keys:
-            path, follow = self._paths.get(key, (None, False))
-            try:
-                st = (os.stat if follow else os.lstat)(path) if path is not None else None
-            except OSError:
-                st = None
-            if st is None:
-                out.append(pafs.FileInfo(key, pafs.FileType.NotFound))
-            elif stat.S_ISREG(st.st_mode):
-                out.append(pafs.FileInfo(key, pafs.FileType.File, size=st.st_size, mtime_ns=st.st_mtime_ns))
-            else:
-                out.append(pafs.FileInfo(key, pafs.FileType.Unknown))
-        return out
-
-    def get_type_name(self):
-        return "runctrace-checked"
-
-    def normalize_path(self, key):
-        return key
-
-    def __eq__(self, other):
-        return self is other
-
-    def __ne__(self, other):
-        return self is not other
-
-    def _read_only(self, *args, **kwargs):
-        raise OSError(errno.EROFS, "recordings are only read")
-
-    get_file_info_selector = create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = _read_only
-    delete_file = move = copy_file = open_output_stream = open_append_stream = _read_only
-
-
-def _read_footer(path: str, source: str, follow: bool = False) -> FileInfo:
-    try:
-        with _open_regular(path, follow) as f:
-            owner = os.fstat(f.fileno()).st_uid
-            meta = pq.read_metadata(f)
-        schema = meta.schema.to_arrow_schema()
-    except (pa.ArrowException, OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise RunctraceError(f"{path} is not a runctrace recording: not a Parquet file ({reason})") from err
-    kv = dict(meta.metadata or {})
-    kv.update(schema.metadata or {})
-    names = set(schema.names)
-    missing = [c for c in REQUIRED if c not in names]
-    if not names & {"time", "time_ns"}:
-        missing.append("time")
-    if missing:
-        raise RunctraceError(
-            f"{path} is a Parquet file but not a runctrace recording: it has no column "
-            f"{', '.join(missing)} (it has {', '.join(schema.names[:8])}{', ...' if len(names) > 8 else ''})"
-        )
-
-    def load_json(key, default):
-        try:
-            value = json.loads(kv.get(key) or b"null")
-        except ValueError:
-            return default
-        return value if isinstance(value, type(default)) else default
-
-    decode = lambda key: kv[key].decode("utf-8", "replace") if key in kv else None  # noqa: E731
-    return FileInfo(
-        path=path,
-        source=source,
-        rows=meta.num_rows,
-        schema=schema.remove_metadata(),
-        schema_version=decode(VERSION_KEY),
-        synthetic=kv.get(SYNTHETIC_KEY, b"").lower() in (b"true", b"1", b"yes"),
-        host=decode(HOST_KEY),
-        backend=decode(BACKEND_KEY),
-        stats=load_json(STATS_KEY, {}),
-        compacted_from=[s for s in load_json(COMPACTED_KEY, []) if isinstance(s, str)],
-        owner=owner,
-    )
 
 
 COUNTERS = ("adds", "removes", "lost", "missed")
@@ -317,76 +111,6 @@ def _session(info: FileInfo) -> str:
     m = _SESSION_FILE.match(os.path.basename(info.path))
     host = info.host or os.path.dirname(info.path)
     return f"{host}:{m.group(1)}" if m else info.path
-
-
-def _parquet_files(directory: str):
-    """Every ``*.parquet`` under ``directory``, in a stable order, and what was passed by.
-
-    Hidden and ``_``-prefixed entries are skipped silently (the recorder's
-    ``.part-*.tmp`` files in flight, Spark's ``_SUCCESS``). Symbolic links are not
-    followed: an entry named ``*.parquet`` that is not a regular file, and a link to
-    a directory, are returned in ``skipped`` as ``(path, what it is)`` for a note.
-    A directory named ``*.parquet`` is searched like any other (Spark writes
-    datasets so). Returns ``(files, skipped, unreadable)``; ``unreadable``: directories
-    that could not be listed, with the reason.
-    """
-    files, skipped, unreadable = [], [], []
-    todo = [directory]  # a stack, not recursion: a tree may be deeper than Python's stack
-    while todo:
-        root = todo.pop()
-        try:
-            with os.scandir(root) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as err:
-            unreadable.append((root, err.strerror or type(err).__name__))
-            continue
-        subdirs = []
-        for e in entries:
-            if e.name.startswith((".", "_")):
-                continue
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    subdirs.append(e.path)
-                elif e.name.endswith((".parquet", ".parq")):
-                    if e.is_file(follow_symlinks=False):
-                        files.append(e.path)
-                    else:
-                        skipped.append((e.path, _kind(e.stat(follow_symlinks=False).st_mode)))
-                elif e.is_symlink() and e.is_dir():
-                    skipped.append((e.path, "a symbolic link to a directory"))
-            except OSError:  # gone since it was listed
-                continue
-        todo.extend(reversed(subdirs))
-    return files, skipped, unreadable
-
-
-def _journals(directory: str) -> List[str]:
-    """The recorders' journals in a dataset directory (``host=*/.journal-*.jsonl``),
-    and those a recorder kept aside: unreadable (``.jsonl.bad``), or not its own to
-    trust (``.jsonl.untrusted``: another user's, or with other links or modes)."""
-    def names(d):
-        try:
-            return sorted(os.listdir(d))
-        except OSError:  # unreadable: _parquet_files has said so
-            return []
-
-    out = []
-    for host in names(directory):
-        if host.startswith("host=") and os.path.isdir(os.path.join(directory, host)):
-            out.extend(os.path.join(directory, host, n) for n in names(os.path.join(directory, host))
-                       if JOURNAL_NAME.match(n.removesuffix(".bad").removesuffix(".untrusted")))
-    return out
-
-
-def _hive_keys(files: Sequence[str], base: str) -> List[str]:
-    keys: List[str] = []
-    for f in files:
-        for part in os.path.relpath(os.path.dirname(f), base).split(os.sep):
-            if "=" in part:
-                k = part.split("=", 1)[0]
-                if k not in keys:
-                    keys.append(k)
-    return keys
 
 
 def _glob_regex(patterns: Sequence[str]) -> str:
@@ -433,104 +157,11 @@ class Recordings:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [os.fspath(p) for p in paths]
-        self.notes: List[str] = []
-        found = []  # (source path, [files], hive base or None)
-        todo = []  # (file, source, follow a link?)
-        skipped = []  # (path, what it is)
-        for path in self.paths:
-            if os.path.isdir(path):
-                files, passed, unreadable = _parquet_files(path)
-                skipped += passed
-                if not files:
-                    self.notes.append(f"{path}: no .parquet files in this directory")
-                for d, reason in unreadable[:1]:
-                    more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-                    self.notes.append(f"could not list {d}{more}: {reason}; files in it are left out")
-                journals = _journals(path)
-                if journals:
-                    self.notes.append(
-                        f"{path}: {len(journals)} recorder journal(s) hold events not yet in Parquet, left out here: "
-                        "a running recorder's (written as Parquet every --file-interval and when it stops), or one "
-                        f"that crashed (the next `runctrace record -o {path}` writes them), e.g. {journals[0]}"
-                    )
-                found.append((path, files, path))
-                todo.extend((f, path, False) for f in files)
-            elif os.path.exists(path):
-                # A path the user named is theirs: a link there is followed (what it
-                # leads to must still be a regular file). Inside a directory, where
-                # others may have written, links are not.
-                found.append((path, [path], None))
-                todo.append((path, path, True))
-            else:
-                raise RunctraceError(f"{path}: no such file or directory")
-
-        def footer(args):
-            try:
-                return _read_footer(*args)
-            except _NotRegularFile as err:
-                return err
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            read = list(pool.map(footer, todo))
-        infos = [i for i in read if isinstance(i, FileInfo)]
-        skipped += [(e.path, e.kind) for e in read if isinstance(e, _NotRegularFile)]
-        if skipped:  # one note, however many: a directory of FIFOs must not bury the report
-            path, kind = skipped[0]
-            more = f"; and {len(skipped) - 1} more such entries" if len(skipped) > 1 else ""
-            self.notes.append(f"skipped {path}: {kind}, not a regular file{more}")
-        self._files = _Files()
-        for file, _, follow in todo:
-            self._files.add(file, follow)
-        unread = {e.path for e in read if isinstance(e, _NotRegularFile)}
-        found = [(src, [f for f in files if f not in unread], base) for src, files, base in found]
-        # A compacted file replaces the files it lists (same directory); after a
-        # crash they can still be there: read each event once. Only files of its
-        # own owner: a file someone else put in the directory cannot hide the
-        # recorder's.
-        owner = {i.path: i.owner for i in infos}
-        replaced, refused = set(), []
-        for i in infos:
-            for name in i.compacted_from:
-                listed = os.path.join(os.path.dirname(i.path), name)
-                if "/" in name or listed == i.path or listed not in owner:
-                    continue
-                if owner[listed] == i.owner:
-                    replaced.add(listed)
-                else:
-                    refused.append((i.path, listed))
-        if refused:
-            compact, listed = refused[0]
-            self.notes.append(
-                f"read {len(refused)} file(s) all the same that a file of another owner lists as merged into it, "
-                f"e.g. {listed} (listed by {compact})"
-            )
-        self._infos = [i for i in infos if i.path not in replaced]
-        self._sources = [(src, [f for f in files if f not in replaced], base) for src, files, base in found]
-        if replaced:
-            self.notes.append(f"skipped {len(replaced)} file(s) already merged into a compact-*.parquet")
-        self._check_versions()
-
-    def _check_versions(self) -> None:
-        unversioned = [i.path for i in self._infos if i.schema_version is None]
-        if unversioned:
-            self.notes.append(
-                f"{len(unversioned)} file(s) carry no schema version (written before runctrace "
-                f"recorded one, e.g. {unversioned[0]}); read as version 1"
-            )
-        old = [i.path for i in self._infos if not i.enriched]
-        if old:
-            self.notes.append(
-                f"{len(old)} file(s) predate schema version 2 (e.g. {old[0]}): Kubernetes fields and "
-                "the manager are derived from their annotations and runc root; they have no 'initial' events"
-            )
-        newer = sorted({i.schema_version for i in self._infos if i.schema_version and _newer(i.schema_version)})
-        if newer:
-            self.notes.append(
-                f"some files were written by a newer runctrace (schema version {', '.join(newer)}; "
-                f"this one reads version {SCHEMA_VERSION}): columns it does not know are ignored"
-            )
-        if any(i.synthetic for i in self._infos):
-            self.notes.append("this dataset is SYNTHETIC (generated by bench/synth.py), not a real recording")
+        found = scan.find(self.paths)
+        self.notes: List[str] = found.notes
+        self._infos = found.infos
+        self._sources = found.sources
+        self._files = found.files
 
     # ------------------------------------------------------------------ footers
 
@@ -640,12 +271,12 @@ class Recordings:
             if not files:
                 continue
             infos = [i for i in self._infos if i.source == source]
-            chunks.extend(self._scan(source, files, base, infos, columns, out_schema, since, until, hosts, namespaces, images))
+            chunks.extend(self._read_source(source, files, base, infos, columns, out_schema, since, until, hosts, namespaces, images))
         return pa.concat_tables(chunks) if chunks else out_schema.empty_table()
 
     def _dataset(self, files, schema, fmt, partitioning, base) -> ds.Dataset:
-        """The files as one Arrow dataset read through :class:`_Files`; ``host=``/``date=``
-        values parsed from each path, as ``ds.dataset(partitioning=...)`` does."""
+        """The files as one Arrow dataset read through :class:`~runctrace.analysis.scan.CheckedFiles`;
+        ``host=``/``date=`` values parsed from each path, as ``ds.dataset(partitioning=...)`` does."""
         fs = pafs.PyFileSystem(self._files)
         fragments = []
         for f in files:
@@ -653,110 +284,139 @@ class Recordings:
             fragments.append(fmt.make_fragment(self._files.key(f), filesystem=fs, partition_expression=where))
         return ds.FileSystemDataset(fragments, schema, fmt, filesystem=fs)
 
-    def _scan(self, source, files, base, infos, columns, out_schema, since, until, hosts, namespaces, images):
-        schema = pa.unify_schemas([i.schema for i in infos], promote_options="permissive")
-        partitioning = None
-        if base is not None:
-            keys = [k for k in _hive_keys(files, base) if k not in schema.names or pa.types.is_string(schema.field(k).type)]
-            if keys:
-                part_schema = pa.schema([pa.field(k, pa.string()) for k in keys])
-                partitioning = ds.partitioning(part_schema, flavor="hive")
-                schema = pa.unify_schemas([schema, pa.schema([f for f in part_schema if f.name not in schema.names])])
+    def _read_source(self, source, files, base, infos, columns, out_schema, since, until, hosts, namespaces, images):
+        """The rows of one path the user gave (a file, or a directory's files), as
+        chunks of the output schema."""
+        schema, partitioning = _source_schema(infos, files, base)
         enriched = all(i.enriched for i in infos)
         schema, fmt = _dictionary_reads(schema, set(partitioning.schema.names) if partitioning else set(), enriched)
-        dataset = self._dataset(files, schema, fmt, partitioning, base)
-        names = set(schema.names)
-
-        expr = None
-
-        def both(e):
-            nonlocal expr
-            expr = e if expr is None else expr & e
-
-        # Push the time range down on a column every file has; files that have only
-        # the other one (pre-release layouts) are filtered after decoding instead.
-        have = lambda c: all(c in i.schema.names for i in infos)  # noqa: E731
-        time_col = "time" if have("time") else "time_ns" if have("time_ns") else None
-        for bound, op in ((since, "ge"), (until, "lt")):
-            if bound is None or time_col is None:
-                continue
-            if time_col == "time":
-                value = pa.scalar(bound.to_pydatetime(), type=schema.field("time").type)
-            else:
-                value = pa.scalar(bound.value, type=pa.int64())
-            f = ds.field(time_col)
-            both(f >= value if op == "ge" else f < value)
-            if "date" in names and pa.types.is_string(schema.field("date").type):
-                # Partition pruning: a day directory outside the range is never opened.
-                day = bound.strftime("%Y-%m-%d")
-                both(ds.field("date") >= day if op == "ge" else ds.field("date") <= day)
-        late_range = None if time_col else (since, until)
-        if hosts:
-            if "host" in names:
-                both(ds.field("host").isin(list(hosts)))
-            else:  # host only in the footer metadata
-                keep = {i.path for i in infos if i.host in set(hosts)}
-                files = [f for f in files if f in keep]
-                if not files:
-                    return []
-                dataset = self._dataset(files, schema, fmt, partitioning, base)
-        # Namespace and image: typed columns in version-2 files, pushed down. In
-        # version-1 files they exist only inside the annotations map, which Arrow
-        # cannot filter in the scan: _finish filters right after deriving them.
-        late_names = {}
-        for column, patterns in (("pod_namespace", namespaces), ("image_name", images)):
-            if not patterns:
-                continue
-            if enriched:
-                both(_name_filter(column, patterns))
-            else:
-                late_names[column] = _glob_regex(patterns)
-
-        wanted_raw = set(columns) | set(_ALWAYS_SCANNED)
-        if "command" in columns:
-            wanted_raw.add("process_args")
-        if not enriched and (set(columns) & set(fields.DERIVED_FROM_ANNOTATIONS) or late_names):
-            wanted_raw.add("annotations")
-        scan_cols = [c for c in schema.names if c in wanted_raw]
-        missing_host = "host" not in names
-        host_of = {self._files.key(i.path): (i.host or "unknown") for i in infos}  # by fragment path
-
-        scanner = dataset.scanner(
-            columns=scan_cols, filter=expr, batch_size=CHUNK_ROWS, use_threads=True,
+        if hosts and "host" not in schema.names:  # host only in the footer metadata
+            keep = {i.path for i in infos if i.host in set(hosts)}
+            files = [f for f in files if f in keep]
+            if not files:
+                return []
+        push = _pushdown(schema, infos, enriched, since, until, hosts, namespaces, images)
+        scanner = self._dataset(files, schema, fmt, partitioning, base).scanner(
+            columns=_scan_columns(schema, columns, enriched, push.late_names), filter=push.expr,
+            batch_size=CHUNK_ROWS, use_threads=True,
             batch_readahead=BATCH_READAHEAD, fragment_readahead=FRAGMENT_READAHEAD,
         )
-        # Small batches are gathered into chunks of CHUNK_ROWS; a big one (a large row
-        # group) goes alone, so its dictionaries need no unifying with others.
-        out, buffer = [], []
-        buffered = 0
+        host_of = None
+        if "host" not in schema.names:
+            host_of = {self._files.key(i.path): (i.host or "unknown") for i in infos}  # by fragment path
+        return _gather(scanner, source, out_schema, push, host_of)
 
-        def flush():
-            nonlocal buffer, buffered
-            if buffer:
-                out.append(_finish(buffer, out_schema, late_names, late_range))
-            buffer, buffered = [], 0
 
-        try:  # a file can be damaged past its footer, or replaced since it was read
-            for tagged in scanner.scan_batches():
-                batch = tagged.record_batch
-                if batch.num_rows == 0:
-                    continue
-                if missing_host:
-                    batch = batch.append_column("host", pa.array([host_of.get(tagged.fragment.path, "unknown")] * batch.num_rows))
-                if batch.num_rows >= CHUNK_ROWS // 8:
-                    flush()
-                    buffer, buffered = [batch], batch.num_rows
-                    flush()
-                    continue
-                buffer.append(batch)
-                buffered += batch.num_rows
-                if buffered >= CHUNK_ROWS:
-                    flush()
-        except (pa.ArrowException, OSError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise RunctraceError(f"reading {source}: {reason}") from err
-        flush()
-        return [t for t in out if t.num_rows]
+def _source_schema(infos: Sequence[FileInfo], files: Sequence[str], base: Optional[str]):
+    """``(schema, partitioning)`` of one source's files: their schemas unified, and
+    the hive keys of a directory's paths (``host=``, ``date=``) as string columns."""
+    schema = pa.unify_schemas([i.schema for i in infos], promote_options="permissive")
+    partitioning = None
+    if base is not None:
+        keys = [k for k in scan.hive_keys(files, base) if k not in schema.names or pa.types.is_string(schema.field(k).type)]
+        if keys:
+            part_schema = pa.schema([pa.field(k, pa.string()) for k in keys])
+            partitioning = ds.partitioning(part_schema, flavor="hive")
+            schema = pa.unify_schemas([schema, pa.schema([f for f in part_schema if f.name not in schema.names])])
+    return schema, partitioning
+
+
+@dataclass
+class _Pushdown:
+    """The filters of one read: what Arrow applies in the scan (``expr``), and what
+    :func:`_finish` applies after decoding, where Arrow cannot."""
+
+    expr: Optional[ds.Expression] = None
+    late_range: Optional[tuple] = None  # (since, until) on time_ns
+    late_names: dict = field(default_factory=dict)  # column -> regex
+
+    def add(self, e: ds.Expression) -> None:
+        self.expr = e if self.expr is None else self.expr & e
+
+
+def _pushdown(schema, infos, enriched, since, until, hosts, namespaces, images) -> _Pushdown:
+    push = _Pushdown()
+    names = set(schema.names)
+    # Push the time range down on a column every file has; files that have only
+    # the other one (pre-release layouts) are filtered after decoding instead.
+    have = lambda c: all(c in i.schema.names for i in infos)  # noqa: E731
+    time_col = "time" if have("time") else "time_ns" if have("time_ns") else None
+    for bound, op in ((since, "ge"), (until, "lt")):
+        if bound is None or time_col is None:
+            continue
+        if time_col == "time":
+            value = pa.scalar(bound.to_pydatetime(), type=schema.field("time").type)
+        else:
+            value = pa.scalar(bound.value, type=pa.int64())
+        f = ds.field(time_col)
+        push.add(f >= value if op == "ge" else f < value)
+        if "date" in names and pa.types.is_string(schema.field("date").type):
+            # Partition pruning: a day directory outside the range is never opened.
+            day = bound.strftime("%Y-%m-%d")
+            push.add(ds.field("date") >= day if op == "ge" else ds.field("date") <= day)
+    push.late_range = None if time_col else (since, until)
+    if hosts and "host" in names:  # (else the files were chosen by their footers)
+        push.add(ds.field("host").isin(list(hosts)))
+    # Namespace and image: typed columns in version-2 files, pushed down. In
+    # version-1 files they exist only inside the annotations map, which Arrow
+    # cannot filter in the scan: _finish filters right after deriving them.
+    for column, patterns in (("pod_namespace", namespaces), ("image_name", images)):
+        if not patterns:
+            continue
+        if enriched:
+            push.add(_name_filter(column, patterns))
+        else:
+            push.late_names[column] = _glob_regex(patterns)
+    return push
+
+
+def _scan_columns(schema: pa.Schema, columns: Sequence[str], enriched: bool, late_names: dict) -> List[str]:
+    """The stored columns to read for ``columns``: derived ones need their sources."""
+    wanted_raw = set(columns) | set(_ALWAYS_SCANNED)
+    if "command" in columns:
+        wanted_raw.add("process_args")
+    if not enriched and (set(columns) & set(fields.DERIVED_FROM_ANNOTATIONS) or late_names):
+        wanted_raw.add("annotations")
+    return [c for c in schema.names if c in wanted_raw]
+
+
+def _gather(scanner: ds.Scanner, source: str, out_schema: pa.Schema, push: _Pushdown, host_of) -> List[pa.Table]:
+    """The scanned batches, gathered into chunks of :data:`CHUNK_ROWS` and finished.
+
+    A big batch (a large row group) goes alone, so its dictionaries need no
+    unifying with others. ``host_of``: the host of each fragment, for files that
+    have it in their footer only.
+    """
+    out, buffer = [], []
+    buffered = 0
+
+    def flush():
+        nonlocal buffer, buffered
+        if buffer:
+            out.append(_finish(buffer, out_schema, push.late_names, push.late_range))
+        buffer, buffered = [], 0
+
+    try:  # a file can be damaged past its footer, or replaced since it was read
+        for tagged in scanner.scan_batches():
+            batch = tagged.record_batch
+            if batch.num_rows == 0:
+                continue
+            if host_of is not None:
+                batch = batch.append_column("host", pa.array([host_of.get(tagged.fragment.path, "unknown")] * batch.num_rows))
+            if batch.num_rows >= CHUNK_ROWS // 8:
+                flush()
+                buffer, buffered = [batch], batch.num_rows
+                flush()
+                continue
+            buffer.append(batch)
+            buffered += batch.num_rows
+            if buffered >= CHUNK_ROWS:
+                flush()
+    except (pa.ArrowException, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunctraceError(f"reading {source}: {reason}") from err
+    flush()
+    return [t for t in out if t.num_rows]
 
 
 def _dictionary_reads(schema: pa.Schema, partition_keys: set, enriched: bool):
@@ -780,13 +440,6 @@ def _dictionary_reads(schema: pa.Schema, partition_keys: set, enriched: bool):
         schema = schema.set(i, schema.field(i).with_type(pa.map_(fields.DICT_TYPE, fields.DICT_TYPE)))
     fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=read_as_dict))
     return schema, fmt
-
-
-def _newer(version: str) -> bool:
-    try:
-        return int(version) > int(SCHEMA_VERSION)
-    except ValueError:
-        return True
 
 
 def _output_schema(columns: Sequence[str], infos: Sequence[FileInfo]) -> pa.Schema:
