@@ -473,7 +473,7 @@ def proc_connector_filter(exec_events: bool = True, comm: bytes = b"") -> list[t
     threads); dropping those in the kernel, where ``process_pid != process_tgid``,
     saves user space most of its wakeups during a burst of containers. A COMM event
     comes from prctl(PR_SET_NAME) (not from exec): rare on a host, and runc's init
-    sends one as it names itself (see fanotify.py); only that name gets through.
+    sends one as it names itself (see backends/fanotify/); only that name gets through.
     """
     accept = (BPF_RET | BPF_K, 0, 0, 0xFFFFFFFF)
     drop = (BPF_RET | BPF_K, 0, 0, 0)
