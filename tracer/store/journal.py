@@ -37,11 +37,11 @@ from runctrace.store.trust import kind, rename_unless_taken, unlink_quietly, who
 # the Parquet file(s) it becomes, so a recovery that is itself interrupted never
 # writes a row twice. Bounded digits: a name is read back into an int, and into a
 # file name.
-_PREFIX = ".journal-"
-JOURNAL_NAME = re.compile(r"^\.journal-(\d{1,10})-(\d{1,10})\.jsonl$")
+_PREFIX, _SUFFIX = ".journal-", ".jsonl"
+JOURNAL_NAME = re.compile(rf"^{re.escape(_PREFIX)}(\d{{1,10}})-(\d{{1,10}}){re.escape(_SUFFIX)}$")
 # What a journal is called while it is made, on filesystems where it cannot be made
 # nameless (see Journal): a temporary name, ending so.
-_NEW_SUFFIX = ".jsonl.new"
+_NEW_SUFFIX = _SUFFIX + ".new"
 # A ".new" name lives for microseconds in a live recorder; one this old was left
 # by a crash before its rename.
 _STALE_NEW_S = 60.0
@@ -64,7 +64,7 @@ _CANNOT_LINK = (errno.ENOENT, errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.
 
 
 def journal_name(pid: int, segment: int) -> str:
-    return f"{_PREFIX}{pid}-{segment:06d}.jsonl"
+    return f"{_PREFIX}{pid}-{segment:06d}{_SUFFIX}"
 
 
 def is_new_name(name: str) -> bool:
