@@ -5,11 +5,12 @@
  *
  * Rules this program follows, and why:
  *
- * 1. Tracepoints only, and none of the "syscalls:" ones. The kernel this runs on
- *    has no kprobes (CONFIG_KPROBES off). Attaching any syscall tracepoint marks
- *    every task on the host for syscall tracing, so each syscall of every process
- *    takes the slow entry and exit path: 11% more time for a syscall-bound program
- *    here (bench/bench_syscall_tax.py), whether or not it ever runs a container.
+ * 1. Tracepoints only, and none of the "syscalls:" ones. Tracepoints work on
+ *    kernels built without kprobes (CONFIG_KPROBES off). Attaching any syscall
+ *    tracepoint marks every task on the host for syscall tracing, so each syscall
+ *    of every process takes the slow entry and exit path (a syscall-bound program
+ *    runs about a tenth slower: bench/bench_syscall_tax.py), whether or not it
+ *    ever runs a container.
  *    So argv and exit statuses are read from the current task instead (rule 2).
  * 2. Kernel struct fields only at offsets from the running kernel's BTF. The only
  *    headers on the machine are from another kernel version, so an offsetof() from

@@ -17,7 +17,7 @@ def test_wheel_contents(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.startswith("runctrace-")}
     assert tops == {"runctrace"}  # not "tracer" or "analysis": PyPI has unrelated packages by those names
-    for needed in ("runctrace/backends/fanotify/correlator.py", "runctrace/backends/bcc.py", "runctrace/_sys.py",
+    for needed in ("runctrace/backends/fanotify/correlator.py", "runctrace/backends/bcc/notifier.py", "runctrace/_sys.py",
                    "runctrace/runc/tracker.py", "runctrace/store/schema.py", "runctrace/cli/__init__.py",
                    "runctrace/workload/generator.py", "runctrace/analysis/__init__.py",
                    "runctrace/bpf/runctrace.bpf.c", "runctrace/bpf/runctrace.h"):
