@@ -310,6 +310,21 @@ def test_a_wrappers_earlier_exec_is_not_taken_for_runcs(host):
     assert host.tracker.calls[R].started_ns == runc_exec.timestamp_ns
 
 
+def test_runcs_open_read_with_its_wrappers_exec_waits_for_runcs_own(host):
+    """setpriv ... runc run: runc's open was queued, its exec under way, when the
+    batch holding the wrapper's EXEC (same PID) was read."""
+    host.process(R, argv=["setpriv", "--reuid=65534", "runc", "run", "c1"], exe=None)
+    wrapper_exec = host.exec_(R)
+    host.fanotify.append(R)
+    host.batch(wrapper_exec)
+    assert not host.tracker.log and host.reads == []  # the wrapper's arguments are not runc's
+    host.process(R, argv=["runc", "run", "c1"], exe=RUNC)  # runc's exec completes
+    runc_exec = host.exec_(R)
+    host.batch(runc_exec)
+    assert host.tracker.log == [("runc_started", R, "run", RUNC)]
+    assert host.tracker.calls[R].started_ns == runc_exec.timestamp_ns
+
+
 def test_runc_inits_second_exec_of_itself_is_not_read(host):
     host.runc(P, "init", exe="runc")
     host.batch(host.exec_(P))

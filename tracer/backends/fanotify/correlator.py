@@ -271,8 +271,19 @@ class Correlator:
                 finally:
                     self._execing_init = 0
             return
-        if self.pending_exec.pop(pid, None) is not None:
-            self._resolve_exec(pid, None, exec_ns)
+        if pid in self.pending_exec:
+            # A runc open is waiting for its exec. This EXEC may be the one before
+            # it, of the same process: a wrapper that execs runc (setpriv, `exec
+            # runc` in a script) whose own EXEC was read in the batch that found
+            # runc's open, with runc's exec still under way. Until the process
+            # runs runc, its arguments are the wrapper's: wait for the next EXEC
+            # (or its exit, or the pending timeout).
+            runtime = self._runc_exe(pid)
+            if runtime is None and self._exists(pid):
+                self._recent_exec[pid] = exec_ns
+                return
+            del self.pending_exec[pid]
+            self._resolve_exec(pid, runtime, exec_ns)
             return
         self._recent_exec[pid] = exec_ns
         if len(self._recent_exec) > _RECENT:
