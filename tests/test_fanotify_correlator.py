@@ -325,6 +325,15 @@ def test_runcs_open_read_with_its_wrappers_exec_waits_for_runcs_own(host):
     assert host.tracker.calls[R].started_ns == runc_exec.timestamp_ns
 
 
+def test_a_runc_that_is_a_zombie_at_its_exec_is_read_at_once(host):
+    """runc gone (a zombie: no exe to look at) by the time its EXEC is handled:
+    its call is unread now, not held pending until its exit calls it missed."""
+    host.runc(R, "state", "c1", exe=None, state="Z", cmdline_error=errno.ESRCH)
+    host.batch(host.exec_(R))
+    host.batch(host.exit_(R, 1 << 8))
+    assert host.stats.unread == 1 and host.stats.missed == 0
+
+
 def test_runc_inits_second_exec_of_itself_is_not_read(host):
     host.runc(P, "init", exe="runc")
     host.batch(host.exec_(P))
@@ -354,6 +363,7 @@ def test_an_exec_that_failed_after_the_open_is_not_runc(host):
 def test_a_runc_gone_before_its_binary_was_looked_at_is_named_by_the_one_binary(host):
     host.runc(R, "run", "c1", exe=RUNC)
     host.procs[R]["exe"] = None  # /proc/PID/exe unreadable: gone between the reads
+    host.procs[R]["state"] = "Z"
     real_exists = host.corr._exists
     host.corr._exists = lambda pid: False
     host.batch(host.exec_(R))

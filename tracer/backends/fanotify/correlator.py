@@ -130,6 +130,11 @@ class ProcReaders(NamedTuple):
     init_view: Callable[[int], dict] = _init_view  # namespaces and "cgroup"
 
 
+def _running(st: Optional[ProcStat]) -> bool:
+    """A process that exists and has not exited (a zombie is gone, for us)."""
+    return st is not None and st.state not in ("Z", "X", "x")
+
+
 class Correlator:
     """Turns connector messages and fanotify's runc execs into tracker calls.
 
@@ -279,9 +284,9 @@ class Correlator:
             # runs runc, its arguments are the wrapper's: wait for the next EXEC
             # (or its exit, or the pending timeout).
             runtime = self._runc_exe(pid)
-            if runtime is None and self._exists(pid):
+            if runtime is None and _running(self._stat(pid)):
                 self._recent_exec[pid] = exec_ns
-                return
+                return  # (a zombie has no exe to look at: it is runc's exit that waits)
             del self.pending_exec[pid]
             self._resolve_exec(pid, runtime, exec_ns)
             return
