@@ -186,11 +186,7 @@ def open_trusted_dir(path: str, output: str, *, create: bool, follow: bool,
                 if not (create and i == len(names) - 1):
                     raise
                 refuse_untrusted(output, judge(chain, complete=False), allow_untrusted)
-                try:
-                    os.mkdir(name, 0o700, dir_fd=fd)
-                except FileExistsError:
-                    pass  # another writer made it first; judged like any other
-                below = os.open(name, DIR_FLAGS, dir_fd=fd)
+                below = make_dir(name, fd)
             os.close(fd)
             fd = below
             chain.append((os.path.join(chain[-1][0], name), os.fstat(fd)))
@@ -210,11 +206,23 @@ def open_dir(name: str, dir_fd: Optional[int] = None, create: bool = True) -> in
     except FileNotFoundError:
         if not create:
             raise
+    return make_dir(name, dir_fd)
+
+
+def make_dir(name: str, dir_fd: int) -> int:
+    """Make ``name`` 0700 in ``dir_fd`` (unless another writer made it first) and
+    open it. The mode is set on the open directory, not left to the umask: a
+    umask such as 0277 would leave the recorder a directory it cannot write into
+    (root gets in anyway; any other user does not)."""
     try:
         os.mkdir(name, 0o700, dir_fd=dir_fd)
+        made = True
     except FileExistsError:
-        pass  # another writer made it first
-    return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        made = False  # another writer made it first; judged like any other
+    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    if made:
+        os.fchmod(fd, 0o700)
+    return fd
 
 
 def temp_name(name: str) -> str:
