@@ -108,7 +108,7 @@ def _hostile(bundle, kind):
 
 @pytest.mark.root
 @pytest.mark.parametrize("kind,needle", [
-    ("symlink", "symlink"), ("100MiB", "limit"), ("invalid-utf8", "UTF-8"), ("deep", "nested more than"),
+    ("symlink", "symlink"), ("100MiB", "limit"), ("invalid-utf8", "UTF-8"), ("deep", "nested too deeply"),
 ])
 def test_hostile_bundle_gives_an_error_field(bundles, container_ids, kind, needle):
     b = bundles.make(["true"])

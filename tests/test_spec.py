@@ -36,7 +36,7 @@ def test_good_config(bundle):
     (b"{not json", "not valid JSON"),
     (b"\xff\xfe{}", "not valid UTF-8"),
     (b"[1, 2]", "JSON list, not an object"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested more than"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     (b'{"hostname": "\\ud800"}', "surrogate"),
     (b"", "not valid JSON"),
 ])
@@ -208,3 +208,17 @@ def test_read_proc_reads_a_long_cmdline_whole():
         proc.kill()
         proc.wait()
     assert raw.split(b"\0")[:-1] == [a.encode() for a in args]
+
+
+def test_a_forged_state_cannot_name_a_pid_or_time_no_column_holds():
+    """A non-root runc caller controls its own --root: its state.json is outside data."""
+    big_pid = b'{"id":"c","init_process_pid":3000000000,"init_process_start":1,"created":"2026-01-01T00:00:00Z"}'
+    assert spec.parse_state(big_pid, "state.json")[0] is None
+    assert spec.rfc3339_to_ns("3000-01-01T00:00:00Z") is None  # past int64 nanoseconds
+    numeric_id = b'{"id":"1234","init_process_pid":7,"init_process_start":1,"created":"2026-01-01T00:00:00Z"}'
+    assert spec._state_from_head(numeric_id, "state.json")[0]["id"] == "1234"  # an ID stays a string
+
+
+def test_an_unterminated_string_full_of_escapes_is_an_error():
+    value, err = spec.parse_json_bytes(b"[" * 65 + b'"\\' * 16000, "f")
+    assert value is None and "not valid JSON" in err

@@ -52,7 +52,7 @@ class ContainerEvent:
     pidns: Optional[int] = None
     netns: Optional[int] = None
     cgroup: Optional[str] = None  # cgroup path of the container's init
-    # Where the recorded spec came from (spec.SpecFile), and who ran runc: the
+    # Where the recorded spec came from (runc.files.SpecFile), and who ran runc: the
     # spec recorded is the one read when runc's arguments named the bundle.
     config_sha256: Optional[str] = None  # of config.json's bytes as read
     config_uid: Optional[int] = None  # config.json's owner
@@ -94,7 +94,7 @@ def process_args(config: Any) -> list[str]:
 
 
 # Flags: what about a container deserves a second look. Each is set by the
-# tracker (resolve.py) and stored in the row's ``flags`` column.
+# tracker (runc/tracker.py) and stored in the row's ``flags`` column.
 FLAG_NON_ROOT_CALLER = "non-root-caller"  # runc was run by a user other than root
 FLAG_CONFIG_CHANGED = "config-changed"  # config.json was replaced or rewritten after it was read
 FLAG_CONFIG_LINKED = "config-hardlinked"  # config.json has other hard links: content not recorded

@@ -74,10 +74,11 @@ def _read_capped(
 
 # Bounds on what a JSON document from outside may hold. runc (Go's encoding/json)
 # accepts numbers of any length and nesting up to 10,000 deep; Python's int() refuses
-# more than 4,300 digits with a ValueError and its parser recurses per level. OCI
-# specs and runc's state hold small numbers and nest about six deep.
+# more than 4,300 digits with a ValueError. Nesting is bounded by the C parser's own
+# recursion limit (about 1,000 levels, a RecursionError, caught): a prescan for a
+# tighter bound cost more than the parse on real specs. OCI specs and runc's state
+# hold small numbers and nest about six deep.
 MAX_NUMBER_CHARS = 64  # characters of one number, sign and exponent included
-MAX_DEPTH = 64  # nested arrays and objects
 
 
 class JsonRefused(ValueError):
@@ -104,41 +105,18 @@ def _refuse_constant(name: str) -> Any:
     raise JsonRefused(f"{name}, which is not a JSON number")  # Python's parser takes NaN and Infinity
 
 
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def _too_deep(data: bytes) -> bool:
-    """Does ``data`` nest arrays and objects more than MAX_DEPTH deep?
-
-    Checked before the parse, in C-speed passes: fewer brackets than the limit
-    cannot be too deep (the common case: one count); else strings are cut out,
-    everything but brackets dropped, and innermost pairs removed once per level.
-    """
-    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
-        return False
-    shape = _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS)
-    for _ in range(MAX_DEPTH):
-        inner = shape.replace(b"[]", b"").replace(b"{}", b"")
-        if not inner or inner == shape:
-            return False  # done, or brackets that do not pair: the parser says so
-        shape = inner
-    return True
-
-
 def parse_json_bytes(data: bytes, what: str) -> tuple[Any, Optional[str]]:
     """Any bytes in, ``(value, None)`` or ``(None, why not)`` out; never raises.
 
     Valid UTF-8 only (Go's decoder replaces bad bytes silently; a record must say
-    so instead), no NaN or Infinity, numbers and nesting within the bounds above,
-    and no lone UTF-16 surrogate escape (no UTF-8 column can hold one).
+    so instead), no NaN or Infinity, numbers within the bound above, nesting the
+    parser can follow, and no lone UTF-16 surrogate escape (no UTF-8 column can
+    hold one).
     """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         return None, f"{what} is not valid UTF-8 (byte {err.start})"
-    if _too_deep(data):
-        return None, f"{what} is nested more than {MAX_DEPTH} deep"
     try:
         value = json.loads(
             text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
@@ -147,7 +125,9 @@ def parse_json_bytes(data: bytes, what: str) -> tuple[Any, Optional[str]]:
         return None, f"{what} holds {err}"
     except json.JSONDecodeError as err:
         return None, f"{what} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
-    except (ValueError, RecursionError) as err:  # not expected past the checks above; still an answer
+    except RecursionError:
+        return None, f"{what} is nested too deeply to parse"
+    except ValueError as err:  # not expected past the checks above; still an answer
         return None, f"{what} cannot be parsed: {err}"
     if _SURROGATE_ESCAPE.search(data):  # (a full re-encode costs as much as the parse)
         try:
@@ -336,8 +316,8 @@ def _state_from_head(head: bytes, path: str) -> tuple[Optional[dict[str, Any]], 
         m = pattern.search(head)
         if m:
             value = m.group(1).decode("ascii", "replace")
-            state[key] = int(value) if value.isdigit() else value
-    if not isinstance(state.get("init_process_pid"), int) or state["init_process_pid"] <= 0:
+            state[key] = int(value) if value.isdigit() and key != "id" else value
+    if not _is_pid(state.get("init_process_pid")):
         return None, f"{path} is over the {MAX_STATE_BYTES}-byte limit and its head has no init_process_pid"
     return state, None
 
@@ -367,6 +347,15 @@ def _state_projection(data: bytes) -> Optional[dict[str, Any]]:
     return state
 
 
+# PID_MAX_LIMIT: no PID is larger. A forged state.json naming a larger one would
+# otherwise reach the int32 pid column.
+PID_MAX = 1 << 22
+
+
+def _is_pid(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= PID_MAX
+
+
 def _head_fields(m: "re.Match[bytes]") -> dict[str, Any]:
     return {
         "id": m.group(1).decode("utf-8", "replace"),
@@ -385,7 +374,7 @@ def _state_head_fd(fd: int, path: str) -> tuple[Optional[dict[str, Any]], Option
         m = _STATE_HEAD.match(os.pread(fd, _STATE_HEAD_READ, 0))
     except OSError as err:  # a FIFO or a directory in its place
         return None, f"cannot read {path}: {err.strerror}"
-    if m is None or int(m.group(2)) <= 0:
+    if m is None or not _is_pid(int(m.group(2))):
         return read_state_fd(fd, path)
     return _head_fields(m), None
 
@@ -397,7 +386,7 @@ def parse_state(data: bytes, path: str) -> tuple[Optional[dict[str, Any]], Optio
         if err:
             return None, err
     pid = state.get("init_process_pid")
-    if not isinstance(pid, int) or pid <= 0:
+    if not _is_pid(pid):
         return None, f"{path} has no valid init_process_pid"
     return state, None
 
@@ -429,4 +418,5 @@ def rfc3339_to_ns(text: Any) -> Optional[int]:
     except ValueError:
         return None
     nanos = int((m.group(7) or "").ljust(9, "0"))
-    return calendar.timegm(fields) * 1_000_000_000 + nanos
+    value = calendar.timegm(fields) * 1_000_000_000 + nanos
+    return value if 0 <= value < 1 << 63 else None  # the int64 time_ns column

@@ -13,6 +13,7 @@ from typing import Optional
 from runctrace import _sys
 from runctrace.backends.base import log
 from runctrace.runc.files import read_state_fd
+from runctrace.safetext import printable
 
 
 # inotify masks. runc writes state.json to a temporary name and renames it
@@ -168,7 +169,7 @@ class StateDirWatcher:
             wd = _sys.inotify_add_watch(self.fd, path, mask)
         except OSError as err:
             if err.errno not in (errno.ENOENT, errno.ENOTDIR):
-                log.warning("runctrace: cannot watch %s: %s", path, err.strerror)
+                log.warning("runctrace: cannot watch %s: %s", printable(path), err.strerror)
             return False
         self._wd_path[wd] = path
         self._path_wd[path] = wd
@@ -191,7 +192,7 @@ class StateDirWatcher:
             )
         except OSError as err:
             if err.errno not in (errno.ENOENT, errno.ENOTDIR):
-                log.warning("runctrace: cannot watch %s: %s", state_dir, err.strerror)
+                log.warning("runctrace: cannot watch %s: %s", printable(state_dir), err.strerror)
             return False
         self._marked.add(state_dir)
         return True

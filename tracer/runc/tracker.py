@@ -105,7 +105,7 @@ def parse_call(argv: list[str], cwd: Optional[str], cwd_may_be_bundle: bool = Fa
     if root_flag and not os.path.isabs(root_flag):
         log.warning(
             "runctrace: runc %s: relative --root %s, and runc changed directory before its "
-            "cwd could be read; its state directory may be wrong", call.container_id, root_flag,
+            "cwd could be read; its state directory may be wrong", printable(call.container_id), printable(root_flag),
         )
     return call
 
@@ -220,7 +220,9 @@ class Tracker:
             # Now, before runc itself gets to it (Go's runtime starts first): a hook
             # that swaps config.json after runc read it must not change what is
             # recorded. Its failure is the event's error, at resolve time.
-            rexec.spec = self._stage("reading config.json", [], load_config, call.bundle, rexec.uid)
+            failed: list[str] = []
+            rexec.spec = self._stage("reading config.json", failed, load_config, call.bundle, rexec.uid,
+                                     default=None) or SpecFile(None, "; ".join(failed))
         old = self.calls.get(pid)
         if old is not None:  # the same process exec'd runc again (a wrapper did)
             self._stop_waiting(old)
@@ -415,7 +417,7 @@ class Tracker:
                                default=SpecFile(None, None))
             container = Container(found.container_id, found.pid, bundle, spec.config, None, found.root)
             container.args_checked = True  # running already: its next exec is not its start
-            self._note_spec(container, spec, None, errors)
+            container.note_spec(spec, caller_uid, errors)
             self._stage("enriching", errors, container.enrich)
             self.running.add(kind, container, "; ".join(errors) or None, rfc3339_to_ns(found.state.get("created")))
             self.running.track(container, found.state.get("init_process_start"), None)
@@ -441,6 +443,7 @@ class Tracker:
         rc = rexec.call
         known = self.containers.get(pid) if pid is not None else None
         if known is not None and known.container_id == rc.container_id:
+            rexec.spec = None  # (up to 16 MiB, kept by a foreground run as long as its container)
             return  # already reported by discover()
         errors = [error] if error else []
         bundle = rc.bundle or (state_bundle(state) if state else None)

@@ -51,7 +51,7 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 # A journal line starting with this holds the recorder's counters, not a row.
 _STATS_MARK = "#"
 _STATS_PREFIX = _STATS_MARK.encode()
-# The longest journal line recovery reads. A row holds a spec (spec.MAX_CONFIG_BYTES,
+# The longest journal line recovery reads. A row holds a spec (runc.files.MAX_CONFIG_BYTES,
 # 16 MiB, when read; a little more re-serialised) and fields taken from it, and
 # JSON escaping at most triples a byte of text: 256 MiB is far above any row the
 # recorder writes, and bounds what one forged line can make recovery hold.

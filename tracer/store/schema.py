@@ -66,7 +66,7 @@ SCHEMA = pa.schema(
         pa.field("sandbox_id", pa.string()),
         pa.field("image_name", pa.string()),
         pa.field("is_sandbox", pa.bool_()),
-        # where the spec came from, and who ran runc (spec.SpecFile, resolve.Tracker)
+        # where the spec came from, and who ran runc (runc.files.SpecFile, runc.tracker.Tracker)
         pa.field("runc_uid", pa.int64()),
         pa.field("config_sha256", pa.string()),
         pa.field("config_uid", pa.int64()),
@@ -111,6 +111,12 @@ def _spec_columns(event: ContainerEvent, keep_env: bool) -> tuple[str | None, di
     return json.dumps(shown, separators=(",", ":"), ensure_ascii=False), fields
 
 
+def _int32(value: Any) -> Any:
+    """``value`` if an int32 column can hold it, else None: a number from outside
+    (a forged state file) must not make the row unwritable, and with it the batch."""
+    return value if value is None or -(1 << 31) <= value < 1 << 31 else None
+
+
 def event_to_row(event: ContainerEvent, host: str | None = None, keep_env: bool = False) -> dict[str, Any]:
     """One Parquet row. Environment values in the spec are redacted unless ``keep_env``.
 
@@ -133,15 +139,15 @@ def event_to_row(event: ContainerEvent, host: str | None = None, keep_env: bool 
         "time_ns": event.time_ns,
         "type": event.type.value,
         "container_id": event.container_id,
-        "container_pid": event.container_pid,
+        "container_pid": _int32(event.container_pid),
         "bundle": event.bundle,
         "backend": event.backend,
         "runtime": event.runtime,
         "runtime_root": event.runtime_root,
         "runtime_args": list(event.runtime_args) or None,
         "host": host or socket.gethostname(),
-        "exit_code": event.exit_code,
-        "signal": event.signal,
+        "exit_code": _int32(event.exit_code),
+        "signal": _int32(event.signal),
         "error": error,
         "config_json": config_json,
         "manager": event.manager,
