@@ -222,3 +222,13 @@ def test_a_forged_state_cannot_name_a_pid_or_time_no_column_holds():
 def test_an_unterminated_string_full_of_escapes_is_an_error():
     value, err = spec.parse_json_bytes(b"[" * 65 + b'"\\' * 16000, "f")
     assert value is None and "not valid JSON" in err
+
+
+def test_a_pid_file_that_is_a_device_is_refused_unopened(tmp_path):
+    # (/dev/null is harmless to open; what matters is the answer without a read)
+    pid, err = spec.read_pid_file("/dev/null")
+    assert pid is None and "is not a regular file" in err
+    secret = tmp_path / "secret"
+    secret.write_text("root-only-content\n")
+    pid, err = spec.read_pid_file(str(secret))
+    assert pid is None and "root-only" not in err  # the content is never quoted

@@ -28,6 +28,30 @@ MAX_SMALL_FILE_BYTES = 64 << 10  # pid files
 MAX_STATE_BYTES = 16 << 20
 
 
+class _NotRegular(Exception):
+    """What the path names instead of a regular file (the message says)."""
+
+
+def _open_regular(name: str, dir_fd: Optional[int], stat_out: Optional[list]) -> int:
+    """Open ``name`` for reading only if it is a regular file, judged before it is
+    opened for reading: the path comes from a container's creator, and opening a
+    device (``/dev/watchdog`` arms it) or a FIFO has effects of its own. An O_PATH
+    fd pins the file without opening it; it is reopened through /proc only once
+    fstat says regular."""
+    pinned = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        st = os.fstat(pinned)
+        if stat_out is not None:
+            stat_out.append(st)
+        if stat.S_ISLNK(st.st_mode):
+            raise _NotRegular("is a symlink (not followed)")
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegular("is not a regular file")
+        return os.open(f"/proc/self/fd/{pinned}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    finally:
+        os.close(pinned)
+
+
 def _read_capped(
     path: str, cap: int, *, dir_fd: Optional[int] = None, stat_out: Optional[list] = None
 ) -> tuple[Optional[bytes], Optional[str]]:
@@ -35,19 +59,15 @@ def _read_capped(
     ``stat_out``: a list that gets the file's ``os.stat_result`` once it is open."""
     name = os.path.basename(path) if dir_fd is not None else path
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = _open_regular(name, dir_fd, stat_out)
+    except _NotRegular as why:
+        return None, f"{path} {why}"
     except OSError as err:
-        if err.errno == errno.ELOOP:
-            return None, f"{path} is a symlink (not followed)"
         if err.errno == errno.ENOENT:
             return None, f"{path} does not exist"
         return None, f"cannot open {path}: {err.strerror}"
     try:
         st = os.fstat(fd)
-        if stat_out is not None:
-            stat_out.append(st)
-        if not stat.S_ISREG(st.st_mode):
-            return None, f"{path} is not a regular file"
         if st.st_size > cap:
             return None, f"{path} is {st.st_size} bytes, over the {cap}-byte limit"
         chunks, total = [], 0
@@ -245,7 +265,9 @@ def read_pid_file(path: str) -> tuple[Optional[int], Optional[str]]:
     # runc writes the PID in decimal, no sign; PID_MAX_LIMIT is 2^22. (A long
     # string of digits is refused by its length, before int() can raise on it.)
     if not _PID_TEXT.fullmatch(text) or not 0 < int(text) <= 1 << 22:
-        return None, f"pid file {path} holds {printable(text[:40].decode('ascii', 'replace'))!r}, not a process ID"
+        # (its content is not quoted: a directory symlink on the way can make the
+        # path any file the recorder, as root, can read)
+        return None, f"pid file {printable(path)} holds {len(text)} bytes that are not a process ID"
     return int(text), None
 
 
