@@ -122,3 +122,32 @@ def test_a_kernel_message_that_fails_is_counted_and_the_loop_goes_on(monkeypatch
         assert notifier.stats.errors == 1 and not notifier.finished
     finally:
         notifier.close()
+
+
+@pytest.mark.root
+def test_a_runc_exec_event_that_fails_is_counted_and_the_loop_goes_on(monkeypatch, bundles, container_ids):
+    from conftest import EventLog
+    from runctrace.backends.fanotify import FanotifyNotifier
+    from runctrace.backends.fanotify.correlator import Correlator
+
+    real = Correlator.runc_exec_seen
+    calls = []
+
+    def fails_once(self, pid):
+        calls.append(pid)
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        return real(self, pid)
+
+    monkeypatch.setattr(Correlator, "runc_exec_seen", fails_once)
+    notifier = FanotifyNotifier()
+    log = EventLog(notifier)
+    try:
+        runc("state", container_ids("none"), check=False)  # its runc exec event is the failed one
+        cid = container_ids()
+        runc("run", cid, cwd=bundles.make(["true"]))
+        log.wait_removed(cid)
+        log.assert_one_lifecycle(cid)
+        assert notifier.stats.errors == 1 and not notifier.finished
+    finally:
+        notifier.close()

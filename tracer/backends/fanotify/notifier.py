@@ -172,7 +172,10 @@ class FanotifyNotifier(LoopNotifier):
                 log.warning("runctrace: fanotify queue overflowed; runc execs were lost")
                 continue
             if rec.mask & _sys.FAN_OPEN_EXEC:
-                seen(rec.pid)
+                try:
+                    seen(rec.pid)
+                except Exception as err:  # one runc exec must never end the loop (its fd is closed above)
+                    self._message_failed(f"the fanotify event of PID {rec.pid}", err)
 
     def _read_connector(self, hold: bool = False) -> None:
         """Handle every queued connector message. ``hold``: first wait for the
