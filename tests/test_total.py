@@ -96,12 +96,17 @@ def test_a_stage_that_fails_gives_the_event_an_error(monkeypatch, log, bundles, 
 
 
 @pytest.mark.root
-def test_a_kernel_message_that_fails_is_counted_and_the_loop_goes_on(monkeypatch, bundles, container_ids):
+@pytest.mark.parametrize("method,first", [
+    ("_on_exit", "run"),  # a connector message: the first container's messages include the failed one
+    ("runc_exec_seen", "state"),  # a fanotify event: the first runc's exec is the failed one
+])
+def test_a_kernel_message_that_fails_is_counted_and_the_loop_goes_on(monkeypatch, bundles, container_ids,
+                                                                      method, first):
+    from conftest import EventLog
     from runctrace.backends.fanotify import FanotifyNotifier
     from runctrace.backends.fanotify.correlator import Correlator
-    from conftest import EventLog
 
-    real = Correlator._on_exit
+    real = getattr(Correlator, method)
     calls = []
 
     def fails_once(self, *args, **kwargs):
@@ -110,40 +115,14 @@ def test_a_kernel_message_that_fails_is_counted_and_the_loop_goes_on(monkeypatch
             raise RuntimeError("injected")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Correlator, "_on_exit", fails_once)
+    monkeypatch.setattr(Correlator, method, fails_once)
     notifier = FanotifyNotifier()
     log = EventLog(notifier)
     try:
-        runc("run", container_ids(), cwd=bundles.make(["true"]))  # its messages include the failed one
-        cid = container_ids()
-        runc("run", cid, cwd=bundles.make(["true"]))
-        log.wait_removed(cid)
-        log.assert_one_lifecycle(cid)
-        assert notifier.stats.errors == 1 and not notifier.finished
-    finally:
-        notifier.close()
-
-
-@pytest.mark.root
-def test_a_runc_exec_event_that_fails_is_counted_and_the_loop_goes_on(monkeypatch, bundles, container_ids):
-    from conftest import EventLog
-    from runctrace.backends.fanotify import FanotifyNotifier
-    from runctrace.backends.fanotify.correlator import Correlator
-
-    real = Correlator.runc_exec_seen
-    calls = []
-
-    def fails_once(self, pid):
-        calls.append(pid)
-        if len(calls) == 1:
-            raise RuntimeError("injected")
-        return real(self, pid)
-
-    monkeypatch.setattr(Correlator, "runc_exec_seen", fails_once)
-    notifier = FanotifyNotifier()
-    log = EventLog(notifier)
-    try:
-        runc("state", container_ids("none"), check=False)  # its runc exec event is the failed one
+        if first == "run":
+            runc("run", container_ids(), cwd=bundles.make(["true"]))
+        else:
+            runc("state", container_ids("none"), check=False)
         cid = container_ids()
         runc("run", cid, cwd=bundles.make(["true"]))
         log.wait_removed(cid)
